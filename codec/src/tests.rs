@@ -1,0 +1,90 @@
+use super::*;
+use bytes::Bytes;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+#[test]
+fn every_codec_round_trips_what_it_carries() {
+    for codec in [CodecId::MsgPack, CodecId::Json] {
+        let v = Add { a: 1, b: -2 };
+        let bytes = codec.encode(&v).unwrap();
+        assert_eq!(codec.decode::<Add>(&bytes).unwrap(), v, "{codec}");
+    }
+    for codec in CodecId::ALL {
+        let bytes = codec.encode("héllo").unwrap();
+        assert_eq!(codec.decode::<String>(&bytes).unwrap(), "héllo", "{codec}");
+    }
+}
+
+#[test]
+fn msgpack_encodes_structs_as_maps() {
+    let bytes = CodecId::MsgPack.encode(&Add { a: 1, b: 2 }).unwrap();
+    // fixmap of 2, "a", 1, "b", 2
+    assert_eq!(bytes, [0x82, 0xa1, b'a', 0x01, 0xa1, b'b', 0x02]);
+    let as_map: BTreeMap<String, i64> = CodecId::MsgPack.decode(&bytes).unwrap();
+    assert_eq!(as_map["b"], 2);
+}
+
+#[test]
+fn raw_carries_bytes_unchanged() {
+    let payload: Vec<u8> = (0..=255).collect();
+    assert_eq!(CodecId::Raw.encode(&payload).unwrap(), payload);
+    assert_eq!(
+        CodecId::Raw.encode(&Bytes::from(payload.clone())).unwrap(),
+        payload
+    );
+    assert_eq!(
+        CodecId::Raw
+            .encode(&serde_bytes::ByteBuf::from(payload.clone()))
+            .unwrap(),
+        payload
+    );
+    assert_eq!(CodecId::Raw.decode::<Vec<u8>>(&payload).unwrap(), payload);
+    assert_eq!(CodecId::Raw.decode::<Bytes>(&payload).unwrap(), payload);
+    assert_eq!(
+        CodecId::Raw
+            .decode::<serde_bytes::ByteBuf>(&payload)
+            .unwrap()
+            .into_vec(),
+        payload
+    );
+    assert!(CodecId::Raw.encode(&()).unwrap().is_empty());
+    CodecId::Raw.decode::<()>(b"").unwrap();
+}
+
+#[test]
+fn raw_refuses_values_that_are_not_bytes() {
+    let err = CodecId::Raw.encode(&Add { a: 1, b: 2 }).unwrap_err();
+    assert!(err.to_string().contains("not a struct"), "{err}");
+    let err = CodecId::Raw.encode(&vec![1u32, 2]).unwrap_err();
+    assert!(err.to_string().contains("u32"), "{err}");
+    assert!(CodecId::Raw.decode::<String>(&[0xff, 0xfe]).is_err());
+    assert!(CodecId::Raw.decode::<()>(b"x").is_err());
+}
+
+#[test]
+fn text_writes_scalars_as_text() {
+    assert_eq!(CodecId::Text.encode(&42i64).unwrap(), b"42");
+    assert_eq!(CodecId::Text.decode::<i64>(b"-7").unwrap(), -7);
+    assert_eq!(CodecId::Text.encode(&true).unwrap(), b"true");
+    assert!(CodecId::Text.encode(&Add { a: 1, b: 2 }).is_err());
+    assert!(CodecId::Text.decode::<String>(&[0xff]).is_err());
+}
+
+#[test]
+fn codec_ids_are_stable() {
+    let ids: Vec<u8> = CodecId::ALL.iter().map(|c| c.as_u8()).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+    for c in CodecId::ALL {
+        assert_eq!(CodecId::from_u8(c.as_u8()), Some(c));
+        assert_eq!(c.name().parse::<CodecId>().unwrap(), c);
+    }
+    assert_eq!(CodecId::from_u8(0), None);
+    assert_eq!(CodecId::from_u8(5), None);
+}

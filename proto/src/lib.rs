@@ -1,0 +1,120 @@
+//! drpc's message model and wire formats.
+//!
+//! A [`Message`] is a [`Header`] plus a body of bytes already encoded by a
+//! codec. A [`Proto`] owns the whole mapping between a byte stream and
+//! messages: for every connection it makes a [`Framer`], which appends encoded
+//! messages to an output buffer and cuts complete messages out of an input
+//! buffer. A framer does no I/O, so it is tested without sockets, and a proto
+//! with per-connection state (an HTTP mapping, say) keeps that state in its
+//! framer.
+//!
+//! The built-in proto is [`RawProto`], the compact binary format that
+//! `docs/PROTOCOL.md` specifies byte by byte.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use drpc_proto::{FrameLimits, Header, Message, Proto, RawProto};
+//!
+//! let mut framer = RawProto.framer(&FrameLimits::default());
+//! let msg = Message::new(Header::call(7, "/math/add"), &b"\x82\xa1a\x01\xa1b\x02"[..]);
+//! let mut wire = BytesMut::new();
+//! framer.encode(&msg, &mut wire).unwrap();
+//! let back = framer.decode(&mut wire).unwrap().unwrap();
+//! assert_eq!(back, msg);
+//! assert!(wire.is_empty());
+//! ```
+#![warn(missing_docs)]
+
+mod message;
+mod meta;
+mod raw;
+
+pub use bytestring::ByteString;
+pub use drpc_codec::CodecId;
+pub use message::{Header, Kind, Message};
+pub use meta::Meta;
+pub use raw::{RawProto, RAW_VERSION};
+
+use bytes::BytesMut;
+
+/// The largest frame any drpc proto accepts by default: 8 MiB.
+///
+/// Big enough for a 4 MiB body with room to spare, small enough that a peer
+/// cannot make the receiver reserve much memory with one forged length.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
+
+/// Bounds a framer enforces on every frame it reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// The largest frame, in bytes, counting everything the proto writes for
+    /// one message (for [`RawProto`], the 4-byte length prefix too).
+    /// Defaults to [`DEFAULT_MAX_FRAME_LEN`].
+    pub max_frame_len: usize,
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        Self {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// A wire format: makes one [`Framer`] per connection.
+pub trait Proto: Send + Sync + 'static {
+    /// A short name for logs and errors, such as `raw`.
+    fn name(&self) -> &'static str;
+
+    /// A fresh framer for one connection, enforcing `limits`.
+    fn framer(&self, limits: &FrameLimits) -> Box<dyn Framer>;
+}
+
+/// Converts between messages and the bytes of one connection.
+pub trait Framer: Send + 'static {
+    /// Appends the encoding of `msg` to `dst`.
+    ///
+    /// On error nothing is appended.
+    fn encode(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<(), ProtoError>;
+
+    /// Cuts the next complete message from the front of `src`.
+    ///
+    /// Returns `Ok(None)` when `src` holds only part of a message; the caller
+    /// reads more bytes into `src` and tries again. A framer may reserve room
+    /// in `src` for the rest of a frame it has validated. After an error the
+    /// stream is out of step and the connection must be closed.
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtoError>;
+}
+
+/// Why bytes could not be turned into a message, or a message into bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    /// A frame is larger than [`FrameLimits::max_frame_len`]. When the frame's
+    /// fixed header could be read, `kind` and `seq` say which message it was,
+    /// so a call can still be answered with 413.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    FrameTooLarge {
+        /// The frame's declared or computed length.
+        len: u64,
+        /// The limit in force.
+        max: usize,
+        /// The kind of the oversize message, when known.
+        kind: Option<Kind>,
+        /// The seq of the oversize message, when known.
+        seq: Option<u32>,
+    },
+    /// The frame names a protocol version this framer does not speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// The frame names a message kind that does not exist.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// The frame names a body codec that does not exist.
+    #[error("unknown codec id {0}")]
+    UnknownCodec(u8),
+    /// The frame is not well formed; the text says how.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A field of an outgoing message does not fit its wire encoding.
+    #[error("cannot encode message: {0}")]
+    Unencodable(String),
+}

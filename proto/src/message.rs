@@ -1,0 +1,114 @@
+use crate::Meta;
+use bytes::Bytes;
+use bytestring::ByteString;
+use drpc_codec::CodecId;
+use std::time::Duration;
+
+/// What a message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Kind {
+    /// A request that expects a [`Kind::Reply`] with the same seq.
+    Call = 1,
+    /// The answer to a call.
+    Reply = 2,
+    /// A one-way message; nothing is sent back.
+    Push = 3,
+}
+
+impl Kind {
+    /// The kind named by a wire byte.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(Self::Call),
+            2 => Some(Self::Reply),
+            3 => Some(Self::Push),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name: `call`, `reply`, `push`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Call => "call",
+            Self::Reply => "reply",
+            Self::Push => "push",
+        }
+    }
+}
+
+/// Everything about a message except its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Call, reply or push.
+    pub kind: Kind,
+    /// Matches a reply to its call; chosen by the caller, unique among its
+    /// calls in flight on one connection. Pushes carry 0.
+    pub seq: u32,
+    /// The route, such as `/math/add`. Replies carry an empty string.
+    pub service_method: ByteString,
+    /// For a call: the time the callee has left, measured when the call was
+    /// written; the wire carries whole milliseconds. `None` on other kinds.
+    pub timeout: Option<Duration>,
+    /// For a reply: the status code, 0 for OK. 0 on other kinds.
+    pub status_code: i32,
+    /// For a reply: the status message, empty for OK.
+    pub status_message: ByteString,
+    /// The codec of the body.
+    pub codec: CodecId,
+    /// Transfer filter ids applied to the body, in the order they were
+    /// applied; the receiver reverses them last to first.
+    pub filters: Bytes,
+    /// Application key/value pairs.
+    pub meta: Meta,
+}
+
+impl Header {
+    fn new(kind: Kind, seq: u32, service_method: ByteString) -> Self {
+        Self {
+            kind,
+            seq,
+            service_method,
+            timeout: None,
+            status_code: 0,
+            status_message: ByteString::new(),
+            codec: CodecId::default(),
+            filters: Bytes::new(),
+            meta: Meta::new(),
+        }
+    }
+
+    /// A call header for `service_method` with the default codec.
+    pub fn call(seq: u32, service_method: impl Into<ByteString>) -> Self {
+        Self::new(Kind::Call, seq, service_method.into())
+    }
+
+    /// A successful reply header for the call with `seq`.
+    pub fn reply(seq: u32) -> Self {
+        Self::new(Kind::Reply, seq, ByteString::new())
+    }
+
+    /// A push header for `service_method` with the default codec.
+    pub fn push(service_method: impl Into<ByteString>) -> Self {
+        Self::new(Kind::Push, 0, service_method.into())
+    }
+}
+
+/// A header and a body already encoded by the header's codec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Everything but the body.
+    pub header: Header,
+    /// The encoded body; a slice of the read buffer on receipt.
+    pub body: Bytes,
+}
+
+impl Message {
+    /// A message from its parts.
+    pub fn new(header: Header, body: impl Into<Bytes>) -> Self {
+        Self {
+            header,
+            body: body.into(),
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Pins the raw proto to the bytes `docs/PROTOCOL.md` shows, and checks that
+//! hostile input is refused cleanly.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use drpc_proto::{
+    CodecId, FrameLimits, Framer, Header, Kind, Message, Meta, Proto, ProtoError, RawProto,
+};
+use proptest::prelude::*;
+use std::time::Duration;
+
+fn framer() -> Box<dyn Framer> {
+    RawProto.framer(&FrameLimits::default())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+fn encode(msg: &Message) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    framer().encode(msg, &mut out).unwrap();
+    out.to_vec()
+}
+
+/// The call of the worked example in docs/PROTOCOL.md: `/math/add` with
+/// `{"a":1,"b":2}` in MessagePack, seq 1, 5 s timeout, meta `k=v`.
+fn example_call() -> Message {
+    let mut h = Header::call(1, "/math/add");
+    h.timeout = Some(Duration::from_secs(5));
+    h.meta.insert("k", "v");
+    Message::new(h, unhex("82 a1 61 01 a1 62 02"))
+}
+
+const EXAMPLE_CALL_HEX: &str = "00 00 00 2d 01 01 01 00 00 00 00 01 00 00 13 88 00 00 00 00 \
+     00 09 2f 6d 61 74 68 2f 61 64 64 00 00 00 00 01 00 01 6b 00 01 76 \
+     82 a1 61 01 a1 62 02";
+
+const EXAMPLE_REPLY_HEX: &str =
+    "00 00 00 18 01 02 01 00 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 03";
+
+const EXAMPLE_ERROR_HEX: &str = "00 00 00 20 01 02 01 00 00 00 00 02 00 00 00 00 00 00 01 94 \
+     00 00 00 09 6e 6f 74 20 66 6f 75 6e 64 00 00 00";
+
+#[test]
+fn golden_call_bytes() {
+    let bytes = encode(&example_call());
+    assert_eq!(hex(&bytes), hex(&unhex(EXAMPLE_CALL_HEX)));
+    let back = framer()
+        .decode(&mut BytesMut::from(&bytes[..]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, example_call());
+}
+
+#[test]
+fn golden_reply_bytes() {
+    let reply = Message::new(Header::reply(1), vec![0x03]);
+    assert_eq!(hex(&encode(&reply)), hex(&unhex(EXAMPLE_REPLY_HEX)));
+}
+
+#[test]
+fn golden_error_reply_bytes() {
+    let mut h = Header::reply(2);
+    h.status_code = 404;
+    h.status_message = "not found".into();
+    let reply = Message::new(h, Bytes::new());
+    assert_eq!(hex(&encode(&reply)), hex(&unhex(EXAMPLE_ERROR_HEX)));
+}
+
+#[test]
+fn golden_push_bytes() {
+    let mut h = Header::push("/hello");
+    h.codec = CodecId::Text;
+    let push = Message::new(h, &b"hi"[..]);
+    assert_eq!(
+        hex(&encode(&push)),
+        "00 00 00 1f 01 03 04 00 00 00 00 00 00 00 00 00 00 00 00 00 \
+         00 06 2f 68 65 6c 6c 6f 00 00 00 00 00 68 69"
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
+
+#[test]
+fn decodes_a_frame_that_arrives_byte_by_byte() {
+    let bytes = encode(&example_call());
+    let mut f = framer();
+    let mut buf = BytesMut::new();
+    for (i, b) in bytes.iter().enumerate() {
+        assert_eq!(
+            f.decode(&mut buf).unwrap(),
+            None,
+            "complete too early at {i}"
+        );
+        buf.put_u8(*b);
+    }
+    assert_eq!(f.decode(&mut buf).unwrap(), Some(example_call()));
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn decodes_back_to_back_frames() {
+    let mut buf = BytesMut::new();
+    let mut f = framer();
+    for seq in 0..3 {
+        let mut m = example_call();
+        m.header.seq = seq;
+        f.encode(&m, &mut buf).unwrap();
+    }
+    for seq in 0..3 {
+        assert_eq!(f.decode(&mut buf).unwrap().unwrap().header.seq, seq);
+    }
+    assert_eq!(f.decode(&mut buf).unwrap(), None);
+}
+
+#[test]
+fn huge_declared_length_is_refused_before_allocation() {
+    let mut buf = BytesMut::from(&unhex("ff ff ff ff 01 01 01 00 00 00 00 09")[..]);
+    let cap = buf.capacity();
+    let err = framer().decode(&mut buf).unwrap_err();
+    assert_eq!(
+        err,
+        ProtoError::FrameTooLarge {
+            len: 4 + u32::MAX as u64,
+            max: drpc_proto::DEFAULT_MAX_FRAME_LEN,
+            kind: Some(Kind::Call),
+            seq: Some(9),
+        }
+    );
+    assert_eq!(
+        buf.capacity(),
+        cap,
+        "nothing may be reserved for a refused frame"
+    );
+}
+
+#[test]
+fn outgoing_frames_over_the_limit_are_refused() {
+    let mut f = RawProto.framer(&FrameLimits { max_frame_len: 64 });
+    let msg = Message::new(Header::call(3, "/x"), vec![0u8; 64]);
+    let mut out = BytesMut::new();
+    let err = f.encode(&msg, &mut out).unwrap_err();
+    assert!(
+        matches!(err, ProtoError::FrameTooLarge { seq: Some(3), .. }),
+        "{err}"
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn oversize_fields_are_unencodable() {
+    let msg = Message::new(Header::call(1, "x".repeat(70_000)), Bytes::new());
+    let err = framer().encode(&msg, &mut BytesMut::new()).unwrap_err();
+    assert!(matches!(err, ProtoError::Unencodable(_)), "{err}");
+}
+
+#[test]
+fn bad_fields_are_named() {
+    let good = encode(&example_call());
+    let cases: [(usize, u8, ProtoError); 4] = [
+        (4, 2, ProtoError::UnsupportedVersion(2)),
+        (5, 9, ProtoError::UnknownKind(9)),
+        (6, 0, ProtoError::UnknownCodec(0)),
+        (6, 200, ProtoError::UnknownCodec(200)),
+    ];
+    for (at, value, want) in cases {
+        let mut bad = good.clone();
+        bad[at] = value;
+        assert_eq!(framer().decode(&mut BytesMut::from(&bad[..])), Err(want));
+    }
+    let mut bad = good.clone();
+    bad[7] = 1;
+    assert!(matches!(
+        framer().decode(&mut BytesMut::from(&bad[..])),
+        Err(ProtoError::Malformed(_))
+    ));
+    // A service method length that runs past the end of the frame.
+    let mut bad = good.clone();
+    bad[20] = 0xff;
+    assert!(matches!(
+        framer().decode(&mut BytesMut::from(&bad[..])),
+        Err(ProtoError::Malformed(_))
+    ));
+    // Invalid UTF-8 in the service method.
+    let mut bad = good;
+    bad[22] = 0xff;
+    assert!(matches!(
+        framer().decode(&mut BytesMut::from(&bad[..])),
+        Err(ProtoError::Malformed(_))
+    ));
+}
+
+#[test]
+fn short_length_is_malformed() {
+    let mut buf = BytesMut::from(&unhex("00 00 00 05 01 01 01 00 00")[..]);
+    assert!(matches!(
+        framer().decode(&mut buf),
+        Err(ProtoError::Malformed(_))
+    ));
+}
+
+fn arb_string() -> impl Strategy<Value = String> {
+    proptest::string::string_regex("[a-z/\\-é]{0,12}").unwrap()
+}
+
+fn arb_message() -> impl Strategy<Value = Message> {
+    (
+        prop_oneof![Just(Kind::Call), Just(Kind::Reply), Just(Kind::Push)],
+        any::<u32>(),
+        arb_string(),
+        proptest::option::of(1u64..100_000),
+        any::<i32>(),
+        arb_string(),
+        proptest::sample::select(CodecId::ALL.to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..4),
+        proptest::collection::vec((arb_string(), arb_string()), 0..4),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(
+            |(kind, seq, method, timeout, code, status, codec, filters, meta, body)| {
+                let mut h = Header::call(seq, method);
+                h.kind = kind;
+                h.timeout = timeout.map(Duration::from_millis);
+                h.status_code = code;
+                h.status_message = status.into();
+                h.codec = codec;
+                h.filters = filters.into();
+                h.meta = meta.into_iter().collect::<Meta>();
+                Message::new(h, body)
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn decoder_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut f = framer();
+        let mut buf = BytesMut::from(&bytes[..]);
+        // Keep decoding until the decoder wants more bytes or refuses.
+        for _ in 0..bytes.len() + 1 {
+            match f.decode(&mut buf) {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    #[test]
+    fn decoder_never_panics_on_mutated_frames(
+        msg in arb_message(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut bytes = encode(&msg);
+        for (i, b) in flips {
+            let i = i.index(bytes.len());
+            bytes[i] = b;
+        }
+        let _ = framer().decode(&mut BytesMut::from(&bytes[..]));
+    }
+
+    #[test]
+    fn every_message_round_trips(msg in arb_message()) {
+        let bytes = encode(&msg);
+        let back = framer().decode(&mut BytesMut::from(&bytes[..])).unwrap().unwrap();
+        prop_assert_eq!(back, msg);
+    }
+}

@@ -1,0 +1,80 @@
+use super::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn exchange(addr: &str) {
+    let mut l = Listener::bind(&addr.parse().unwrap()).await.unwrap();
+    let client = dial(l.local_addr()).await.unwrap();
+    let server = l.accept().await.unwrap();
+    let (_, mut cw, _, _) = client.into_parts();
+    let (mut sr, _, _, _) = server.into_parts();
+    cw.write_all(b"ping").await.unwrap();
+    cw.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    sr.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"ping");
+}
+
+#[tokio::test]
+async fn tcp_carries_bytes_and_reports_addresses() {
+    let mut l = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    assert_ne!(l.local_addr().target(), "127.0.0.1:0");
+    let client = dial(l.local_addr()).await.unwrap();
+    let server = l.accept().await.unwrap();
+    assert_eq!(client.peer_addr(), server.local_addr());
+    assert_eq!(client.local_addr(), server.peer_addr());
+    drop((client, server));
+    exchange("tcp://127.0.0.1:0").await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn unix_carries_bytes_and_removes_its_file() {
+    let path = std::env::temp_dir().join(format!("drpc-socket-test-{}.sock", std::process::id()));
+    let addr = format!("unix://{}", path.display());
+    exchange(&addr).await;
+    assert!(!path.exists(), "the listener removes its socket file");
+}
+
+#[tokio::test]
+async fn dial_failure_names_the_address() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let err = dial(&format!("tcp://127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("dial tcp://127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn reserved_schemes_are_unsupported() {
+    let err = dial(&"quic://127.0.0.1:1".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SocketError::Unsupported(s) if s == "quic"));
+}
+
+#[test]
+fn addresses_are_checked() {
+    for bad in [
+        "127.0.0.1:1",
+        "tcp://",
+        "tcp://host",
+        "tcp://:80",
+        "tcp://h:99999",
+        "unix://rel",
+        "http://x:1",
+    ] {
+        assert!(bad.parse::<Addr>().is_err(), "{bad}");
+    }
+    let v6: Addr = "tcp://[::1]:9".parse().unwrap();
+    assert_eq!(v6.target(), "[::1]:9");
+    let u: Addr = "unix:///tmp/x.sock".parse().unwrap();
+    assert_eq!(u.target(), "/tmp/x.sock");
+}

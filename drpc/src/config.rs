@@ -1,0 +1,84 @@
+use drpc_codec::CodecId;
+use drpc_proto::DEFAULT_MAX_FRAME_LEN;
+use std::time::Duration;
+
+/// An endpoint's settings. Every field has a default, documented with its
+/// reason; override what you need:
+///
+/// ```
+/// use drpc::Config;
+/// use std::time::Duration;
+///
+/// let config = Config {
+///     default_timeout: Duration::from_secs(5),
+///     ..Config::default()
+/// };
+/// assert_eq!(config.max_frame_len, 8 * 1024 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The largest frame read or written, in bytes, length prefix included.
+    ///
+    /// Default 8 MiB: room for a 4 MiB body with its header, while a peer's
+    /// forged length can make the endpoint reserve at most this much per
+    /// session. A larger incoming frame closes the session (after answering
+    /// it with 413 when it is a call); a larger outgoing message fails with
+    /// 413 before anything is sent.
+    pub max_frame_len: usize,
+
+    /// The deadline of a call that does not set its own, and of an incoming
+    /// call whose peer sent none.
+    ///
+    /// Default 30 s: long enough for slow real work, short enough that a
+    /// lost peer is noticed by every caller.
+    pub default_timeout: Duration,
+
+    /// How long a dial may take, connection and connection hooks included.
+    ///
+    /// Default 10 s.
+    pub dial_timeout: Duration,
+
+    /// The codec of outgoing calls and pushes that do not choose one.
+    ///
+    /// Default MessagePack: compact and schema-free.
+    pub default_codec: CodecId,
+
+    /// How many messages may wait for a session's writer.
+    ///
+    /// Default 1024. When the queue is full, senders wait (up to their
+    /// deadline), so a slow peer slows its callers instead of growing memory.
+    pub write_queue: usize,
+
+    /// How many bytes the writer gathers from queued messages before one
+    /// write to the socket.
+    ///
+    /// Default 64 KiB: many small messages share a system call, while one
+    /// write stays short.
+    pub write_batch: usize,
+
+    /// How many bytes the reader asks the socket for at a time.
+    ///
+    /// Default 16 KiB.
+    pub read_chunk: usize,
+
+    /// How long a graceful close waits for running handlers (and their
+    /// replies to be written) before it cancels them.
+    ///
+    /// Default 10 s.
+    pub close_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            default_timeout: Duration::from_secs(30),
+            dial_timeout: Duration::from_secs(10),
+            default_codec: CodecId::MsgPack,
+            write_queue: 1024,
+            write_batch: 64 * 1024,
+            read_chunk: 16 * 1024,
+            close_grace: Duration::from_secs(10),
+        }
+    }
+}

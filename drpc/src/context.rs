@@ -1,0 +1,224 @@
+//! What handlers receive.
+
+use crate::{Session, Status};
+use bytes::Bytes;
+use drpc_codec::CodecId;
+use drpc_proto::{Header, Meta};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The context of an incoming call: its session, header, raw body and
+/// deadline, and the settings of its reply. Cheap to clone.
+#[derive(Clone)]
+pub struct CallCtx {
+    inner: Arc<CallInner>,
+}
+
+struct CallInner {
+    session: Session,
+    header: Header,
+    body: Bytes,
+    deadline: Instant,
+    reply: Mutex<ReplyParts>,
+}
+
+#[derive(Default)]
+struct ReplyParts {
+    meta: Meta,
+    codec: Option<CodecId>,
+}
+
+impl CallCtx {
+    pub(crate) fn new(session: Session, header: Header, body: Bytes, deadline: Instant) -> Self {
+        Self {
+            inner: Arc::new(CallInner {
+                session,
+                header,
+                body,
+                deadline,
+                reply: Mutex::new(ReplyParts::default()),
+            }),
+        }
+    }
+
+    /// The session the call arrived on; handlers can call or push back on it.
+    pub fn session(&self) -> &Session {
+        &self.inner.session
+    }
+
+    /// The full header of the call.
+    pub fn header(&self) -> &Header {
+        &self.inner.header
+    }
+
+    /// The service method, such as `/math/add`.
+    pub fn service_method(&self) -> &str {
+        &self.inner.header.service_method
+    }
+
+    /// The call's sequence number on its session.
+    pub fn seq(&self) -> u32 {
+        self.inner.header.seq
+    }
+
+    /// The meta the caller sent.
+    pub fn meta(&self) -> &Meta {
+        &self.inner.header.meta
+    }
+
+    /// The codec of the call's body.
+    pub fn codec(&self) -> CodecId {
+        self.inner.header.codec
+    }
+
+    /// The encoded body, as it arrived.
+    pub fn body(&self) -> &Bytes {
+        &self.inner.body
+    }
+
+    /// Decodes the body with the call's codec; a fallback handler uses it to
+    /// read a body on demand. Fails with 400.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Status> {
+        decode_body(self.codec(), &self.inner.body, self.service_method())
+    }
+
+    /// When the caller stops waiting. A handler still running then is
+    /// cancelled and the call is answered with 408.
+    pub fn deadline(&self) -> Instant {
+        self.inner.deadline
+    }
+
+    /// The time left until [`CallCtx::deadline`], zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.inner
+            .deadline
+            .saturating_duration_since(Instant::now())
+    }
+
+    /// Adds a key/value pair to the reply's meta.
+    pub fn set_reply_meta(&self, key: &str, value: &str) {
+        self.inner.reply.lock().meta.insert(key, value);
+    }
+
+    /// Makes the reply use `codec` instead of the call's codec.
+    pub fn set_reply_codec(&self, codec: CodecId) {
+        self.inner.reply.lock().codec = Some(codec);
+    }
+
+    /// The codec the reply will use.
+    pub fn reply_codec(&self) -> CodecId {
+        self.inner.reply.lock().codec.unwrap_or(self.codec())
+    }
+
+    pub(crate) fn take_reply_meta(&self) -> Meta {
+        std::mem::take(&mut self.inner.reply.lock().meta)
+    }
+
+    /// Encodes a handler's return value with the reply codec.
+    pub(crate) fn encode_reply<R: Serialize>(&self, value: &R) -> Result<Bytes, Status> {
+        let codec = self.reply_codec();
+        codec.encode(value).map(Bytes::from).map_err(|e| {
+            Status::internal(format!(
+                "cannot encode the reply of {} as {codec}",
+                self.service_method()
+            ))
+            .with_cause(e)
+        })
+    }
+}
+
+impl std::fmt::Debug for CallCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallCtx")
+            .field("session", &self.session().id())
+            .field("header", self.header())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The context of an incoming push: its session, header and raw body.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct PushCtx {
+    inner: Arc<PushInner>,
+}
+
+struct PushInner {
+    session: Session,
+    header: Header,
+    body: Bytes,
+}
+
+impl PushCtx {
+    pub(crate) fn new(session: Session, header: Header, body: Bytes) -> Self {
+        Self {
+            inner: Arc::new(PushInner {
+                session,
+                header,
+                body,
+            }),
+        }
+    }
+
+    /// The session the push arrived on.
+    pub fn session(&self) -> &Session {
+        &self.inner.session
+    }
+
+    /// The full header of the push.
+    pub fn header(&self) -> &Header {
+        &self.inner.header
+    }
+
+    /// The service method, such as `/chat/message`.
+    pub fn service_method(&self) -> &str {
+        &self.inner.header.service_method
+    }
+
+    /// The meta the sender attached.
+    pub fn meta(&self) -> &Meta {
+        &self.inner.header.meta
+    }
+
+    /// The codec of the body.
+    pub fn codec(&self) -> CodecId {
+        self.inner.header.codec
+    }
+
+    /// The encoded body, as it arrived.
+    pub fn body(&self) -> &Bytes {
+        &self.inner.body
+    }
+
+    /// Decodes the body with its codec. Fails with 400.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Status> {
+        decode_body(self.codec(), &self.inner.body, self.service_method())
+    }
+}
+
+impl std::fmt::Debug for PushCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushCtx")
+            .field("session", &self.session().id())
+            .field("header", self.header())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn decode_body<T: DeserializeOwned>(
+    codec: CodecId,
+    body: &[u8],
+    what: &str,
+) -> Result<T, Status> {
+    codec.decode(body).map_err(|e| {
+        Status::bad_message(format!(
+            "cannot decode the {codec} body of {what} as {}: {e}",
+            std::any::type_name::<T>()
+        ))
+        .with_cause(e)
+    })
+}

@@ -1,0 +1,500 @@
+//! The tasks behind a session: one reader, one writer, and a driver that
+//! owns the session's life and runs its close sequence in one place.
+
+use crate::context::{CallCtx, PushCtx};
+use crate::endpoint::EndpointInner;
+use crate::session::{error_reply, Outbound, HANDLER_OF};
+use crate::{Code, Session, Status};
+use bytes::BytesMut;
+use drpc_proto::{Framer, Kind, Message, ProtoError};
+use drpc_socket::{ReadHalf, Socket, WriteHalf};
+use futures_util::FutureExt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Which side opened the connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Accepted,
+    Dialed,
+}
+
+/// Turns a connected socket into a live session: registers it, runs the
+/// accept or dial hooks, then starts reading. On a hook's refusal the session
+/// is closed with that status and the status is returned.
+pub(crate) async fn establish(
+    ep: &Arc<EndpointInner>,
+    socket: Socket,
+    origin: Origin,
+) -> Result<Session, Status> {
+    let (rd, wr, local, peer) = socket.into_parts();
+    let (tx, rx) = mpsc::channel(ep.config.write_queue.max(1));
+    let session = Session::new(ep.clone(), local, peer, origin == Origin::Dialed, tx);
+    ep.add_session(&session)?;
+
+    let (ready_tx, ready_rx) = oneshot::channel();
+    ep.tasks.spawn(drive(session.clone(), rd, wr, rx, ready_rx));
+
+    let hooks = run_connect_hooks(&session, origin).await;
+    let refused = hooks.as_ref().err().cloned();
+    let _ = ready_tx.send(hooks);
+    match refused {
+        None => Ok(session),
+        Some(status) => {
+            session.closed().await;
+            Err(status)
+        }
+    }
+}
+
+async fn run_connect_hooks(session: &Session, origin: Origin) -> Result<(), Status> {
+    for p in session.plugins().iter() {
+        // Counted before the hook runs, so a plugin that refuses still gets
+        // its close hook and its counts pair up.
+        session.shared.hooked.fetch_add(1, Ordering::AcqRel);
+        match origin {
+            Origin::Accepted => p.after_accept(session).await?,
+            Origin::Dialed => p.after_dial(session, false).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Why the session is ending, and how.
+enum Ending {
+    /// A graceful close: let handlers finish and flush their replies.
+    Graceful(Status),
+    /// The connection is unusable (or the reader stopped on bad input):
+    /// cancel handlers, but still flush what is queued if the writer lives.
+    Abrupt(Status),
+}
+
+async fn drive(
+    session: Session,
+    rd: ReadHalf,
+    wr: WriteHalf,
+    rx: mpsc::Receiver<Outbound>,
+    ready: oneshot::Receiver<Result<(), Status>>,
+) {
+    let ep = session.shared.ep.clone();
+    let stop_read = CancellationToken::new();
+    let stop_write = CancellationToken::new();
+    let framer_w = ep.proto.framer(&ep.frame_limits());
+    let mut writer = ep.tasks.spawn(write_loop(
+        session.clone(),
+        wr,
+        framer_w,
+        rx,
+        stop_write.clone(),
+    ));
+    let mut writer_done = false;
+
+    let ending = match ready.await {
+        Ok(Ok(())) => {
+            let framer_r = ep.proto.framer(&ep.frame_limits());
+            let mut reader =
+                ep.tasks
+                    .spawn(read_loop(session.clone(), rd, framer_r, stop_read.clone()));
+            let mut reader_done = false;
+            let ending = tokio::select! {
+                r = &mut reader => {
+                    reader_done = true;
+                    Ending::Abrupt(joined(r))
+                }
+                w = &mut writer => {
+                    writer_done = true;
+                    Ending::Abrupt(joined(w))
+                }
+                _ = session.shared.close_requested.cancelled() => {
+                    Ending::Graceful(Status::connection_closed("closed by the local endpoint"))
+                }
+            };
+            if !reader_done {
+                // Stop taking new messages before anything else winds down.
+                stop_read.cancel();
+                let _ = reader.await;
+            }
+            ending
+        }
+        Ok(Err(status)) => Ending::Abrupt(status),
+        Err(_) => Ending::Abrupt(Status::internal("session setup was abandoned")),
+    };
+
+    let (reason, graceful) = match ending {
+        Ending::Graceful(s) => (s, true),
+        Ending::Abrupt(s) => (s, false),
+    };
+    for waiter in session.begin_close(&reason) {
+        let _ = waiter.send(Err(session.closed_status()));
+    }
+
+    let grace = ep.config.close_grace;
+    let handlers = &session.shared.handlers;
+    handlers.close();
+    if !graceful || timeout(grace, handlers.wait()).await.is_err() {
+        session.shared.abort_handlers.cancel();
+        handlers.wait().await;
+    }
+
+    if !writer_done {
+        // Everything queued before the marker is written, then the write
+        // half is shut down so the peer sees a clean end of stream.
+        let flushed = timeout(grace, async {
+            let _ = session.shared.tx.send(Outbound::Shutdown).await;
+            let _ = (&mut writer).await;
+        })
+        .await;
+        if flushed.is_err() {
+            stop_write.cancel();
+            let _ = writer.await;
+        }
+    }
+
+    match reason.code() {
+        Code::CONNECTION_CLOSED => {
+            tracing::debug!(session = %session.id(), %reason, "session closed")
+        }
+        _ => tracing::warn!(session = %session.id(), %reason, "session closed"),
+    }
+    session.mark_closed(reason);
+    ep.remove_session(&session);
+    let hooked = session.shared.hooked.load(Ordering::Acquire);
+    for p in session.plugins().iter().take(hooked) {
+        p.after_session_close(&session);
+    }
+    session.shared.closed.cancel();
+}
+
+fn joined(r: Result<Option<Status>, tokio::task::JoinError>) -> Status {
+    match r {
+        Ok(Some(status)) => status,
+        Ok(None) => Status::connection_closed("session stopped"),
+        Err(e) => Status::internal("a session task failed").with_cause(e),
+    }
+}
+
+/// Reads messages and dispatches them until the connection ends (returning
+/// why) or `stop` is cancelled (returning `None`).
+async fn read_loop(
+    session: Session,
+    mut rd: ReadHalf,
+    mut framer: Box<dyn Framer>,
+    stop: CancellationToken,
+) -> Option<Status> {
+    let chunk = session.shared.ep.config.read_chunk.max(64);
+    let mut buf = BytesMut::with_capacity(chunk);
+    loop {
+        session.plugins().each(|p| p.before_read_header(&session));
+        let msg = loop {
+            match framer.decode(&mut buf) {
+                Ok(Some(msg)) => break msg,
+                Ok(None) => {}
+                Err(e) => return Some(protocol_error(&session, e)),
+            }
+            if buf.capacity() - buf.len() < chunk / 4 {
+                buf.reserve(chunk);
+            }
+            let read = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                r = rd.read_buf(&mut buf) => r,
+            };
+            match read {
+                Ok(0) if buf.is_empty() => {
+                    return Some(Status::connection_closed("the peer closed the connection"))
+                }
+                Ok(0) => {
+                    return Some(Status::bad_message(format!(
+                        "the peer closed the connection in the middle of a frame ({} bytes unread)",
+                        buf.len()
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Some(
+                        Status::connection_closed(format!("reading from the peer failed: {e}"))
+                            .with_cause(e),
+                    )
+                }
+            }
+        };
+        match msg.header.kind {
+            Kind::Call => on_call(&session, msg),
+            Kind::Reply => on_reply(&session, msg),
+            Kind::Push => on_push(&session, msg),
+        }
+    }
+}
+
+/// Maps bad input to the session's close reason; an oversize call whose
+/// header could be read is still answered with 413.
+fn protocol_error(session: &Session, err: ProtoError) -> Status {
+    let status = match &err {
+        ProtoError::FrameTooLarge { .. } => Status::message_too_large(err.to_string()),
+        _ => Status::bad_message(format!("bad input from the peer: {err}")),
+    };
+    if let ProtoError::FrameTooLarge {
+        kind: Some(Kind::Call),
+        seq: Some(seq),
+        ..
+    } = err
+    {
+        let reply = error_reply(seq, session.shared.ep.config.default_codec, &status);
+        let _ = session.shared.tx.try_send(Outbound::Msg(reply));
+    }
+    status.with_cause(err)
+}
+
+/// Runs `fut` as a handler of `session`: tracked for graceful close,
+/// cancelled when the session aborts its handlers.
+fn spawn_handler(session: &Session, fut: impl Future<Output = ()> + Send + 'static) {
+    let shared = &session.shared;
+    let abort = shared.abort_handlers.clone();
+    let me = Arc::as_ptr(shared) as usize;
+    let task = shared
+        .handlers
+        .track_future(HANDLER_OF.scope(me, async move {
+            tokio::select! {
+                biased;
+                _ = abort.cancelled() => {}
+                _ = fut => {}
+            }
+        }));
+    shared.ep.tasks.spawn(task);
+}
+
+fn on_call(session: &Session, msg: Message) {
+    let Message { header, body } = msg;
+    let ep = &session.shared.ep;
+    let seq = header.seq;
+    let codec = header.codec;
+    let early = session
+        .plugins()
+        .try_each(|p| p.after_read_call_header(session, &header))
+        .and_then(|()| {
+            ep.router
+                .find_call(&header.service_method)
+                .cloned()
+                .ok_or_else(|| {
+                    Status::not_found(format!("no handler for {}", header.service_method))
+                })
+        });
+    let route = match early {
+        Ok(route) => route,
+        Err(status) => {
+            let s = session.clone();
+            spawn_handler(session, async move {
+                s.send_reply(seq, codec, codec, Default::default(), Err(status))
+                    .await
+            });
+            return;
+        }
+    };
+    let timeout = header.timeout.unwrap_or(ep.config.default_timeout);
+    let deadline = Instant::now() + timeout;
+    let ctx = CallCtx::new(session.clone(), header, body, deadline);
+    let s = session.clone();
+    spawn_handler(session, async move {
+        let run = AssertUnwindSafe(route(ctx.clone())).catch_unwind();
+        let out = match timeout_at(deadline, run).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(panic)) => {
+                tracing::error!(
+                    session = %s.id(),
+                    method = ctx.service_method(),
+                    panic = panic_message(&panic),
+                    "call handler panicked"
+                );
+                Err(Status::internal(format!(
+                    "the handler of {} panicked",
+                    ctx.service_method()
+                )))
+            }
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the handler of {} did not finish within the call's deadline of {timeout:?}",
+                ctx.service_method()
+            ))),
+        };
+        s.send_reply(seq, codec, ctx.reply_codec(), ctx.take_reply_meta(), out)
+            .await
+    });
+}
+
+fn on_reply(session: &Session, msg: Message) {
+    let waiter = session
+        .shared
+        .pending
+        .lock()
+        .waiting
+        .remove(&msg.header.seq);
+    match waiter {
+        Some(waiter) => {
+            let res = session
+                .plugins()
+                .try_each(|p| p.after_read_reply_header(session, &msg.header))
+                .map(|()| msg);
+            let _ = waiter.send(res);
+        }
+        None => tracing::debug!(
+            session = %session.id(),
+            seq = msg.header.seq,
+            "reply to a call that is no longer waiting (deadline passed or abandoned); dropped"
+        ),
+    }
+}
+
+fn on_push(session: &Session, msg: Message) {
+    let Message { header, body } = msg;
+    let refused = session
+        .plugins()
+        .try_each(|p| p.after_read_push_header(session, &header));
+    if let Err(status) = refused {
+        tracing::debug!(session = %session.id(), method = %header.service_method, %status, "push refused by a plugin");
+        return;
+    }
+    let Some(route) = session
+        .shared
+        .ep
+        .router
+        .find_push(&header.service_method)
+        .cloned()
+    else {
+        tracing::debug!(session = %session.id(), method = %header.service_method, "no handler for push; dropped");
+        return;
+    };
+    let ctx = PushCtx::new(session.clone(), header, body);
+    spawn_handler(session, async move {
+        let method = ctx.service_method().to_string();
+        let id = ctx.session().id();
+        if let Err(panic) = AssertUnwindSafe(route(ctx)).catch_unwind().await {
+            tracing::error!(session = %id, %method, panic = panic_message(&panic), "push handler panicked");
+        }
+    });
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+/// Encodes queued messages into one buffer and writes it with one call,
+/// until told to shut down (returning `None`) or the write fails.
+async fn write_loop(
+    session: Session,
+    mut wr: WriteHalf,
+    mut framer: Box<dyn Framer>,
+    mut rx: mpsc::Receiver<Outbound>,
+    stop: CancellationToken,
+) -> Option<Status> {
+    let batch = session.shared.ep.config.write_batch.max(1);
+    let mut buf = BytesMut::with_capacity(batch);
+    let mut calls_in_batch: Vec<u32> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            m = rx.recv() => m,
+        };
+        let mut shutdown = false;
+        let mut next = first;
+        loop {
+            match next {
+                Some(Outbound::Msg(msg)) => {
+                    encode_one(&session, &mut *framer, msg, &mut buf, &mut calls_in_batch)
+                }
+                Some(Outbound::Shutdown) | None => {
+                    shutdown = true;
+                    break;
+                }
+            }
+            if buf.len() >= batch {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(m) => next = Some(m),
+                Err(_) => break,
+            }
+        }
+        if !buf.is_empty() {
+            let written = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                r = wr.write_all(&buf) => r,
+            };
+            if let Err(e) = written {
+                let status = Status::write_failed(format!("writing to the peer failed: {e}"));
+                for seq in calls_in_batch.drain(..) {
+                    session.fail_call(seq, status.clone());
+                }
+                return Some(status.with_cause(e));
+            }
+            calls_in_batch.clear();
+            // One huge message must not pin a huge buffer for the session's life.
+            if buf.capacity() > batch * 4 {
+                buf = BytesMut::with_capacity(batch);
+            } else {
+                buf.clear();
+            }
+        }
+        if shutdown {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = wr.shutdown() => {}
+            }
+            return None;
+        }
+    }
+}
+
+fn encode_one(
+    session: &Session,
+    framer: &mut dyn Framer,
+    msg: Message,
+    buf: &mut BytesMut,
+    calls_in_batch: &mut Vec<u32>,
+) {
+    match framer.encode(&msg, buf) {
+        Ok(()) => {
+            let h = &msg.header;
+            match h.kind {
+                Kind::Call => {
+                    calls_in_batch.push(h.seq);
+                    session.plugins().each(|p| p.after_write_call(session, h));
+                }
+                Kind::Reply => session.plugins().each(|p| p.after_write_reply(session, h)),
+                Kind::Push => session.plugins().each(|p| p.after_write_push(session, h)),
+            }
+        }
+        Err(err) => {
+            let status = match err {
+                ProtoError::FrameTooLarge { .. } => Status::message_too_large(err.to_string()),
+                _ => Status::bad_message(err.to_string()),
+            };
+            let h = &msg.header;
+            match h.kind {
+                Kind::Call => session.fail_call(h.seq, status),
+                Kind::Reply => {
+                    tracing::warn!(session = %session.id(), seq = h.seq, %status, "reply could not be encoded; answering with the error instead");
+                    let fallback = error_reply(h.seq, h.codec, &status);
+                    if framer.encode(&fallback, buf).is_ok() {
+                        session
+                            .plugins()
+                            .each(|p| p.after_write_reply(session, &fallback.header));
+                    }
+                }
+                Kind::Push => {
+                    tracing::warn!(session = %session.id(), method = %h.service_method, %status, "push could not be encoded; dropped")
+                }
+            }
+        }
+    }
+}

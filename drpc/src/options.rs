@@ -1,0 +1,104 @@
+//! Per-call and per-push settings, and what a call returns.
+
+use drpc_codec::CodecId;
+use drpc_proto::Meta;
+use std::time::Duration;
+
+/// Settings of one call; every field falls back to the endpoint's [`Config`](crate::Config).
+///
+/// ```
+/// use drpc::CallOptions;
+/// use drpc::codec::CodecId;
+/// use std::time::Duration;
+///
+/// let opts = CallOptions::new()
+///     .timeout(Duration::from_millis(500))
+///     .codec(CodecId::Json)
+///     .meta("trace-id", "abc");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) codec: Option<CodecId>,
+    pub(crate) meta: Meta,
+}
+
+impl CallOptions {
+    /// Default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long to wait for the reply (the call's deadline is now plus this);
+    /// the peer's handler sees the same deadline. Default:
+    /// [`Config::default_timeout`](crate::Config::default_timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The codec of the argument. Default:
+    /// [`Config::default_codec`](crate::Config::default_codec).
+    pub fn codec(mut self, codec: CodecId) -> Self {
+        self.codec = Some(codec);
+        self
+    }
+
+    /// Adds a meta pair to the call.
+    pub fn meta(mut self, key: &str, value: &str) -> Self {
+        self.meta.insert(key, value);
+        self
+    }
+
+    /// Replaces the call's meta.
+    pub fn with_meta(mut self, meta: Meta) -> Self {
+        self.meta = meta;
+        self
+    }
+}
+
+/// Settings of one push; every field falls back to the endpoint's [`Config`](crate::Config).
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) codec: Option<CodecId>,
+    pub(crate) meta: Meta,
+}
+
+impl PushOptions {
+    /// Default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long the push may wait for room in the session's write queue
+    /// before failing with 408. Default:
+    /// [`Config::default_timeout`](crate::Config::default_timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The codec of the body.
+    pub fn codec(mut self, codec: CodecId) -> Self {
+        self.codec = Some(codec);
+        self
+    }
+
+    /// Adds a meta pair.
+    pub fn meta(mut self, key: &str, value: &str) -> Self {
+        self.meta.insert(key, value);
+        self
+    }
+}
+
+/// A successful reply: the decoded value, the reply's meta and its codec.
+#[derive(Debug, Clone)]
+pub struct Reply<R> {
+    /// The decoded reply body.
+    pub value: R,
+    /// The meta the handler set.
+    pub meta: Meta,
+    /// The codec the reply came in.
+    pub codec: CodecId,
+}

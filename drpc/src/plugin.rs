@@ -1,0 +1,246 @@
+//! Plugins: values whose hook methods the endpoint runs at named points in
+//! the life of the endpoint, of every session and of every message.
+//!
+//! Every method has a do-nothing default, so a plugin writes only the hooks
+//! it needs. Plugins run in the order they were added to the endpoint; at a
+//! hook that returns a result, the first error stops the chain and takes
+//! the effect documented on that hook.
+//!
+//! Per-message hooks are plain (not async) functions: they run on the hot
+//! path of every message, and a plugin that must wait (for a database, say)
+//! spawns the work. Connection hooks, which run once per session, are async
+//! so they can talk to the peer or another service.
+//!
+//! ```
+//! use drpc::{Plugin, Session, Status};
+//! use drpc::proto::Header;
+//!
+//! /// Refuses every call whose meta lacks an `api-key`.
+//! struct RequireKey;
+//!
+//! impl Plugin for RequireKey {
+//!     fn name(&self) -> &str {
+//!         "require-key"
+//!     }
+//!     fn after_read_call_header(&self, _: &Session, header: &Header) -> Result<(), Status> {
+//!         match header.meta.get("api-key") {
+//!             Some(_) => Ok(()),
+//!             None => Err(Status::unauthorized("api-key meta is required")),
+//!         }
+//!     }
+//! }
+//! ```
+
+use crate::{CallCtx, Endpoint, PushCtx, Session, Status};
+use drpc_proto::{Header, Message};
+use drpc_socket::Addr;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// A boxed future, as async hooks return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a route handles, as reported to [`Plugin::after_register`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteKind {
+    /// A call handler.
+    Call,
+    /// A push handler.
+    Push,
+    /// The handler of calls with no route.
+    CallFallback,
+    /// The handler of pushes with no route.
+    PushFallback,
+}
+
+/// A route being registered.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteInfo<'a> {
+    /// The full service method, such as `/math/add`; empty for fallbacks.
+    pub path: &'a str,
+    /// What kind of route it is.
+    pub kind: RouteKind,
+}
+
+/// Hook methods the endpoint runs; see the [module docs](self).
+///
+/// "Errors" below says what an `Err` from that hook does.
+#[allow(unused_variables)]
+pub trait Plugin: Send + Sync + 'static {
+    /// A name for logs.
+    fn name(&self) -> &str;
+
+    // ----- endpoint -----
+
+    /// After the endpoint is built, before it listens or dials.
+    fn after_build(&self, endpoint: &Endpoint) {}
+
+    /// When a close of the endpoint begins, before anything stops.
+    fn before_close(&self, endpoint: &Endpoint) {}
+
+    /// When the endpoint has closed: every session and task has ended.
+    fn after_close(&self, endpoint: &Endpoint) {}
+
+    /// After a route is added to the endpoint (when the endpoint is built,
+    /// for each route of its router in the order they were registered).
+    ///
+    /// Errors: building the endpoint fails with this status.
+    fn after_register(&self, route: RouteInfo<'_>) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// After the endpoint starts listening on `addr` (the bound address).
+    fn after_listen(&self, addr: &Addr) {}
+
+    // ----- connection -----
+
+    /// Before a dial connects. `is_redial` is true when a dropped session is
+    /// being re-established.
+    ///
+    /// Errors: the dial fails with this status and nothing connects;
+    /// [`Plugin::after_dial_fail`] runs.
+    fn before_dial(&self, addr: &Addr, is_redial: bool) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// After a dial connected, before any message from the peer is read.
+    /// The session can already send.
+    ///
+    /// Errors: the session is closed with this status as its reason and
+    /// the dial fails with it.
+    fn after_dial<'a>(
+        &'a self,
+        session: &'a Session,
+        is_redial: bool,
+    ) -> BoxFuture<'a, Result<(), Status>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// After a dial failed, with the status the dial returns.
+    fn after_dial_fail(&self, addr: &Addr, status: &Status, is_redial: bool) {}
+
+    /// After a connection is accepted, before any message from the peer is
+    /// read. The session can already send.
+    ///
+    /// Errors: the session is closed with this status as its reason.
+    fn after_accept<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), Status>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// After a session closed; [`Session::close_reason`] says why. Runs
+    /// exactly once for every session on which this plugin's
+    /// [`Plugin::after_accept`] or [`Plugin::after_dial`] ran, so accept and
+    /// dial hooks always pair with a close.
+    fn after_session_close(&self, session: &Session) {}
+
+    // ----- writing -----
+
+    /// Before a call is queued for writing; may change the message.
+    ///
+    /// Errors: the call fails with this status; nothing is sent.
+    fn before_write_call(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// After a call was encoded into the session's write buffer (the bytes
+    /// are final and go to the socket with the next write).
+    fn after_write_call(&self, session: &Session, header: &Header) {}
+
+    /// Before a reply is queued for writing; may change the message.
+    ///
+    /// Errors: the reply is replaced by an error reply with this status and
+    /// an empty body.
+    fn before_write_reply(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// After a reply was encoded into the session's write buffer.
+    fn after_write_reply(&self, session: &Session, header: &Header) {}
+
+    /// Before a push is queued for writing; may change the message.
+    ///
+    /// Errors: the push fails with this status; nothing is sent.
+    fn before_write_push(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// After a push was encoded into the session's write buffer.
+    fn after_write_push(&self, session: &Session, header: &Header) {}
+
+    // ----- reading -----
+
+    /// Before the reader waits for the next message of a session.
+    fn before_read_header(&self, session: &Session) {}
+
+    /// After a call's header was read, before its body is decoded or a
+    /// handler chosen: the cheap place to refuse a call.
+    ///
+    /// Errors: no handler runs; the call is answered with this status.
+    fn after_read_call_header(&self, session: &Session, header: &Header) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// After a call's body was decoded into the handler's argument type,
+    /// just before the handler runs.
+    ///
+    /// Errors: the handler does not run; the call is answered with this status.
+    fn after_read_call_body(&self, ctx: &CallCtx) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// After a reply's header was read, before it is handed to the caller.
+    ///
+    /// Errors: the call ends with this status instead of the reply.
+    fn after_read_reply_header(&self, session: &Session, header: &Header) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// After a successful reply's body was decoded into the caller's type.
+    ///
+    /// Errors: the call ends with this status instead of the value.
+    fn after_read_reply_body(&self, session: &Session, header: &Header) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// After a push's header was read, before its body is decoded.
+    ///
+    /// Errors: the push is dropped (logged at debug level); no handler runs.
+    fn after_read_push_header(&self, session: &Session, header: &Header) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// After a push's body was decoded, just before its handler runs.
+    ///
+    /// Errors: the push is dropped (logged at debug level); the handler does
+    /// not run.
+    fn after_read_push_body(&self, ctx: &PushCtx) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
+/// The ordered plugin list of an endpoint.
+#[derive(Clone, Default)]
+pub(crate) struct Plugins(Arc<[Arc<dyn Plugin>]>);
+
+impl Plugins {
+    pub(crate) fn new(list: Vec<Arc<dyn Plugin>>) -> Self {
+        Self(list.into())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<dyn Plugin>> {
+        self.0.iter()
+    }
+
+    /// Runs `f` on each plugin in order; the first error stops the chain.
+    pub(crate) fn try_each(
+        &self,
+        mut f: impl FnMut(&dyn Plugin) -> Result<(), Status>,
+    ) -> Result<(), Status> {
+        self.0.iter().try_for_each(|p| f(&**p))
+    }
+
+    pub(crate) fn each(&self, mut f: impl FnMut(&dyn Plugin)) {
+        self.0.iter().for_each(|p| f(&**p));
+    }
+}

@@ -1,0 +1,548 @@
+//! The session handle and the per-connection state behind it.
+
+use crate::context::decode_body;
+use crate::endpoint::EndpointInner;
+use crate::plugin::Plugins;
+use crate::storage::Storage;
+use crate::{CallOptions, Code, Endpoint, PushOptions, Reply, Status};
+use bytes::Bytes;
+use drpc_codec::CodecId;
+use drpc_proto::{Header, Message, Meta};
+use drpc_socket::Addr;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// One logical connection between two endpoints; either side can call and
+/// push on it. A cheap, cloneable handle: every clone is the same session.
+///
+/// ```no_run
+/// # async fn demo(session: drpc::Session) -> Result<(), drpc::Status> {
+/// use drpc::CallOptions;
+/// use std::time::Duration;
+///
+/// let sum: i64 = session.call("/math/add", &serde_json::json!({"a": 1, "b": 2})).await?;
+/// let reply = session
+///     .call_with::<_, i64>("/math/add", &(1, 2), CallOptions::new().timeout(Duration::from_secs(1)))
+///     .await?;
+/// println!("{sum} {} {:?}", reply.value, reply.meta);
+/// session.push("/chat/message", "hello").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) shared: Arc<SessionShared>,
+}
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Calls and pushes flow both ways.
+    Active,
+    /// A close has begun: no new calls or pushes start; running handlers finish.
+    Closing,
+    /// Closed; [`Session::close_reason`] says why.
+    Closed,
+}
+
+/// A message for the writer task.
+pub(crate) enum Outbound {
+    Msg(Message),
+    /// Write everything queued before this, shut the write half down, stop.
+    Shutdown,
+}
+
+pub(crate) type ReplySender = oneshot::Sender<Result<Message, Status>>;
+
+pub(crate) struct Pending {
+    pub(crate) waiting: HashMap<u32, ReplySender>,
+    /// Set when the session starts closing; new calls fail with it.
+    pub(crate) closed: Option<Status>,
+}
+
+pub(crate) struct SessionShared {
+    pub(crate) ep: Arc<EndpointInner>,
+    /// Changed only under the endpoint's session-map lock, so the map and
+    /// the id never disagree.
+    pub(crate) id: Mutex<Arc<str>>,
+    local: Addr,
+    peer: Addr,
+    dialed: bool,
+    storage: Mutex<Storage>,
+    pub(crate) tx: mpsc::Sender<Outbound>,
+    pub(crate) pending: Mutex<Pending>,
+    next_seq: AtomicU32,
+    /// Running call and push handlers, so a graceful close can wait for them.
+    pub(crate) handlers: TaskTracker,
+    /// Cancels running handlers when a close cannot wait for them.
+    pub(crate) abort_handlers: CancellationToken,
+    /// Asks the session's driver for a graceful close.
+    pub(crate) close_requested: CancellationToken,
+    /// Cancelled once the session is fully closed.
+    pub(crate) closed: CancellationToken,
+    pub(crate) close_reason: OnceLock<Status>,
+    state: AtomicU8,
+    /// How many plugins ran their accept or dial hook, so exactly those get
+    /// a close hook.
+    pub(crate) hooked: AtomicUsize,
+}
+
+const ACTIVE: u8 = 0;
+const CLOSING: u8 = 1;
+const CLOSED: u8 = 2;
+
+tokio::task_local! {
+    /// The session whose handler is running on this task (its address), so
+    /// that `close` called from a handler does not wait for itself.
+    pub(crate) static HANDLER_OF: usize;
+}
+
+impl Session {
+    pub(crate) fn new(
+        ep: Arc<EndpointInner>,
+        local: Addr,
+        peer: Addr,
+        dialed: bool,
+        tx: mpsc::Sender<Outbound>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(SessionShared {
+                ep,
+                id: Mutex::new(Arc::from("")),
+                local,
+                peer,
+                dialed,
+                storage: Mutex::new(Storage::default()),
+                tx,
+                pending: Mutex::new(Pending {
+                    waiting: HashMap::new(),
+                    closed: None,
+                }),
+                next_seq: AtomicU32::new(1),
+                handlers: TaskTracker::new(),
+                abort_handlers: CancellationToken::new(),
+                close_requested: CancellationToken::new(),
+                closed: CancellationToken::new(),
+                close_reason: OnceLock::new(),
+                state: AtomicU8::new(ACTIVE),
+                hooked: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The session's id, unique among the live sessions of its endpoint.
+    ///
+    /// Defaults to the peer's address (`tcp://127.0.0.1:53412`), with `#n`
+    /// appended when that is taken (several unnamed Unix peers, say).
+    pub fn id(&self) -> Arc<str> {
+        self.shared.id.lock().clone()
+    }
+
+    /// Gives the session a new id, such as a user name after login, so
+    /// [`Endpoint::session`] finds it by that id.
+    ///
+    /// Fails, changing nothing, if another live session of the endpoint has
+    /// the id or this session is closed; it never closes the other session.
+    pub fn set_id(&self, id: impl Into<Arc<str>>) -> Result<(), Status> {
+        self.shared.ep.rename_session(self, id.into())
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> &Addr {
+        &self.shared.local
+    }
+
+    /// The other end's address.
+    pub fn peer_addr(&self) -> &Addr {
+        &self.shared.peer
+    }
+
+    /// Whether this end dialed the session (as opposed to accepting it).
+    pub fn is_dialed(&self) -> bool {
+        self.shared.dialed
+    }
+
+    /// The endpoint that owns the session.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::from_inner(self.shared.ep.clone())
+    }
+
+    /// Where the session is in its life.
+    pub fn state(&self) -> SessionState {
+        match self.shared.state.load(Ordering::Acquire) {
+            ACTIVE => SessionState::Active,
+            CLOSING => SessionState::Closing,
+            _ => SessionState::Closed,
+        }
+    }
+
+    /// Whether calls and pushes can start on the session now.
+    pub fn is_healthy(&self) -> bool {
+        self.state() == SessionState::Active
+    }
+
+    /// Why the session closed, once it has.
+    pub fn close_reason(&self) -> Option<Status> {
+        self.shared.close_reason.get().cloned()
+    }
+
+    /// Completes when the session has closed (immediately if it has).
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.shared.closed.clone().cancelled_owned()
+    }
+
+    /// How many of this side's calls are waiting for a reply.
+    pub fn pending_calls(&self) -> usize {
+        self.shared.pending.lock().waiting.len()
+    }
+
+    /// Stores a value of type `T` on the session, returning the previous one.
+    pub fn set_value<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        self.shared.storage.lock().insert(value)
+    }
+
+    /// A clone of the stored value of type `T`.
+    pub fn value<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.shared.storage.lock().get::<T>().cloned()
+    }
+
+    /// Runs `f` on the stored value of type `T` (or `None`) without cloning it.
+    pub fn with_value<T: Send + Sync + 'static, O>(&self, f: impl FnOnce(Option<&T>) -> O) -> O {
+        f(self.shared.storage.lock().get::<T>())
+    }
+
+    /// Removes and returns the stored value of type `T`.
+    pub fn remove_value<T: Send + Sync + 'static>(&self) -> Option<T> {
+        self.shared.storage.lock().remove()
+    }
+
+    /// Closes the session gracefully: no new calls or pushes start, running
+    /// handlers finish and their replies are written (for up to
+    /// [`Config::close_grace`](crate::Config::close_grace)), this side's
+    /// pending calls fail with 102, and the connection is shut down.
+    ///
+    /// Returns when the session has closed. Called from a handler of this
+    /// same session, it starts the close and returns at once (the close
+    /// completes when that handler does).
+    pub async fn close(&self) {
+        self.shared.close_requested.cancel();
+        let own = HANDLER_OF
+            .try_with(|addr| *addr == Arc::as_ptr(&self.shared) as usize)
+            .unwrap_or(false);
+        if !own {
+            self.closed().await;
+        }
+    }
+
+    /// Calls `service_method` with `arg` and the default options, and decodes
+    /// the reply as `R`.
+    pub async fn call<A, R>(&self, service_method: &str, arg: &A) -> Result<R, Status>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.call_with(service_method, arg, CallOptions::default())
+            .await
+            .map(|reply| reply.value)
+    }
+
+    /// Calls `service_method` with `arg` and `opts`; the [`Reply`] carries the
+    /// decoded value and the reply's meta.
+    ///
+    /// Errors: the peer's status; 408 when the deadline passes first; 102 when
+    /// the session closes first; 104 when the call could not be written; 413
+    /// when the message exceeds the frame limit; 400 when the argument cannot
+    /// be encoded or the reply decoded. Dropping the returned future abandons
+    /// the call and frees its entry.
+    pub async fn call_with<A, R>(
+        &self,
+        service_method: &str,
+        arg: &A,
+        opts: CallOptions,
+    ) -> Result<Reply<R>, Status>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let codec = opts.codec.unwrap_or(self.shared.ep.config.default_codec);
+        let body = encode_arg(codec, arg, service_method)?;
+        let mut header = Header::call(0, service_method);
+        header.codec = codec;
+        header.meta = opts.meta;
+        let timeout = opts
+            .timeout
+            .unwrap_or(self.shared.ep.config.default_timeout);
+        let reply = self
+            .call_message(Message::new(header, body), timeout)
+            .await?;
+        let value = decode_body(reply.header.codec, &reply.body, service_method)?;
+        self.plugins()
+            .try_each(|p| p.after_read_reply_body(self, &reply.header))?;
+        Ok(Reply {
+            value,
+            meta: reply.header.meta,
+            codec: reply.header.codec,
+        })
+    }
+
+    /// Sends `msg` (a call header and encoded body; its seq is assigned here)
+    /// and waits up to `timeout` for a successful reply.
+    pub(crate) async fn call_message(
+        &self,
+        mut msg: Message,
+        timeout: Duration,
+    ) -> Result<Message, Status> {
+        let deadline = Instant::now() + timeout;
+        msg.header.timeout = Some(timeout);
+        let method = msg.header.service_method.clone();
+        let (tx, rx) = oneshot::channel();
+        msg.header.seq = self.register_call(tx)?;
+        // Frees the entry however this future ends: reply, error, deadline or drop.
+        let _entry = PendingEntry {
+            session: self,
+            seq: msg.header.seq,
+        };
+        self.plugins()
+            .try_each(|p| p.before_write_call(self, &mut msg))?;
+        self.enqueue(Outbound::Msg(msg), deadline, &method).await?;
+        let reply = match timeout_at(deadline, rx).await {
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no reply to {method} within {timeout:?}"
+            ))),
+            Ok(Err(_)) => Err(self.closed_status()),
+            Ok(Ok(reply)) => reply,
+        }?;
+        if reply.header.status_code != Code::OK.0 {
+            return Err(Status::new(
+                Code(reply.header.status_code),
+                reply.header.status_message.to_string(),
+            ));
+        }
+        Ok(reply)
+    }
+
+    /// Pushes `arg` to the peer's handler for `service_method`, with the
+    /// default options.
+    pub async fn push<A: Serialize + ?Sized>(
+        &self,
+        service_method: &str,
+        arg: &A,
+    ) -> Result<(), Status> {
+        self.push_with(service_method, arg, PushOptions::default())
+            .await
+    }
+
+    /// Pushes `arg` with `opts`. Returns once the push is queued for writing:
+    /// a push has no reply, so success means "handed to the connection".
+    ///
+    /// Errors: 102 when the session is closed, 408 when the write queue stays
+    /// full past the timeout, 413 when the body exceeds the frame limit, 400
+    /// when `arg` cannot be encoded, or a plugin's status.
+    pub async fn push_with<A: Serialize + ?Sized>(
+        &self,
+        service_method: &str,
+        arg: &A,
+        opts: PushOptions,
+    ) -> Result<(), Status> {
+        let config = &self.shared.ep.config;
+        let codec = opts.codec.unwrap_or(config.default_codec);
+        let body = encode_arg(codec, arg, service_method)?;
+        if body.len() >= config.max_frame_len {
+            return Err(Status::message_too_large(format!(
+                "push body of {} bytes exceeds the frame limit of {} bytes",
+                body.len(),
+                config.max_frame_len
+            )));
+        }
+        if !self.is_healthy() {
+            return Err(self.closed_status());
+        }
+        let mut header = Header::push(service_method);
+        header.codec = codec;
+        header.meta = opts.meta;
+        let mut msg = Message::new(header, body);
+        self.plugins()
+            .try_each(|p| p.before_write_push(self, &mut msg))?;
+        let deadline = Instant::now() + opts.timeout.unwrap_or(config.default_timeout);
+        self.enqueue(Outbound::Msg(msg), deadline, service_method)
+            .await
+    }
+
+    /// Queues a reply to the call in `ctx` (an encoded body or a status).
+    pub(crate) async fn send_reply(
+        &self,
+        seq: u32,
+        call_codec: CodecId,
+        reply_codec: CodecId,
+        meta: Meta,
+        out: Result<Bytes, Status>,
+    ) {
+        let mut msg = match out {
+            Ok(body) => {
+                let mut h = Header::reply(seq);
+                h.codec = reply_codec;
+                h.meta = meta;
+                Message::new(h, body)
+            }
+            Err(status) => error_reply(seq, call_codec, &status),
+        };
+        if let Err(status) = self
+            .plugins()
+            .try_each(|p| p.before_write_reply(self, &mut msg))
+        {
+            msg = error_reply(seq, call_codec, &status);
+        }
+        if self.shared.tx.send(Outbound::Msg(msg)).await.is_err() {
+            tracing::debug!(session = %self.id(), seq, "reply not sent: the session closed");
+        }
+    }
+
+    pub(crate) fn plugins(&self) -> &Plugins {
+        &self.shared.ep.plugins
+    }
+
+    /// Waits, up to `deadline`, for room in the write queue.
+    async fn enqueue(&self, out: Outbound, deadline: Instant, what: &str) -> Result<(), Status> {
+        match timeout_at(deadline, self.shared.tx.send(out)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.closed_status()),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "{what}: deadline passed while waiting for room in the write queue"
+            ))),
+        }
+    }
+
+    /// Records a waiting call and returns its seq, or fails if the session
+    /// is closing.
+    fn register_call(&self, tx: ReplySender) -> Result<u32, Status> {
+        let mut pending = self.shared.pending.lock();
+        if let Some(status) = &pending.closed {
+            return Err(status.clone());
+        }
+        // Seq 0 is never used by a call; after wrapping, skip seqs still in
+        // use so a late reply can never reach the wrong call.
+        loop {
+            let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+            if seq == 0 {
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = pending.waiting.entry(seq) {
+                e.insert(tx);
+                return Ok(seq);
+            }
+        }
+    }
+
+    /// Ends the waiting call `seq` with `status`, if it is still waiting.
+    pub(crate) fn fail_call(&self, seq: u32, status: Status) {
+        let waiter = self.shared.pending.lock().waiting.remove(&seq);
+        if let Some(w) = waiter {
+            let _ = w.send(Err(status));
+        }
+    }
+
+    pub(crate) fn closed_status(&self) -> Status {
+        match self.shared.pending.lock().closed.clone() {
+            Some(s) => s,
+            None => Status::connection_closed("session closed"),
+        }
+    }
+
+    /// Starts closing: no new calls or pushes; returns the waiting calls.
+    pub(crate) fn begin_close(&self, reason: &Status) -> Vec<ReplySender> {
+        let _ = self.shared.state.compare_exchange(
+            ACTIVE,
+            CLOSING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        let mut pending = self.shared.pending.lock();
+        if pending.closed.is_none() {
+            let msg = match reason.code() {
+                Code::CONNECTION_CLOSED => reason.message().to_string(),
+                _ => format!("session closed: {reason}"),
+            };
+            pending.closed = Some(Status::connection_closed(msg));
+        }
+        pending.waiting.drain().map(|(_, w)| w).collect()
+    }
+
+    pub(crate) fn mark_closed(&self, reason: Status) {
+        let _ = self.shared.close_reason.set(reason);
+        self.shared.state.store(CLOSED, Ordering::Release);
+    }
+}
+
+fn encode_arg<A: Serialize + ?Sized>(codec: CodecId, arg: &A, what: &str) -> Result<Bytes, Status> {
+    codec.encode(arg).map(Bytes::from).map_err(|e| {
+        Status::bad_message(format!(
+            "cannot encode the argument of {what} as {codec}: {e}"
+        ))
+        .with_cause(e)
+    })
+}
+
+/// The longest status message put on the wire; longer ones are cut at a
+/// character boundary so a verbose error never makes a reply unencodable.
+const MAX_STATUS_MESSAGE: usize = 4096;
+
+pub(crate) fn error_reply(seq: u32, codec: CodecId, status: &Status) -> Message {
+    let mut h = Header::reply(seq);
+    h.codec = codec;
+    h.status_code = if status.code() == Code::OK {
+        Code::UNKNOWN.0
+    } else {
+        status.code().0
+    };
+    let mut text = status.message();
+    if text.len() > MAX_STATUS_MESSAGE {
+        let mut cut = MAX_STATUS_MESSAGE;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text = &text[..cut];
+    }
+    h.status_message = text.into();
+    Message::new(h, Bytes::new())
+}
+
+/// Removes a call's entry from the pending table when the call ends.
+struct PendingEntry<'a> {
+    session: &'a Session,
+    seq: u32,
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        self.session.shared.pending.lock().waiting.remove(&self.seq);
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id())
+            .field("local", self.local_addr())
+            .field("peer", self.peer_addr())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl PartialEq for Session {
+    /// Two handles are equal when they are the same session.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for Session {}

@@ -190,8 +190,12 @@ async fn read_loop(
     let chunk = session.shared.ep.config.read_chunk.max(64);
     let mut buf = BytesMut::with_capacity(chunk);
     loop {
-        session.plugins().each(|p| p.before_read_header(&session));
+        let mut announced = false;
         let msg = loop {
+            if !announced && !buf.is_empty() {
+                announced = true;
+                session.plugins().each(|p| p.before_read_header(&session));
+            }
             match framer.decode(&mut buf) {
                 Ok(Some(msg)) => break msg,
                 Ok(None) => {}

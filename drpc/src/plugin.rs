@@ -170,7 +170,10 @@ pub trait Plugin: Send + Sync + 'static {
 
     // ----- reading -----
 
-    /// Before the reader waits for the next message of a session.
+    /// When the first bytes of a new message have arrived, before its header
+    /// is decoded; runs once per message, just before that message's
+    /// `after_read_*_header` hook (or before the session closes, when the
+    /// bytes turn out to be malformed).
     fn before_read_header(&self, session: &Session) {}
 
     /// After a call's header was read, before its body is decoded or a

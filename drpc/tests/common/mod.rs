@@ -1,0 +1,172 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use drpc::plugin::BoxFuture;
+use drpc::{Addr, CallCtx, Config, Endpoint, Plugin, PushCtx, Router, Session, Status};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The most any single awaited event may take before a test fails; generous
+/// so a loaded 2-core machine never flakes, while a hang still fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Awaits `fut`, failing the test if it takes longer than [`WAIT`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: did not happen within {WAIT:?}"),
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Add {
+    pub a: i64,
+    pub b: i64,
+}
+
+/// Routes most tests serve.
+pub fn test_router() -> Router {
+    let mut r = Router::new();
+    r.call("/echo", |_: CallCtx, v: serde_json::Value| async move {
+        Ok::<_, Status>(v)
+    })
+    .unwrap();
+    r.call(
+        "/echo_bytes",
+        |_: CallCtx, v: serde_bytes::ByteBuf| async move { Ok::<_, Status>(v) },
+    )
+    .unwrap();
+    r.group("/math")
+        .call("/add", |_: CallCtx, x: Add| async move {
+            Ok::<_, Status>(x.a + x.b)
+        })
+        .unwrap();
+    r.call("/slow", |_: CallCtx, ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, Status>(ms)
+    })
+    .unwrap();
+    r.call("/panic", |_: CallCtx, _: ()| async move {
+        if true {
+            panic!("boom");
+        }
+        Ok::<(), Status>(())
+    })
+    .unwrap();
+    r.call("/fail", |_: CallCtx, code: i32| async move {
+        Err::<(), _>(Status::new(drpc::Code(code), "as asked"))
+    })
+    .unwrap();
+    r.call("/meta", |ctx: CallCtx, key: String| async move {
+        let value = ctx.meta().get(&key).map(str::to_string);
+        ctx.set_reply_meta("seen", value.as_deref().unwrap_or("none"));
+        Ok::<_, Status>(value)
+    })
+    .unwrap();
+    r.call("/remaining_ms", |ctx: CallCtx, _: ()| async move {
+        Ok::<_, Status>(ctx.remaining().as_millis() as u64)
+    })
+    .unwrap();
+    r.call(
+        "/as_json",
+        |ctx: CallCtx, v: serde_json::Value| async move {
+            ctx.set_reply_codec(drpc::CodecId::Json);
+            Ok::<_, Status>(v)
+        },
+    )
+    .unwrap();
+    r
+}
+
+/// Sends every accepted session to a channel, so a test can wait for the
+/// server side of a connection instead of polling for it.
+pub struct AcceptNotify(pub mpsc::UnboundedSender<Session>);
+
+impl Plugin for AcceptNotify {
+    fn name(&self) -> &str {
+        "accept-notify"
+    }
+
+    fn after_accept<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), Status>> {
+        let _ = self.0.send(session.clone());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A listening server and a client connected to it.
+pub struct Pair {
+    pub server: Endpoint,
+    pub client: Endpoint,
+    pub addr: Addr,
+    /// The client's session.
+    pub session: Session,
+    /// The server's session for the same connection.
+    pub accepted: Session,
+    pub accepts: mpsc::UnboundedReceiver<Session>,
+}
+
+pub async fn pair_with(server_router: Router, client_router: Router, config: Config) -> Pair {
+    init_tracing();
+    let (tx, mut accepts) = mpsc::unbounded_channel();
+    let server = Endpoint::builder()
+        .config(config.clone())
+        .router(server_router)
+        .plugin(AcceptNotify(tx))
+        .build()
+        .unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let client = Endpoint::builder()
+        .config(config)
+        .router(client_router)
+        .build()
+        .unwrap();
+    let session = within("dial", client.dial(&addr)).await.unwrap();
+    let accepted = within("accept", accepts.recv()).await.unwrap();
+    Pair {
+        server,
+        client,
+        addr,
+        session,
+        accepted,
+        accepts,
+    }
+}
+
+pub async fn pair() -> Pair {
+    pair_with(test_router(), Router::new(), Config::default()).await
+}
+
+impl Pair {
+    pub async fn close(self) {
+        within("client close", self.client.close()).await;
+        within("server close", self.server.close()).await;
+    }
+}
+
+/// A push handler that forwards `(service method, decoded String)` to a channel.
+pub fn forward_pushes(
+    router: &mut Router,
+    path: &str,
+) -> mpsc::UnboundedReceiver<(String, String)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    router
+        .push(path, move |ctx: PushCtx, body: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((ctx.service_method().to_string(), body));
+            }
+        })
+        .unwrap();
+    rx
+}

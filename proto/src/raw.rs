@@ -156,7 +156,7 @@ impl Framer for RawFramer {
                 "frame length {declared} is below the minimum of {MIN_BODY_OF_FRAME}"
             )));
         }
-        if src.len() >= PREFIX + 1 && src[PREFIX] != RAW_VERSION {
+        if src.len() > PREFIX && src[PREFIX] != RAW_VERSION {
             return Err(ProtoError::UnsupportedVersion(src[PREFIX]));
         }
         let total = total as usize;

@@ -1,0 +1,186 @@
+//! Bytes from a hostile or broken peer close only that peer's session, with
+//! a reason; the endpoint keeps serving everyone else. Also a client that
+//! speaks the wire format from docs/PROTOCOL.md by hand.
+
+mod common;
+
+use bytes::BytesMut;
+use common::*;
+use drpc::proto::{FrameLimits, Kind, Proto, RawProto};
+use drpc::{Code, Session, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn unhex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+/// The worked example of docs/PROTOCOL.md: a call of `/math/add` with
+/// `{"a":1,"b":2}`, seq 1, 5 s timeout, meta `k=v`.
+const CALL: &str = "00 00 00 2d 01 01 01 00 00 00 00 01 00 00 13 88 00 00 00 00 \
+    00 09 2f 6d 61 74 68 2f 61 64 64 00 00 00 00 01 00 01 6b 00 01 76 \
+    82 a1 61 01 a1 62 02";
+/// Its reply: seq 1, OK, msgpack body `3`.
+const REPLY: &str =
+    "00 00 00 18 01 02 01 00 00 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 03";
+
+/// Connects a raw socket to the pair's server, writes `bytes`, and returns
+/// the server's session for it once that session has closed.
+async fn send_raw(p: &mut Pair, bytes: &[u8], then_close: bool) -> (Session, TcpStream) {
+    let mut raw = TcpStream::connect(p.addr.target()).await.unwrap();
+    let session = within("accept", p.accepts.recv()).await.unwrap();
+    raw.write_all(bytes).await.unwrap();
+    if then_close {
+        raw.shutdown().await.unwrap();
+    }
+    within("hostile session closes", session.closed()).await;
+    (session, raw)
+}
+
+async fn still_serving(p: &Pair) {
+    let sum: i64 = within("call", p.session.call("/math/add", &Add { a: 2, b: 3 }))
+        .await
+        .unwrap();
+    assert_eq!(sum, 5);
+    assert_eq!(p.server.session_count(), 1, "only the good session is left");
+}
+
+#[tokio::test]
+async fn a_client_written_from_the_spec_gets_the_documented_reply() {
+    let p = pair().await;
+    let mut raw = TcpStream::connect(p.addr.target()).await.unwrap();
+    raw.write_all(&unhex(CALL)).await.unwrap();
+    let want = unhex(REPLY);
+    let mut got = vec![0u8; want.len()];
+    within("reply", raw.read_exact(&mut got)).await.unwrap();
+    assert_eq!(got, want);
+    p.close().await;
+}
+
+#[tokio::test]
+async fn bad_input_closes_only_that_session_with_a_reason() {
+    let good = unhex(CALL);
+    let with = |at: usize, value: u8| {
+        let mut b = good.clone();
+        b[at] = value;
+        b
+    };
+    let cases: Vec<(&str, Vec<u8>, Code, &str)> = vec![
+        (
+            "http request",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            Code::MESSAGE_TOO_LARGE,
+            "exceeds the limit",
+        ),
+        (
+            "huge declared length",
+            unhex("ff ff ff ff 01 03 01 00"),
+            Code::MESSAGE_TOO_LARGE,
+            "exceeds the limit",
+        ),
+        (
+            "wrong version",
+            with(4, 7),
+            Code::BAD_MESSAGE,
+            "unsupported protocol version 7",
+        ),
+        (
+            "unknown message kind",
+            with(5, 9),
+            Code::BAD_MESSAGE,
+            "unknown message kind 9",
+        ),
+        (
+            "unknown codec",
+            with(6, 77),
+            Code::BAD_MESSAGE,
+            "unknown codec id 77",
+        ),
+        (
+            "length below minimum",
+            unhex("00 00 00 02 01 01"),
+            Code::BAD_MESSAGE,
+            "below the minimum",
+        ),
+        (
+            "string past the frame",
+            with(21, 0xff),
+            Code::BAD_MESSAGE,
+            "service method needs",
+        ),
+        (
+            "truncated frame",
+            good[..20].to_vec(),
+            Code::BAD_MESSAGE,
+            "in the middle of a frame",
+        ),
+    ];
+    let mut p = pair().await;
+    for (name, bytes, code, text) in cases {
+        let (session, _raw) = send_raw(&mut p, &bytes, true).await;
+        let reason = session.close_reason().unwrap();
+        assert_eq!(reason.code(), code, "{name}: {reason}");
+        assert!(reason.message().contains(text), "{name}: {reason}");
+        still_serving(&p).await;
+    }
+    p.close().await;
+}
+
+#[tokio::test]
+async fn an_oversize_call_is_answered_413_before_the_session_closes() {
+    let mut p = pair().await;
+    // A call header declaring a 9 MiB frame, over the default 8 MiB limit.
+    let mut frame = unhex(CALL);
+    frame[..4].copy_from_slice(&(9u32 * 1024 * 1024).to_be_bytes());
+    frame[8..12].copy_from_slice(&5u32.to_be_bytes());
+    let (session, mut raw) = send_raw(&mut p, &frame, false).await;
+    assert_eq!(
+        session.close_reason().unwrap().code(),
+        Code::MESSAGE_TOO_LARGE
+    );
+
+    let mut got = Vec::new();
+    within("read to end", raw.read_to_end(&mut got))
+        .await
+        .unwrap();
+    let mut buf = BytesMut::from(&got[..]);
+    let reply = RawProto
+        .framer(&FrameLimits::default())
+        .decode(&mut buf)
+        .unwrap()
+        .expect("a complete reply frame");
+    assert_eq!(reply.header.kind, Kind::Reply);
+    assert_eq!(reply.header.seq, 5);
+    assert_eq!(reply.header.status_code, Code::MESSAGE_TOO_LARGE.0);
+    assert!(buf.is_empty(), "nothing after the reply");
+    still_serving(&p).await;
+    p.close().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_does_not_stop_others() {
+    let mut p = pair().await;
+    // Half a frame and then nothing: this session waits, the others go on.
+    let mut raw = TcpStream::connect(p.addr.target()).await.unwrap();
+    let hostile = within("accept", p.accepts.recv()).await.unwrap();
+    raw.write_all(&unhex(CALL)[..10]).await.unwrap();
+    let sum: i64 = p
+        .session
+        .call("/math/add", &Add { a: 1, b: 1 })
+        .await
+        .unwrap();
+    assert_eq!(sum, 2);
+    assert!(hostile.is_healthy());
+    // When the peer goes away mid-frame, the session says so.
+    drop(raw);
+    within("hostile session closes", hostile.closed()).await;
+    still_serving(&p).await;
+    p.close().await;
+    assert_eq!(
+        hostile.close_reason().map(|s: Status| s.code()),
+        Some(Code::BAD_MESSAGE),
+        "the peer vanished mid-frame"
+    );
+}

@@ -120,7 +120,29 @@ impl Router {
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
     {
-        self.add_call("", path, handler)
+        self.insert_call("", path, typed_call(handler))
+    }
+
+    /// Registers a call handler for `path` that works on encoded bytes: it
+    /// reads the body with [`CallCtx::body`] and returns the reply body
+    /// already encoded in [`CallCtx::reply_codec`] (the call's codec unless
+    /// it sets another). For echoes, proxies and gateways that pass bodies
+    /// through without decoding them.
+    ///
+    /// ```
+    /// use drpc::{CallCtx, Router};
+    ///
+    /// let mut router = Router::new();
+    /// // Returns the argument unchanged, in whatever codec it came.
+    /// router.call_raw("/echo", |ctx: CallCtx| async move { Ok(ctx.body().clone()) })?;
+    /// # Ok::<(), drpc::RouteError>(())
+    /// ```
+    pub fn call_raw<F, Fut>(&mut self, path: &str, handler: F) -> Result<&mut Self, RouteError>
+    where
+        F: Fn(CallCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
+    {
+        self.insert_call("", path, raw_call(handler))
     }
 
     /// Registers a push handler for `path`.
@@ -130,7 +152,7 @@ impl Router {
         Fut: Future<Output = ()> + Send + 'static,
         A: DeserializeOwned + Send + 'static,
     {
-        self.add_push("", path, handler)
+        self.insert_push("", path, typed_push(handler))
     }
 
     /// A view that registers under `prefix`: `group("/math").call("/add", h)`
@@ -155,15 +177,12 @@ impl Router {
             return Err(RouteError::Duplicate(String::new()));
         }
         let handler = Arc::new(handler);
-        self.call_fallback = Some(Arc::new(move |ctx: CallCtx| {
+        self.call_fallback = Some(raw_call(move |ctx: CallCtx| {
             let handler = handler.clone();
-            Box::pin(async move {
-                ctx.session()
-                    .plugins()
-                    .try_each(|p| p.after_read_call_body(&ctx))?;
+            async move {
                 let value = handler(ctx.clone()).await?;
                 ctx.encode_reply(&value)
-            })
+            }
         }));
         self.order.push((String::new(), RouteKind::CallFallback));
         Ok(self)
@@ -197,71 +216,32 @@ impl Router {
         self.order.iter().map(|(p, k)| (p.as_str(), *k))
     }
 
-    fn add_call<F, Fut, A, R>(
+    fn insert_call(
         &mut self,
         prefix: &str,
         path: &str,
-        handler: F,
-    ) -> Result<&mut Self, RouteError>
-    where
-        F: Fn(CallCtx, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, Status>> + Send + 'static,
-        A: DeserializeOwned + Send + 'static,
-        R: Serialize + Send + 'static,
-    {
+        f: CallFn,
+    ) -> Result<&mut Self, RouteError> {
         let full = join(prefix, path)?;
         if self.calls.contains_key(full.as_str()) {
             return Err(RouteError::Duplicate(full));
         }
-        let handler = Arc::new(handler);
-        let erased: CallFn = Arc::new(move |ctx: CallCtx| {
-            let handler = handler.clone();
-            Box::pin(async move {
-                let arg: A = ctx.decode()?;
-                ctx.session()
-                    .plugins()
-                    .try_each(|p| p.after_read_call_body(&ctx))?;
-                let value = handler(ctx.clone(), arg).await?;
-                ctx.encode_reply(&value)
-            })
-        });
-        self.calls.insert(full.clone().into(), erased);
+        self.calls.insert(full.clone().into(), f);
         self.order.push((full, RouteKind::Call));
         Ok(self)
     }
 
-    fn add_push<F, Fut, A>(
+    fn insert_push(
         &mut self,
         prefix: &str,
         path: &str,
-        handler: F,
-    ) -> Result<&mut Self, RouteError>
-    where
-        F: Fn(PushCtx, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-        A: DeserializeOwned + Send + 'static,
-    {
+        f: PushFn,
+    ) -> Result<&mut Self, RouteError> {
         let full = join(prefix, path)?;
         if self.pushes.contains_key(full.as_str()) {
             return Err(RouteError::Duplicate(full));
         }
-        let handler = Arc::new(handler);
-        let erased: PushFn = Arc::new(move |ctx: PushCtx| {
-            let handler = handler.clone();
-            Box::pin(async move {
-                let arg: A = match ctx.decode() {
-                    Ok(arg) => arg,
-                    Err(status) => {
-                        tracing::debug!(session = %ctx.session().id(), method = ctx.service_method(), %status, "push dropped");
-                        return;
-                    }
-                };
-                if run_push_body_hooks(&ctx) {
-                    handler(ctx, arg).await;
-                }
-            })
-        });
-        self.pushes.insert(full.clone().into(), erased);
+        self.pushes.insert(full.clone().into(), f);
         self.order.push((full, RouteKind::Push));
         Ok(self)
     }
@@ -273,6 +253,71 @@ impl Router {
     pub(crate) fn find_push(&self, method: &str) -> Option<&PushFn> {
         self.pushes.get(method).or(self.push_fallback.as_ref())
     }
+}
+
+/// Erases a handler of encoded bytes; the body hooks run before it.
+fn raw_call<F, Fut>(handler: F) -> CallFn
+where
+    F: Fn(CallCtx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |ctx: CallCtx| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            ctx.session()
+                .plugins()
+                .try_each(|p| p.after_read_call_body(&ctx))?;
+            handler(ctx).await
+        })
+    })
+}
+
+/// Erases a typed handler: decode the argument (400 on failure), run the
+/// body hooks, run the handler, encode its value with the reply codec.
+fn typed_call<F, Fut, A, R>(handler: F) -> CallFn
+where
+    F: Fn(CallCtx, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Status>> + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |ctx: CallCtx| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            let arg: A = ctx.decode()?;
+            ctx.session()
+                .plugins()
+                .try_each(|p| p.after_read_call_body(&ctx))?;
+            let value = handler(ctx.clone(), arg).await?;
+            ctx.encode_reply(&value)
+        })
+    })
+}
+
+fn typed_push<F, Fut, A>(handler: F) -> PushFn
+where
+    F: Fn(PushCtx, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |ctx: PushCtx| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            let arg: A = match ctx.decode() {
+                Ok(arg) => arg,
+                Err(status) => {
+                    tracing::debug!(session = %ctx.session().id(), method = ctx.service_method(), %status, "push dropped");
+                    return;
+                }
+            };
+            if run_push_body_hooks(&ctx) {
+                handler(ctx, arg).await;
+            }
+        })
+    })
 }
 
 fn run_push_body_hooks(ctx: &PushCtx) -> bool {
@@ -310,7 +355,20 @@ impl Group<'_> {
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
     {
-        self.router.add_call(&self.prefix, path, handler)?;
+        self.router
+            .insert_call(&self.prefix, path, typed_call(handler))?;
+        Ok(self)
+    }
+
+    /// Registers a handler of encoded bytes for `prefix + path`; see
+    /// [`Router::call_raw`].
+    pub fn call_raw<F, Fut>(&mut self, path: &str, handler: F) -> Result<&mut Self, RouteError>
+    where
+        F: Fn(CallCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
+    {
+        self.router
+            .insert_call(&self.prefix, path, raw_call(handler))?;
         Ok(self)
     }
 
@@ -321,7 +379,8 @@ impl Group<'_> {
         Fut: Future<Output = ()> + Send + 'static,
         A: DeserializeOwned + Send + 'static,
     {
-        self.router.add_push(&self.prefix, path, handler)?;
+        self.router
+            .insert_push(&self.prefix, path, typed_push(handler))?;
         Ok(self)
     }
 

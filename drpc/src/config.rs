@@ -56,9 +56,11 @@ pub struct Config {
     /// write stays short.
     pub write_batch: usize,
 
-    /// How many bytes the reader asks the socket for at a time.
+    /// How many bytes the reader asks the socket for at first. The size
+    /// doubles, up to 256 KiB, while reads fill it, and falls back toward
+    /// this value when they do not.
     ///
-    /// Default 16 KiB.
+    /// Default 16 KiB: small for idle sessions; busy ones grow their reads.
     pub read_chunk: usize,
 
     /// How long a graceful close waits for running handlers (and their

@@ -3,16 +3,19 @@
 
 use crate::context::{CallCtx, PushCtx};
 use crate::endpoint::EndpointInner;
+use crate::pending::Outcome;
+use crate::plugin::BoxFuture;
+use crate::router::CallOutput;
 use crate::session::{error_reply, Outbound, HANDLER_OF};
 use crate::{Code, Session, Status};
 use bytes::BytesMut;
 use drpc_proto::{Framer, Kind, Message, ProtoError};
 use drpc_socket::{ReadHalf, Socket, WriteHalf};
 use futures_util::FutureExt;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, timeout_at, Instant};
@@ -94,6 +97,16 @@ async fn drive(
         stop_write.clone(),
     ));
     let mut writer_done = false;
+    let stop_reaper = CancellationToken::new();
+    let reaper = {
+        let (session, stop) = (session.clone(), stop_reaper.clone());
+        ep.tasks.spawn(async move {
+            tokio::select! {
+                _ = session.shared.pending.reap() => {}
+                _ = stop.cancelled() => {}
+            }
+        })
+    };
 
     let ending = match ready.await {
         Ok(Ok(())) => {
@@ -130,9 +143,9 @@ async fn drive(
         Ending::Graceful(s) => (s, true),
         Ending::Abrupt(s) => (s, false),
     };
-    for waiter in session.begin_close(&reason) {
-        let _ = waiter.send(Err(session.closed_status()));
-    }
+    session.begin_close(&reason);
+    stop_reaper.cancel();
+    let _ = reaper.await;
 
     let grace = ep.config.close_grace;
     let handlers = &session.shared.handlers;
@@ -187,8 +200,8 @@ async fn read_loop(
     mut framer: Box<dyn Framer>,
     stop: CancellationToken,
 ) -> Option<Status> {
-    let chunk = session.shared.ep.config.read_chunk.max(64);
-    let mut buf = BytesMut::with_capacity(chunk);
+    let mut sizer = ReadSizer::new(session.shared.ep.config.read_chunk);
+    let mut buf = BytesMut::with_capacity(sizer.next);
     loop {
         let mut announced = false;
         let msg = loop {
@@ -201,14 +214,15 @@ async fn read_loop(
                 Ok(None) => {}
                 Err(e) => return Some(protocol_error(&session, e)),
             }
-            if buf.capacity() - buf.len() < chunk / 4 {
-                buf.reserve(chunk);
-            }
+            let offered = sizer.prepare(&mut buf);
             let read = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return None,
                 r = rd.read_buf(&mut buf) => r,
             };
+            if let Ok(n) = read {
+                sizer.record(offered, n);
+            }
             match read {
                 Ok(0) if buf.is_empty() => {
                     return Some(Status::connection_closed("the peer closed the connection"))
@@ -236,6 +250,39 @@ async fn read_loop(
     }
 }
 
+/// How much room the reader offers the socket: it doubles while reads fill
+/// the room (a busy session then needs fewer system calls) and halves when
+/// they use little of it (an idle session does not keep a large buffer).
+struct ReadSizer {
+    min: usize,
+    next: usize,
+}
+
+impl ReadSizer {
+    const MAX: usize = 256 * 1024;
+
+    fn new(min: usize) -> Self {
+        let min = min.clamp(64, Self::MAX);
+        Self { min, next: min }
+    }
+
+    /// Makes room in `buf` for the next read; returns the room offered.
+    fn prepare(&self, buf: &mut BytesMut) -> usize {
+        if buf.capacity() - buf.len() < self.next / 2 {
+            buf.reserve(self.next);
+        }
+        buf.capacity() - buf.len()
+    }
+
+    fn record(&mut self, offered: usize, read: usize) {
+        if read >= offered {
+            self.next = (self.next * 2).min(Self::MAX);
+        } else if read < self.next / 4 {
+            self.next = (self.next / 2).max(self.min);
+        }
+    }
+}
+
 /// Maps bad input to the session's close reason; an oversize call whose
 /// header could be read is still answered with 413.
 fn protocol_error(session: &Session, err: ProtoError) -> Status {
@@ -255,22 +302,44 @@ fn protocol_error(session: &Session, err: ProtoError) -> Status {
     status.with_cause(err)
 }
 
-/// Runs `fut` as a handler of `session`: tracked for graceful close,
-/// cancelled when the session aborts its handlers.
-fn spawn_handler(session: &Session, fut: impl Future<Output = ()> + Send + 'static) {
-    let shared = &session.shared;
-    let abort = shared.abort_handlers.clone();
-    let me = Arc::as_ptr(shared) as usize;
-    let task = shared
-        .handlers
-        .track_future(HANDLER_OF.scope(me, async move {
-            tokio::select! {
-                biased;
-                _ = abort.cancelled() => {}
-                _ = fut => {}
-            }
-        }));
-    shared.ep.tasks.spawn(task);
+/// Polls a handler once, right here on the reader. Most handlers that do no
+/// I/O finish on their first poll, and answering them here saves a task
+/// spawn per message, the largest cost on the hot path. `None` means the
+/// handler is waiting and must continue on its own task; polling it again
+/// there (with that task's waker) is what futures are built for.
+fn poll_inline<T>(
+    session: &Session,
+    fut: &mut BoxFuture<'static, T>,
+) -> Option<std::thread::Result<T>> {
+    let me = Arc::as_ptr(&session.shared) as usize;
+    let mut cx = Context::from_waker(Waker::noop());
+    HANDLER_OF.sync_scope(me, || {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+            Ok(Poll::Ready(v)) => Some(Ok(v)),
+            Ok(Poll::Pending) => None,
+            Err(panic) => Some(Err(panic)),
+        }
+    })
+}
+
+/// A handler's result, with a panic turned into 500.
+fn call_outcome(
+    session: &Session,
+    ctx: &CallCtx,
+    result: std::thread::Result<CallOutput>,
+) -> CallOutput {
+    result.unwrap_or_else(|panic| {
+        tracing::error!(
+            session = %session.id(),
+            method = ctx.service_method(),
+            panic = panic_message(&panic),
+            "call handler panicked"
+        );
+        Err(Status::internal(format!(
+            "the handler of {} panicked",
+            ctx.service_method()
+        )))
+    })
 }
 
 fn on_call(session: &Session, msg: Message) {
@@ -292,58 +361,43 @@ fn on_call(session: &Session, msg: Message) {
     let route = match early {
         Ok(route) => route,
         Err(status) => {
-            let s = session.clone();
-            spawn_handler(session, async move {
-                s.send_reply(seq, codec, codec, Default::default(), Err(status))
-                    .await
-            });
+            session.queue_reply(seq, codec, codec, Default::default(), Err(status));
             return;
         }
     };
     let timeout = header.timeout.unwrap_or(ep.config.default_timeout);
     let deadline = Instant::now() + timeout;
     let ctx = CallCtx::new(session.clone(), header, body, deadline);
+    let mut fut = route(ctx.clone());
+    if let Some(result) = poll_inline(session, &mut fut) {
+        let out = call_outcome(session, &ctx, result);
+        session.queue_reply(seq, codec, ctx.reply_codec(), ctx.take_reply_meta(), out);
+        return;
+    }
     let s = session.clone();
-    spawn_handler(session, async move {
-        let run = AssertUnwindSafe(route(ctx.clone())).catch_unwind();
-        let out = match timeout_at(deadline, run).await {
-            Ok(Ok(out)) => out,
-            Ok(Err(panic)) => {
-                tracing::error!(
-                    session = %s.id(),
-                    method = ctx.service_method(),
-                    panic = panic_message(&panic),
-                    "call handler panicked"
-                );
-                Err(Status::internal(format!(
-                    "the handler of {} panicked",
-                    ctx.service_method()
-                )))
-            }
+    session.spawn_handler(async move {
+        let out = match timeout_at(deadline, AssertUnwindSafe(fut).catch_unwind()).await {
+            Ok(result) => call_outcome(&s, &ctx, result),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "the handler of {} did not finish within the call's deadline of {timeout:?}",
                 ctx.service_method()
             ))),
         };
-        s.send_reply(seq, codec, ctx.reply_codec(), ctx.take_reply_meta(), out)
-            .await
+        s.queue_reply(seq, codec, ctx.reply_codec(), ctx.take_reply_meta(), out);
     });
 }
 
 fn on_reply(session: &Session, msg: Message) {
-    let waiter = session
-        .shared
-        .pending
-        .lock()
-        .waiting
-        .remove(&msg.header.seq);
-    match waiter {
+    match session.shared.pending.take(msg.header.seq) {
         Some(waiter) => {
-            let res = session
+            let outcome = match session
                 .plugins()
                 .try_each(|p| p.after_read_reply_header(session, &msg.header))
-                .map(|()| msg);
-            let _ = waiter.send(res);
+            {
+                Ok(()) => Outcome::Reply(msg),
+                Err(status) => Outcome::Failed(status),
+            };
+            let _ = waiter.send(outcome);
         }
         None => tracing::debug!(
             session = %session.id(),
@@ -372,13 +426,20 @@ fn on_push(session: &Session, msg: Message) {
         tracing::debug!(session = %session.id(), method = %header.service_method, "no handler for push; dropped");
         return;
     };
-    let ctx = PushCtx::new(session.clone(), header, body);
-    spawn_handler(session, async move {
-        let method = ctx.service_method().to_string();
-        let id = ctx.session().id();
-        if let Err(panic) = AssertUnwindSafe(route(ctx)).catch_unwind().await {
-            tracing::error!(session = %id, %method, panic = panic_message(&panic), "push handler panicked");
+    let method = header.service_method.clone();
+    let mut fut = route(PushCtx::new(session.clone(), header, body));
+    let report = move |session: &Session, result: std::thread::Result<()>| {
+        if let Err(panic) = result {
+            tracing::error!(session = %session.id(), %method, panic = panic_message(&panic), "push handler panicked");
         }
+    };
+    if let Some(result) = poll_inline(session, &mut fut) {
+        report(session, result);
+        return;
+    }
+    let s = session.clone();
+    session.spawn_handler(async move {
+        report(&s, AssertUnwindSafe(fut).catch_unwind().await);
     });
 }
 

@@ -3,9 +3,9 @@
 use crate::plugin::{BoxFuture, RouteKind};
 use crate::{CallCtx, PushCtx, Status};
 use bytes::Bytes;
+use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -72,8 +72,8 @@ impl std::error::Error for RouteError {}
 /// ```
 #[derive(Default, Clone)]
 pub struct Router {
-    calls: HashMap<Box<str>, CallFn>,
-    pushes: HashMap<Box<str>, PushFn>,
+    calls: FxHashMap<Box<str>, CallFn>,
+    pushes: FxHashMap<Box<str>, PushFn>,
     call_fallback: Option<CallFn>,
     push_fallback: Option<PushFn>,
     /// Every registration in order, for the `after_register` hook.

@@ -2,6 +2,7 @@
 
 use crate::context::decode_body;
 use crate::endpoint::EndpointInner;
+use crate::pending::{Outcome, Pending};
 use crate::plugin::Plugins;
 use crate::storage::Storage;
 use crate::{CallOptions, Code, Endpoint, PushOptions, Reply, Status};
@@ -12,9 +13,8 @@ use drpc_socket::Addr;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -61,14 +61,6 @@ pub(crate) enum Outbound {
     Shutdown,
 }
 
-pub(crate) type ReplySender = oneshot::Sender<Result<Message, Status>>;
-
-pub(crate) struct Pending {
-    pub(crate) waiting: HashMap<u32, ReplySender>,
-    /// Set when the session starts closing; new calls fail with it.
-    pub(crate) closed: Option<Status>,
-}
-
 pub(crate) struct SessionShared {
     pub(crate) ep: Arc<EndpointInner>,
     /// Changed only under the endpoint's session-map lock, so the map and
@@ -79,8 +71,7 @@ pub(crate) struct SessionShared {
     dialed: bool,
     storage: Mutex<Storage>,
     pub(crate) tx: mpsc::Sender<Outbound>,
-    pub(crate) pending: Mutex<Pending>,
-    next_seq: AtomicU32,
+    pub(crate) pending: Pending,
     /// Running call and push handlers, so a graceful close can wait for them.
     pub(crate) handlers: TaskTracker,
     /// Cancels running handlers when a close cannot wait for them.
@@ -123,11 +114,7 @@ impl Session {
                 dialed,
                 storage: Mutex::new(Storage::default()),
                 tx,
-                pending: Mutex::new(Pending {
-                    waiting: HashMap::new(),
-                    closed: None,
-                }),
-                next_seq: AtomicU32::new(1),
+                pending: Pending::new(),
                 handlers: TaskTracker::new(),
                 abort_handlers: CancellationToken::new(),
                 close_requested: CancellationToken::new(),
@@ -202,7 +189,7 @@ impl Session {
 
     /// How many of this side's calls are waiting for a reply.
     pub fn pending_calls(&self) -> usize {
-        self.shared.pending.lock().waiting.len()
+        self.shared.pending.len()
     }
 
     /// Stores a value of type `T` on the session, returning the previous one.
@@ -305,22 +292,29 @@ impl Session {
         msg.header.timeout = Some(timeout);
         let method = msg.header.service_method.clone();
         let (tx, rx) = oneshot::channel();
-        msg.header.seq = self.register_call(tx)?;
-        // Frees the entry however this future ends: reply, error, deadline or drop.
-        let _entry = PendingEntry {
+        msg.header.seq = self.shared.pending.register(tx, deadline)?;
+        // Frees the entry however this future ends: error, deadline or drop.
+        let mut entry = PendingEntry {
             session: self,
             seq: msg.header.seq,
+            answered: false,
         };
         self.plugins()
             .try_each(|p| p.before_write_call(self, &mut msg))?;
         self.enqueue(Outbound::Msg(msg), deadline, &method).await?;
-        let reply = match timeout_at(deadline, rx).await {
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "no reply to {method} within {timeout:?}"
-            ))),
-            Ok(Err(_)) => Err(self.closed_status()),
-            Ok(Ok(reply)) => reply,
-        }?;
+        let outcome = rx.await;
+        // Whatever ended the wait already removed the entry.
+        entry.answered = true;
+        let reply = match outcome {
+            Ok(Outcome::Reply(reply)) => reply,
+            Ok(Outcome::Failed(status)) => return Err(status),
+            Ok(Outcome::Expired) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no reply to {method} within {timeout:?}"
+                )))
+            }
+            Err(_) => return Err(self.closed_status()),
+        };
         if reply.header.status_code != Code::OK.0 {
             return Err(Status::new(
                 Code(reply.header.status_code),
@@ -377,8 +371,10 @@ impl Session {
             .await
     }
 
-    /// Queues a reply to the call in `ctx` (an encoded body or a status).
-    pub(crate) async fn send_reply(
+    /// Queues a reply (an encoded body or a status) without waiting: when
+    /// the write queue is full, a tracked task waits for room instead, so the
+    /// reader never blocks on a slow writer.
+    pub(crate) fn queue_reply(
         &self,
         seq: u32,
         call_codec: CodecId,
@@ -401,9 +397,40 @@ impl Session {
         {
             msg = error_reply(seq, call_codec, &status);
         }
-        if self.shared.tx.send(Outbound::Msg(msg)).await.is_err() {
-            tracing::debug!(session = %self.id(), seq, "reply not sent: the session closed");
+        match self.shared.tx.try_send(Outbound::Msg(msg)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(out)) => {
+                let tx = self.shared.tx.clone();
+                let id = self.id();
+                self.spawn_handler(async move {
+                    if tx.send(out).await.is_err() {
+                        tracing::debug!(session = %id, seq, "reply not sent: the session closed");
+                    }
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!(session = %self.id(), seq, "reply not sent: the session closed");
+            }
         }
+    }
+
+    /// Runs `fut` on its own task as part of this session's handlers:
+    /// tracked so a graceful close waits for it, and cancelled when the
+    /// session aborts its handlers.
+    pub(crate) fn spawn_handler(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        let shared = &self.shared;
+        let abort = shared.abort_handlers.clone();
+        let me = Arc::as_ptr(shared) as usize;
+        let task = shared
+            .handlers
+            .track_future(HANDLER_OF.scope(me, async move {
+                tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => {}
+                    _ = fut => {}
+                }
+            }));
+        tokio::spawn(task);
     }
 
     pub(crate) fn plugins(&self) -> &Plugins {
@@ -412,6 +439,12 @@ impl Session {
 
     /// Waits, up to `deadline`, for room in the write queue.
     async fn enqueue(&self, out: Outbound, deadline: Instant, what: &str) -> Result<(), Status> {
+        // The queue almost always has room; only a full one needs a timer.
+        let out = match self.shared.tx.try_send(out) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.closed_status()),
+            Err(mpsc::error::TrySendError::Full(out)) => out,
+        };
         match timeout_at(deadline, self.shared.tx.send(out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.closed_status()),
@@ -421,59 +454,32 @@ impl Session {
         }
     }
 
-    /// Records a waiting call and returns its seq, or fails if the session
-    /// is closing.
-    fn register_call(&self, tx: ReplySender) -> Result<u32, Status> {
-        let mut pending = self.shared.pending.lock();
-        if let Some(status) = &pending.closed {
-            return Err(status.clone());
-        }
-        // Seq 0 is never used by a call; after wrapping, skip seqs still in
-        // use so a late reply can never reach the wrong call.
-        loop {
-            let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
-            if seq == 0 {
-                continue;
-            }
-            if let std::collections::hash_map::Entry::Vacant(e) = pending.waiting.entry(seq) {
-                e.insert(tx);
-                return Ok(seq);
-            }
-        }
-    }
-
     /// Ends the waiting call `seq` with `status`, if it is still waiting.
     pub(crate) fn fail_call(&self, seq: u32, status: Status) {
-        let waiter = self.shared.pending.lock().waiting.remove(&seq);
-        if let Some(w) = waiter {
-            let _ = w.send(Err(status));
-        }
+        self.shared.pending.fail(seq, status);
     }
 
     pub(crate) fn closed_status(&self) -> Status {
-        match self.shared.pending.lock().closed.clone() {
-            Some(s) => s,
-            None => Status::connection_closed("session closed"),
-        }
+        self.shared
+            .pending
+            .closed_status()
+            .unwrap_or_else(|| Status::connection_closed("session closed"))
     }
 
-    /// Starts closing: no new calls or pushes; returns the waiting calls.
-    pub(crate) fn begin_close(&self, reason: &Status) -> Vec<ReplySender> {
+    /// Starts closing: no new calls or pushes start, and every waiting call
+    /// fails with 102 (carrying `reason`).
+    pub(crate) fn begin_close(&self, reason: &Status) {
         let _ = self.shared.state.compare_exchange(
             ACTIVE,
             CLOSING,
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        let mut pending = self.shared.pending.lock();
-        if pending.closed.is_none() {
-            let msg = match reason.code() {
-                Code::CONNECTION_CLOSED => reason.message().to_string(),
-                _ => format!("session closed: {reason}"),
-            };
-            pending.closed = Some(Status::connection_closed(msg));
-        }
-        pending.waiting.drain().map(|(_, w)| w).collect()
+        let status = match reason.code() {
+            Code::CONNECTION_CLOSED => Status::connection_closed(reason.message().to_string()),
+            _ => Status::connection_closed(format!("session closed: {reason}")),
+        };
+        self.shared.pending.close(status);
     }
 
     pub(crate) fn mark_closed(&self, reason: Status) {
@@ -515,15 +521,19 @@ pub(crate) fn error_reply(seq: u32, codec: CodecId, status: &Status) -> Message 
     Message::new(h, Bytes::new())
 }
 
-/// Removes a call's entry from the pending table when the call ends.
+/// Removes a call's entry from the pending table when the call ends
+/// without a reply (error, deadline or drop).
 struct PendingEntry<'a> {
     session: &'a Session,
     seq: u32,
+    answered: bool,
 }
 
 impl Drop for PendingEntry<'_> {
     fn drop(&mut self) {
-        self.session.shared.pending.lock().waiting.remove(&self.seq);
+        if !self.answered {
+            self.session.shared.pending.remove(self.seq);
+        }
     }
 }
 

@@ -2,9 +2,12 @@
 //! the same kind of socket: the ceiling. Run it with:
 //!
 //! ```text
-//! cargo run --release --example bench -- [--secs 3] [--inflight 1,10,100] [--body 581] [--only drpc|ceiling]
+//! cargo run --release --example bench -- [--secs 2] [--inflight 1,10,100] [--body 581] [--rounds 3] [--only drpc|ceiling]
 //! ```
 //!
+//! Each in-flight level runs `--rounds` times, ceiling and drpc back to back
+//! in every round; calls/s is the median over the rounds (a loaded 2-core
+//! machine makes single runs noisy), latency percentiles pool every call.
 //! `--only` runs one side, for profiling; the ratio column then reads `-`.
 //!
 //! Server and client each run on a single-threaded tokio runtime on its own
@@ -32,14 +35,16 @@ struct Args {
     secs: f64,
     inflight: Vec<usize>,
     body: usize,
+    rounds: usize,
     only: Option<String>,
 }
 
 fn parse_args() -> Args {
     let mut args = Args {
-        secs: 3.0,
+        secs: 2.0,
         inflight: vec![1, 10, 100],
         body: 581,
+        rounds: 3,
         only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -48,6 +53,12 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--secs" => args.secs = value.parse().expect("--secs takes a number"),
             "--only" if value == "drpc" || value == "ceiling" => args.only = Some(value),
+            "--rounds" => {
+                args.rounds = value
+                    .parse::<usize>()
+                    .expect("--rounds takes a count")
+                    .max(1)
+            }
             "--body" => args.body = value.parse().expect("--body takes a byte count"),
             "--inflight" => {
                 args.inflight = value
@@ -215,16 +226,23 @@ struct Figures {
     p99_us: f64,
 }
 
-async fn measure(target: &Target, inflight: usize, secs: f64, body: &Bytes) -> Figures {
+/// One round: a warm-up, then `secs` of calls; returns calls/s and every
+/// call's latency in nanoseconds.
+async fn round(target: &Target, inflight: usize, secs: f64, body: &Bytes) -> (f64, Vec<u64>) {
     // A short warm-up so connections, buffers and caches are settled.
     run(target, inflight, Duration::from_millis(300), body).await;
     let started = Instant::now();
-    let mut lat = run(target, inflight, Duration::from_secs_f64(secs), body).await;
-    let elapsed = started.elapsed().as_secs_f64();
+    let lat = run(target, inflight, Duration::from_secs_f64(secs), body).await;
+    (lat.len() as f64 / started.elapsed().as_secs_f64(), lat)
+}
+
+/// Median calls/s over the rounds, and percentiles over all their calls.
+fn summarize(mut rates: Vec<f64>, mut lat: Vec<u64>) -> Figures {
+    rates.sort_by(f64::total_cmp);
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
     Figures {
-        calls_per_sec: lat.len() as f64 / elapsed,
+        calls_per_sec: rates[rates.len() / 2],
         p50_us: pct(0.50),
         p99_us: pct(0.99),
     }
@@ -289,8 +307,8 @@ fn main() {
         let body = Bytes::from((0..args.body).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
 
         println!(
-            "drpc bench: unary calls, {} B body (raw codec), TCP loopback, {} s per run",
-            args.body, args.secs
+            "drpc bench: unary calls, {} B body (raw codec), TCP loopback, {} rounds of {} s per level",
+            args.body, args.rounds, args.secs
         );
         println!(
             "server and client: one single-threaded tokio runtime each, on separate OS threads (one core each)"
@@ -303,21 +321,26 @@ fn main() {
         println!("{}", "-".repeat(98));
         for &n in &args.inflight {
             let want = |side: &str| args.only.as_deref().is_none_or(|o| o == side);
+            let (mut c_rates, mut c_lat, mut d_rates, mut d_lat) = (vec![], vec![], vec![], vec![]);
+            for _ in 0..args.rounds {
+                if want("ceiling") {
+                    let (rate, lat) = round(&ceiling, n, args.secs, &body).await;
+                    c_rates.push(rate);
+                    c_lat.extend(lat);
+                }
+                if want("drpc") {
+                    let (rate, lat) = round(&drpc, n, args.secs, &body).await;
+                    d_rates.push(rate);
+                    d_lat.extend(lat);
+                }
+            }
             let none = Figures {
                 calls_per_sec: f64::NAN,
                 p50_us: f64::NAN,
                 p99_us: f64::NAN,
             };
-            let c = if want("ceiling") {
-                measure(&ceiling, n, args.secs, &body).await
-            } else {
-                none
-            };
-            let d = if want("drpc") {
-                measure(&drpc, n, args.secs, &body).await
-            } else {
-                none
-            };
+            let c = if c_rates.is_empty() { none } else { summarize(c_rates, c_lat) };
+            let d = if d_rates.is_empty() { none } else { summarize(d_rates, d_lat) };
             let ratio = 100.0 * d.calls_per_sec / c.calls_per_sec;
             let ratio = if ratio.is_nan() || args.only.is_some() {
                 "-".to_string()

@@ -3,6 +3,7 @@
 
 use crate::context::{CallCtx, PushCtx};
 use crate::endpoint::EndpointInner;
+use crate::outbox::Outbox;
 use crate::pending::Outcome;
 use crate::plugin::BoxFuture;
 use crate::router::CallOutput;
@@ -37,8 +38,8 @@ pub(crate) async fn establish(
     origin: Origin,
 ) -> Result<Session, Status> {
     let (rd, wr, local, peer) = socket.into_parts();
-    let (tx, rx) = mpsc::channel(ep.config.write_queue.max(1));
-    let session = Session::new(ep.clone(), local, peer, origin == Origin::Dialed, tx);
+    let (outbox, rx) = Outbox::new(ep.config.write_queue);
+    let session = Session::new(ep.clone(), local, peer, origin == Origin::Dialed, outbox);
     ep.add_session(&session)?;
 
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -82,7 +83,7 @@ async fn drive(
     session: Session,
     rd: ReadHalf,
     wr: WriteHalf,
-    rx: mpsc::Receiver<Outbound>,
+    rx: mpsc::UnboundedReceiver<Outbound>,
     ready: oneshot::Receiver<Result<(), Status>>,
 ) {
     let ep = session.shared.ep.clone();
@@ -159,7 +160,7 @@ async fn drive(
         // Everything queued before the marker is written, then the write
         // half is shut down so the peer sees a clean end of stream.
         let flushed = timeout(grace, async {
-            let _ = session.shared.tx.send(Outbound::Shutdown).await;
+            let _ = session.shared.outbox.force_send(Outbound::Shutdown);
             let _ = (&mut writer).await;
         })
         .await;
@@ -202,6 +203,9 @@ async fn read_loop(
 ) -> Option<Status> {
     let mut sizer = ReadSizer::new(session.shared.ep.config.read_chunk);
     let mut buf = BytesMut::with_capacity(sizer.next);
+    // When the bytes in `buf` arrived; incoming deadlines count from here.
+    // One clock reading per read instead of one per message.
+    let mut arrived = Instant::now();
     loop {
         let mut announced = false;
         let msg = loop {
@@ -222,6 +226,7 @@ async fn read_loop(
             };
             if let Ok(n) = read {
                 sizer.record(offered, n);
+                arrived = Instant::now();
             }
             match read {
                 Ok(0) if buf.is_empty() => {
@@ -243,7 +248,7 @@ async fn read_loop(
             }
         };
         match msg.header.kind {
-            Kind::Call => on_call(&session, msg),
+            Kind::Call => on_call(&session, msg, arrived),
             Kind::Reply => on_reply(&session, msg),
             Kind::Push => on_push(&session, msg),
         }
@@ -297,7 +302,7 @@ fn protocol_error(session: &Session, err: ProtoError) -> Status {
     } = err
     {
         let reply = error_reply(seq, session.shared.ep.config.default_codec, &status);
-        let _ = session.shared.tx.try_send(Outbound::Msg(reply));
+        let _ = session.shared.outbox.force_send(Outbound::Msg(reply));
     }
     status.with_cause(err)
 }
@@ -342,7 +347,7 @@ fn call_outcome(
     })
 }
 
-fn on_call(session: &Session, msg: Message) {
+fn on_call(session: &Session, msg: Message, arrived: Instant) {
     let Message { header, body } = msg;
     let ep = &session.shared.ep;
     let seq = header.seq;
@@ -366,7 +371,7 @@ fn on_call(session: &Session, msg: Message) {
         }
     };
     let timeout = header.timeout.unwrap_or(ep.config.default_timeout);
-    let deadline = Instant::now() + timeout;
+    let deadline = arrived + timeout;
     let ctx = CallCtx::new(session.clone(), header, body, deadline);
     let mut fut = route(ctx.clone());
     if let Some(result) = poll_inline(session, &mut fut) {
@@ -457,9 +462,17 @@ async fn write_loop(
     session: Session,
     mut wr: WriteHalf,
     mut framer: Box<dyn Framer>,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
     stop: CancellationToken,
 ) -> Option<Status> {
+    // However the writer stops, senders waiting for room must hear of it.
+    struct Gone<'a>(&'a Session);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            self.0.shared.outbox.writer_gone();
+        }
+    }
+    let _gone = Gone(&session);
     let batch = session.shared.ep.config.write_batch.max(1);
     let mut buf = BytesMut::with_capacity(batch);
     let mut calls_in_batch: Vec<u32> = Vec::new();
@@ -471,7 +484,9 @@ async fn write_loop(
         };
         let mut shutdown = false;
         let mut next = first;
+        let mut taken = 0;
         loop {
+            taken += usize::from(next.is_some());
             match next {
                 Some(Outbound::Msg(msg)) => {
                     encode_one(&session, &mut *framer, msg, &mut buf, &mut calls_in_batch)
@@ -489,6 +504,7 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
+        session.shared.outbox.taken(taken);
         if !buf.is_empty() {
             let written = tokio::select! {
                 biased;

@@ -53,6 +53,7 @@ mod context;
 mod driver;
 mod endpoint;
 mod options;
+mod outbox;
 mod pending;
 pub mod plugin;
 mod router;

@@ -2,6 +2,7 @@
 
 use crate::context::decode_body;
 use crate::endpoint::EndpointInner;
+use crate::outbox::{Outbox, SendError};
 use crate::pending::{Outcome, Pending};
 use crate::plugin::Plugins;
 use crate::storage::Storage;
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -70,7 +71,7 @@ pub(crate) struct SessionShared {
     peer: Addr,
     dialed: bool,
     storage: Mutex<Storage>,
-    pub(crate) tx: mpsc::Sender<Outbound>,
+    pub(crate) outbox: Outbox,
     pub(crate) pending: Pending,
     /// Running call and push handlers, so a graceful close can wait for them.
     pub(crate) handlers: TaskTracker,
@@ -103,7 +104,7 @@ impl Session {
         local: Addr,
         peer: Addr,
         dialed: bool,
-        tx: mpsc::Sender<Outbound>,
+        outbox: Outbox,
     ) -> Self {
         Self {
             shared: Arc::new(SessionShared {
@@ -113,7 +114,7 @@ impl Session {
                 peer,
                 dialed,
                 storage: Mutex::new(Storage::default()),
-                tx,
+                outbox,
                 pending: Pending::new(),
                 handlers: TaskTracker::new(),
                 abort_handlers: CancellationToken::new(),
@@ -397,18 +398,17 @@ impl Session {
         {
             msg = error_reply(seq, call_codec, &status);
         }
-        match self.shared.tx.try_send(Outbound::Msg(msg)) {
+        match self.shared.outbox.try_send(Outbound::Msg(msg)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(out)) => {
-                let tx = self.shared.tx.clone();
-                let id = self.id();
+            Err(SendError::Full(out)) => {
+                let s = self.clone();
                 self.spawn_handler(async move {
-                    if tx.send(out).await.is_err() {
-                        tracing::debug!(session = %id, seq, "reply not sent: the session closed");
+                    if s.shared.outbox.send(out).await.is_err() {
+                        tracing::debug!(session = %s.id(), seq, "reply not sent: the session closed");
                     }
                 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(SendError::Closed) => {
                 tracing::debug!(session = %self.id(), seq, "reply not sent: the session closed");
             }
         }
@@ -440,12 +440,12 @@ impl Session {
     /// Waits, up to `deadline`, for room in the write queue.
     async fn enqueue(&self, out: Outbound, deadline: Instant, what: &str) -> Result<(), Status> {
         // The queue almost always has room; only a full one needs a timer.
-        let out = match self.shared.tx.try_send(out) {
+        let out = match self.shared.outbox.try_send(out) {
             Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.closed_status()),
-            Err(mpsc::error::TrySendError::Full(out)) => out,
+            Err(SendError::Closed) => return Err(self.closed_status()),
+            Err(SendError::Full(out)) => out,
         };
-        match timeout_at(deadline, self.shared.tx.send(out)).await {
+        match timeout_at(deadline, self.shared.outbox.send(out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.closed_status()),
             Err(_) => Err(Status::deadline_exceeded(format!(

@@ -237,3 +237,41 @@ async fn unix_sockets_carry_sessions_too() {
     server.close().await;
     assert!(!path.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_makes_sends_wait_then_fail() {
+    init_tracing();
+    let (tx, mut accepts) = mpsc::unbounded_channel();
+    let config = Config {
+        write_queue: 4,
+        ..Config::default()
+    };
+    let server = Endpoint::builder()
+        .config(config)
+        .plugin(AcceptNotify(tx))
+        .build()
+        .unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    // A peer that connects and then never reads a byte.
+    let _stalled = tokio::net::TcpStream::connect(addr.target()).await.unwrap();
+    let session = within("accept", accepts.recv()).await.unwrap();
+
+    let big = serde_bytes::ByteBuf::from(vec![1u8; 256 * 1024]);
+    let opts = drpc::PushOptions::new()
+        .codec(drpc::CodecId::Raw)
+        .timeout(Duration::from_millis(200));
+    let mut refused = None;
+    // Socket buffers absorb some megabytes; after that the queue fills.
+    for sent in 0..2_000 {
+        if let Err(e) = session.push_with("/sink", &big, opts.clone()).await {
+            refused = Some((sent, e));
+            break;
+        }
+    }
+    let (sent, err) = refused.expect("sends to a peer that never reads must stop succeeding");
+    assert_eq!(err.code(), Code::DEADLINE_EXCEEDED, "{err}");
+    assert!(err.message().contains("write queue"), "{err}");
+    assert!(sent < 2_000);
+    assert!(session.is_healthy(), "a full queue is not a broken session");
+    within("close", server.close()).await;
+}

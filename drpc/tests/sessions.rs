@@ -244,6 +244,8 @@ async fn a_peer_that_stops_reading_makes_sends_wait_then_fail() {
     let (tx, mut accepts) = mpsc::unbounded_channel();
     let config = Config {
         write_queue: 4,
+        // The writer never drains to this peer, so close waits out the grace.
+        close_grace: Duration::from_millis(300),
         ..Config::default()
     };
     let server = Endpoint::builder()

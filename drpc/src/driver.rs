@@ -10,7 +10,7 @@ use crate::router::CallOutput;
 use crate::session::{error_reply, Outbound, HANDLER_OF};
 use crate::{Code, Session, Status};
 use bytes::BytesMut;
-use drpc_proto::{Framer, Kind, Message, ProtoError};
+use drpc_proto::{Framer, Header, Kind, Message, ProtoError};
 use drpc_socket::{ReadHalf, Socket, WriteHalf};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
@@ -352,9 +352,12 @@ fn on_call(session: &Session, msg: Message, arrived: Instant) {
     let ep = &session.shared.ep;
     let seq = header.seq;
     let codec = header.codec;
-    let early = session
-        .plugins()
-        .try_each(|p| p.after_read_call_header(session, &header))
+    let early = check_filters(&header)
+        .and_then(|()| {
+            session
+                .plugins()
+                .try_each(|p| p.after_read_call_header(session, &header))
+        })
         .and_then(|()| {
             ep.router
                 .find_call(&header.service_method)
@@ -392,13 +395,28 @@ fn on_call(session: &Session, msg: Message, arrived: Instant) {
     });
 }
 
+/// Protocol version 1 defines no transfer filters, so a body that went
+/// through one cannot be read; the message gets a clear 400 instead of a
+/// misread body.
+fn check_filters(header: &Header) -> Result<(), Status> {
+    if header.filters.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::bad_message(format!(
+            "transfer filters {:?} are not supported by this endpoint",
+            &header.filters[..]
+        )))
+    }
+}
+
 fn on_reply(session: &Session, msg: Message) {
     match session.shared.pending.take(msg.header.seq) {
         Some(waiter) => {
-            let outcome = match session
-                .plugins()
-                .try_each(|p| p.after_read_reply_header(session, &msg.header))
-            {
+            let outcome = match check_filters(&msg.header).and_then(|()| {
+                session
+                    .plugins()
+                    .try_each(|p| p.after_read_reply_header(session, &msg.header))
+            }) {
                 Ok(()) => Outcome::Reply(msg),
                 Err(status) => Outcome::Failed(status),
             };
@@ -414,9 +432,11 @@ fn on_reply(session: &Session, msg: Message) {
 
 fn on_push(session: &Session, msg: Message) {
     let Message { header, body } = msg;
-    let refused = session
-        .plugins()
-        .try_each(|p| p.after_read_push_header(session, &header));
+    let refused = check_filters(&header).and_then(|()| {
+        session
+            .plugins()
+            .try_each(|p| p.after_read_push_header(session, &header))
+    });
     if let Err(status) = refused {
         tracing::debug!(session = %session.id(), method = %header.service_method, %status, "push refused by a plugin");
         return;

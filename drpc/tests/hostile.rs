@@ -184,3 +184,32 @@ async fn a_silent_connection_does_not_stop_others() {
         "the peer vanished mid-frame"
     );
 }
+
+#[tokio::test]
+async fn a_call_with_an_unknown_transfer_filter_is_answered_400() {
+    let p = pair().await;
+    let mut call = drpc::proto::Message::new(
+        drpc::proto::Header::call(9, "/math/add"),
+        unhex("82 a1 61 01 a1 62 02"),
+    );
+    call.header.filters = vec![7u8].into();
+    let mut wire = BytesMut::new();
+    RawProto
+        .framer(&FrameLimits::default())
+        .encode(&call, &mut wire)
+        .unwrap();
+    let mut raw = TcpStream::connect(p.addr.target()).await.unwrap();
+    raw.write_all(&wire).await.unwrap();
+    let mut framer = RawProto.framer(&FrameLimits::default());
+    let mut buf = BytesMut::new();
+    let reply = loop {
+        if let Some(m) = framer.decode(&mut buf).unwrap() {
+            break m;
+        }
+        let n = within("reply bytes", raw.read_buf(&mut buf)).await.unwrap();
+        assert!(n > 0, "connection closed before the reply");
+    };
+    assert_eq!((reply.header.seq, reply.header.status_code), (9, 400));
+    assert!(reply.header.status_message.contains("transfer filters [7]"));
+    p.close().await;
+}

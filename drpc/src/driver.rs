@@ -49,7 +49,14 @@ pub(crate) async fn establish(
     let refused = hooks.as_ref().err().cloned();
     let _ = ready_tx.send(hooks);
     match refused {
-        None => Ok(session),
+        None if session.is_healthy() => Ok(session),
+        // Closed while the hooks ran: the session is not usable.
+        None => {
+            session.closed().await;
+            Err(session
+                .close_reason()
+                .unwrap_or_else(|| session.closed_status()))
+        }
         Some(status) => {
             session.closed().await;
             Err(status)
@@ -109,7 +116,15 @@ async fn drive(
         })
     };
 
-    let ending = match ready.await {
+    // A close asked for while the connection hooks still run (by a hook
+    // itself, or by the endpoint closing) must not wait for them to finish.
+    let ready = tokio::select! {
+        r = ready => r,
+        _ = session.shared.close_requested.cancelled() => {
+            Ok(Err(Status::connection_closed("closed before the session was established")))
+        }
+    };
+    let ending = match ready {
         Ok(Ok(())) => {
             let framer_r = ep.proto.framer(&ep.frame_limits());
             let mut reader =

@@ -517,3 +517,32 @@ async fn a_refused_accept_closes_the_session_with_its_reason() {
     client.close().await;
     server.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_may_close_its_own_session_without_deadlock() {
+    init_tracing();
+    struct CloseOnAccept;
+    impl Plugin for CloseOnAccept {
+        fn name(&self) -> &str {
+            "close-on-accept"
+        }
+        fn after_accept<'a>(&'a self, s: &'a Session) -> BoxFuture<'a, Result<(), Status>> {
+            Box::pin(async move {
+                s.close().await;
+                Ok(())
+            })
+        }
+    }
+    let server = Endpoint::builder().plugin(CloseOnAccept).build().unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let client = Endpoint::builder().build().unwrap();
+    // The dialer either sees the session close, or (if the close wins the
+    // race with its own setup) a dial that fails with 102.
+    match within("dial", client.dial(&addr)).await {
+        Ok(session) => within("the dialer sees the close", session.closed()).await,
+        Err(status) => assert_eq!(status.code(), Code::CONNECTION_CLOSED, "{status}"),
+    }
+    within("client close", client.close()).await;
+    within("server close", server.close()).await;
+    assert_eq!(server.session_count(), 0);
+}

@@ -277,3 +277,35 @@ async fn a_peer_that_stops_reading_makes_sends_wait_then_fail() {
     assert!(session.is_healthy(), "a full queue is not a broken session");
     within("close", server.close()).await;
 }
+
+#[tokio::test]
+async fn one_endpoint_listens_on_several_addresses() {
+    init_tracing();
+    let server = Endpoint::builder().router(test_router()).build().unwrap();
+    let a = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let b = server.listen("tcp://[::1]:0").await;
+    let client = Endpoint::builder().build().unwrap();
+    let mut addrs = vec![a];
+    // IPv6 loopback may be missing in some sandboxes; use it where it exists.
+    if let Ok(b) = b {
+        addrs.push(b);
+    }
+    #[cfg(unix)]
+    {
+        let path = std::env::temp_dir().join(format!("drpc-multi-{}.sock", std::process::id()));
+        addrs.push(
+            server
+                .listen(format!("unix://{}", path.display()))
+                .await
+                .unwrap(),
+        );
+    }
+    for addr in &addrs {
+        let s = client.dial(addr).await.unwrap();
+        let sum: i64 = s.call("/math/add", &Add { a: 1, b: 2 }).await.unwrap();
+        assert_eq!(sum, 3, "{addr}");
+    }
+    assert_eq!(client.session_count(), addrs.len());
+    within("client close", client.close()).await;
+    within("server close", server.close()).await;
+}

@@ -7,26 +7,84 @@ use drpc_proto::{Header, Meta};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The context of an incoming call: its session, header, raw body and
-/// deadline, and the settings of its reply. Cheap to clone.
-#[derive(Clone)]
+/// An incoming call or push: its session, header and raw body. Both
+/// [`CallCtx`] and [`PushCtx`] dereference to it, so these accessors work on
+/// either.
+pub struct Incoming {
+    session: Session,
+    header: Header,
+    body: Bytes,
+}
+
+impl Incoming {
+    /// The session the message arrived on; a handler can call or push back
+    /// on it.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The full header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The service method, such as `/math/add`.
+    pub fn service_method(&self) -> &str {
+        &self.header.service_method
+    }
+
+    /// The meta the sender attached.
+    pub fn meta(&self) -> &Meta {
+        &self.header.meta
+    }
+
+    /// The codec of the body.
+    pub fn codec(&self) -> CodecId {
+        self.header.codec
+    }
+
+    /// The encoded body, as it arrived.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Decodes the body with its codec; a fallback handler uses it to read a
+    /// body on demand. Fails with 400.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Status> {
+        decode_body(self.codec(), &self.body, self.service_method())
+    }
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("session", &self.session.id())
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The context of an incoming call: the message (see [`Incoming`], which
+/// this dereferences to), its deadline, and the settings of its reply.
+/// Cheap to clone.
+#[derive(Clone, Debug)]
 pub struct CallCtx {
     inner: Arc<CallInner>,
 }
 
+#[derive(Debug)]
 struct CallInner {
-    session: Session,
-    header: Header,
-    body: Bytes,
+    msg: Incoming,
     deadline: Instant,
     reply: Mutex<ReplyParts>,
 }
 
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct ReplyParts {
     meta: Meta,
     codec: Option<CodecId>,
@@ -36,54 +94,20 @@ impl CallCtx {
     pub(crate) fn new(session: Session, header: Header, body: Bytes, deadline: Instant) -> Self {
         Self {
             inner: Arc::new(CallInner {
-                session,
-                header,
-                body,
+                msg: Incoming {
+                    session,
+                    header,
+                    body,
+                },
                 deadline,
                 reply: Mutex::new(ReplyParts::default()),
             }),
         }
     }
 
-    /// The session the call arrived on; handlers can call or push back on it.
-    pub fn session(&self) -> &Session {
-        &self.inner.session
-    }
-
-    /// The full header of the call.
-    pub fn header(&self) -> &Header {
-        &self.inner.header
-    }
-
-    /// The service method, such as `/math/add`.
-    pub fn service_method(&self) -> &str {
-        &self.inner.header.service_method
-    }
-
     /// The call's sequence number on its session.
     pub fn seq(&self) -> u32 {
-        self.inner.header.seq
-    }
-
-    /// The meta the caller sent.
-    pub fn meta(&self) -> &Meta {
-        &self.inner.header.meta
-    }
-
-    /// The codec of the call's body.
-    pub fn codec(&self) -> CodecId {
-        self.inner.header.codec
-    }
-
-    /// The encoded body, as it arrived.
-    pub fn body(&self) -> &Bytes {
-        &self.inner.body
-    }
-
-    /// Decodes the body with the call's codec; a fallback handler uses it to
-    /// read a body on demand. Fails with 400.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Status> {
-        decode_body(self.codec(), &self.inner.body, self.service_method())
+        self.header().seq
     }
 
     /// When the caller stops waiting. A handler still running then is
@@ -131,81 +155,38 @@ impl CallCtx {
     }
 }
 
-impl std::fmt::Debug for CallCtx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallCtx")
-            .field("session", &self.session().id())
-            .field("header", self.header())
-            .finish_non_exhaustive()
+impl Deref for CallCtx {
+    type Target = Incoming;
+
+    fn deref(&self) -> &Incoming {
+        &self.inner.msg
     }
 }
 
-/// The context of an incoming push: its session, header and raw body.
-/// Cheap to clone.
-#[derive(Clone)]
+/// The context of an incoming push: the message (see [`Incoming`], which
+/// this dereferences to). Cheap to clone.
+#[derive(Clone, Debug)]
 pub struct PushCtx {
-    inner: Arc<PushInner>,
-}
-
-struct PushInner {
-    session: Session,
-    header: Header,
-    body: Bytes,
+    inner: Arc<Incoming>,
 }
 
 impl PushCtx {
     pub(crate) fn new(session: Session, header: Header, body: Bytes) -> Self {
         Self {
-            inner: Arc::new(PushInner {
+            inner: Arc::new(Incoming {
                 session,
                 header,
                 body,
             }),
         }
     }
-
-    /// The session the push arrived on.
-    pub fn session(&self) -> &Session {
-        &self.inner.session
-    }
-
-    /// The full header of the push.
-    pub fn header(&self) -> &Header {
-        &self.inner.header
-    }
-
-    /// The service method, such as `/chat/message`.
-    pub fn service_method(&self) -> &str {
-        &self.inner.header.service_method
-    }
-
-    /// The meta the sender attached.
-    pub fn meta(&self) -> &Meta {
-        &self.inner.header.meta
-    }
-
-    /// The codec of the body.
-    pub fn codec(&self) -> CodecId {
-        self.inner.header.codec
-    }
-
-    /// The encoded body, as it arrived.
-    pub fn body(&self) -> &Bytes {
-        &self.inner.body
-    }
-
-    /// Decodes the body with its codec. Fails with 400.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Status> {
-        decode_body(self.codec(), &self.inner.body, self.service_method())
-    }
 }
 
-impl std::fmt::Debug for PushCtx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushCtx")
-            .field("session", &self.session().id())
-            .field("header", self.header())
-            .finish_non_exhaustive()
+impl Deref for PushCtx {
+    type Target = Incoming;
+
+    fn deref(&self) -> &Incoming {
+        &self.inner
     }
 }
 

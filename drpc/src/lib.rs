@@ -62,7 +62,7 @@ mod status;
 mod storage;
 
 pub use config::Config;
-pub use context::{CallCtx, PushCtx};
+pub use context::{CallCtx, Incoming, PushCtx};
 pub use endpoint::{Endpoint, EndpointBuilder, ToAddr};
 pub use options::{CallOptions, PushOptions, Reply};
 pub use plugin::Plugin;

@@ -23,40 +23,6 @@ pub struct CallOptions {
     pub(crate) meta: Meta,
 }
 
-impl CallOptions {
-    /// Default settings.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// How long to wait for the reply (the call's deadline is now plus this);
-    /// the peer's handler sees the same deadline. Default:
-    /// [`Config::default_timeout`](crate::Config::default_timeout).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// The codec of the argument. Default:
-    /// [`Config::default_codec`](crate::Config::default_codec).
-    pub fn codec(mut self, codec: CodecId) -> Self {
-        self.codec = Some(codec);
-        self
-    }
-
-    /// Adds a meta pair to the call.
-    pub fn meta(mut self, key: &str, value: &str) -> Self {
-        self.meta.insert(key, value);
-        self
-    }
-
-    /// Replaces the call's meta.
-    pub fn with_meta(mut self, meta: Meta) -> Self {
-        self.meta = meta;
-        self
-    }
-}
-
 /// Settings of one push; every field falls back to the endpoint's [`Config`](crate::Config).
 #[derive(Debug, Clone, Default)]
 pub struct PushOptions {
@@ -65,29 +31,55 @@ pub struct PushOptions {
     pub(crate) meta: Meta,
 }
 
-impl PushOptions {
-    /// Default settings.
-    pub fn new() -> Self {
-        Self::default()
-    }
+/// The builder methods both option types share.
+macro_rules! shared_options {
+    ($name:ident, $what:literal) => {
+        impl $name {
+            /// Default settings.
+            pub fn new() -> Self {
+                Self::default()
+            }
 
-    /// How long the push may wait for room in the session's write queue
-    /// before failing with 408. Default:
+            #[doc = concat!("The codec of the ", $what, "'s body. Default: [`Config::default_codec`](crate::Config::default_codec).")]
+            pub fn codec(mut self, codec: CodecId) -> Self {
+                self.codec = Some(codec);
+                self
+            }
+
+            #[doc = concat!("Adds a meta pair to the ", $what, ".")]
+            pub fn meta(mut self, key: &str, value: &str) -> Self {
+                self.meta.insert(key, value);
+                self
+            }
+
+            #[doc = concat!("Replaces the ", $what, "'s meta.")]
+            pub fn with_meta(mut self, meta: Meta) -> Self {
+                self.meta = meta;
+                self
+            }
+        }
+    };
+}
+
+shared_options!(CallOptions, "call");
+shared_options!(PushOptions, "push");
+
+impl CallOptions {
+    /// How long to wait for the reply (the call's deadline is now plus this);
+    /// the peer's handler sees the same deadline. Default:
     /// [`Config::default_timeout`](crate::Config::default_timeout).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
+}
 
-    /// The codec of the body.
-    pub fn codec(mut self, codec: CodecId) -> Self {
-        self.codec = Some(codec);
-        self
-    }
-
-    /// Adds a meta pair.
-    pub fn meta(mut self, key: &str, value: &str) -> Self {
-        self.meta.insert(key, value);
+impl PushOptions {
+    /// How long the push may wait for room in the session's write queue
+    /// before failing with 408. Default:
+    /// [`Config::default_timeout`](crate::Config::default_timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 }

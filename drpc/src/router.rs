@@ -222,11 +222,7 @@ impl Router {
         path: &str,
         f: CallFn,
     ) -> Result<&mut Self, RouteError> {
-        let full = join(prefix, path)?;
-        if self.calls.contains_key(full.as_str()) {
-            return Err(RouteError::Duplicate(full));
-        }
-        self.calls.insert(full.clone().into(), f);
+        let full = insert(&mut self.calls, prefix, path, f)?;
         self.order.push((full, RouteKind::Call));
         Ok(self)
     }
@@ -237,11 +233,7 @@ impl Router {
         path: &str,
         f: PushFn,
     ) -> Result<&mut Self, RouteError> {
-        let full = join(prefix, path)?;
-        if self.pushes.contains_key(full.as_str()) {
-            return Err(RouteError::Duplicate(full));
-        }
-        self.pushes.insert(full.clone().into(), f);
+        let full = insert(&mut self.pushes, prefix, path, f)?;
         self.order.push((full, RouteKind::Push));
         Ok(self)
     }
@@ -253,6 +245,22 @@ impl Router {
     pub(crate) fn find_push(&self, method: &str) -> Option<&PushFn> {
         self.pushes.get(method).or(self.push_fallback.as_ref())
     }
+}
+
+/// Adds `f` under `prefix + path` unless that path is invalid or taken;
+/// returns the full path.
+fn insert<F>(
+    table: &mut FxHashMap<Box<str>, F>,
+    prefix: &str,
+    path: &str,
+    f: F,
+) -> Result<String, RouteError> {
+    let full = join(prefix, path)?;
+    if table.contains_key(full.as_str()) {
+        return Err(RouteError::Duplicate(full));
+    }
+    table.insert(full.as_str().into(), f);
+    Ok(full)
 }
 
 /// Erases a handler of encoded bytes; the body hooks run before it.

@@ -106,18 +106,8 @@ async fn a_handler_past_its_deadline_is_cancelled_and_answered_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_call_frees_its_entry() {
-    let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
     let mut routes = test_router();
-    routes
-        .call("/hold", move |_: CallCtx, _: ()| {
-            let started_tx = started_tx.clone();
-            async move {
-                let _ = started_tx.send(());
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok::<_, Status>(())
-            }
-        })
-        .unwrap();
+    let mut started = hold_route(&mut routes);
     let p = pair_with(routes, Router::new(), Config::default()).await;
     let s = p.session.clone();
     let call = tokio::spawn(async move { s.call::<_, ()>("/hold", &()).await });

@@ -95,18 +95,8 @@ async fn typed_storage_lives_on_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_peer_closes_pending_calls_fail_and_closed_completes() {
-    let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
     let mut routes = Router::new();
-    routes
-        .call("/hold", move |_: CallCtx, _: ()| {
-            let started_tx = started_tx.clone();
-            async move {
-                let _ = started_tx.send(());
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                Ok::<_, Status>(())
-            }
-        })
-        .unwrap();
+    let mut started = hold_route(&mut routes);
     let config = Config {
         close_grace: Duration::from_millis(100),
         ..Config::default()

@@ -170,3 +170,20 @@ pub fn forward_pushes(
         .unwrap();
     rx
 }
+
+/// Registers `/hold`: a handler that reports that it started, then waits a
+/// minute (longer than any test), so a test can act while a call is running.
+pub fn hold_route(router: &mut Router) -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    router
+        .call("/hold", move |_: CallCtx, _: ()| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(());
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, Status>(())
+            }
+        })
+        .unwrap();
+    rx
+}

@@ -124,7 +124,7 @@ impl Router {
     }
 
     /// Registers a call handler for `path` that works on encoded bytes: it
-    /// reads the body with [`CallCtx::body`] and returns the reply body
+    /// reads the body with [`Incoming::body`](crate::Incoming::body) and returns the reply body
     /// already encoded in [`CallCtx::reply_codec`] (the call's codec unless
     /// it sets another). For echoes, proxies and gateways that pass bodies
     /// through without decoding them.
@@ -165,8 +165,8 @@ impl Router {
     }
 
     /// Sets the handler of calls whose service method has no route. It gets
-    /// the raw body through [`CallCtx::body`] and decodes it on demand with
-    /// [`CallCtx::decode`]. Without one, such calls are answered with 404.
+    /// the raw body through [`Incoming::body`](crate::Incoming::body) and decodes it on demand with
+    /// [`Incoming::decode`](crate::Incoming::decode). Without one, such calls are answered with 404.
     pub fn call_fallback<F, Fut, R>(&mut self, handler: F) -> Result<&mut Self, RouteError>
     where
         F: Fn(CallCtx) -> Fut + Send + Sync + 'static,

@@ -213,3 +213,42 @@ async fn a_call_with_an_unknown_transfer_filter_is_answered_400() {
     assert!(reply.header.status_message.contains("transfer filters [7]"));
     p.close().await;
 }
+
+/// Collects what the fmt subscriber writes, for asserting on log lines.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// A single-threaded runtime, so every task logs to this thread's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn a_closed_hostile_session_is_logged_with_its_reason() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut p = pair().await;
+    let (session, _raw) = send_raw(&mut p, &unhex("00 00 00 40 05 01 01 00"), true).await;
+    let log = String::from_utf8(captured.0.lock().clone()).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("session closed")
+            && l.contains(&*session.id())
+            && l.contains("unsupported protocol version 5")),
+        "no warning names the session and the reason:\n{log}"
+    );
+    still_serving(&p).await;
+    p.close().await;
+}

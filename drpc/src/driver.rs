@@ -69,9 +69,13 @@ async fn run_connect_hooks(session: &Session, origin: Origin) -> Result<(), Stat
         // Counted before the hook runs, so a plugin that refuses still gets
         // its close hook and its counts pair up.
         session.shared.hooked.fetch_add(1, Ordering::AcqRel);
-        match origin {
-            Origin::Accepted => p.after_accept(session).await?,
-            Origin::Dialed => p.after_dial(session, false).await?,
+        let verdict = match origin {
+            Origin::Accepted => p.after_accept(session).await,
+            Origin::Dialed => p.after_dial(session, false).await,
+        };
+        if let Err(status) = verdict {
+            tracing::debug!(session = %session.id(), plugin = p.name(), %status, "connection refused by a plugin");
+            return Err(status);
         }
     }
     Ok(())

@@ -68,8 +68,10 @@ pub struct RouteInfo<'a> {
 /// "Errors" below says what an `Err` from that hook does.
 #[allow(unused_variables)]
 pub trait Plugin: Send + Sync + 'static {
-    /// A name for logs.
-    fn name(&self) -> &str;
+    /// A name for logs; defaults to the plugin's type name.
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
 
     // ----- endpoint -----
 

@@ -14,7 +14,6 @@ use drpc_proto::{Framer, Header, Kind, Message, ProtoError};
 use drpc_socket::{ReadHalf, Socket, WriteHalf};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,8 +66,11 @@ pub(crate) async fn establish(
 async fn run_connect_hooks(session: &Session, origin: Origin) -> Result<(), Status> {
     for p in session.plugins().iter() {
         // Counted before the hook runs, so a plugin that refuses still gets
-        // its close hook and its counts pair up.
-        session.shared.hooked.fetch_add(1, Ordering::AcqRel);
+        // its close hook and its counts pair up; once the session has closed
+        // (the count is sealed), no further accept hook may start.
+        if !session.count_connect_hook() {
+            return Err(session.closed_status());
+        }
         let verdict = match origin {
             Origin::Accepted => p.after_accept(session).await,
             Origin::Dialed => p.after_dial(session, false).await,
@@ -197,7 +199,7 @@ async fn drive(
     }
     session.mark_closed(reason);
     ep.remove_session(&session);
-    let hooked = session.shared.hooked.load(Ordering::Acquire);
+    let hooked = session.seal_connect_hooks();
     for p in session.plugins().iter().take(hooked) {
         p.after_session_close(&session);
     }

@@ -246,7 +246,10 @@ impl Endpoint {
     ///
     /// Errors: 105 when the address is bad, the connection fails or takes
     /// longer than [`Config::dial_timeout`]; a plugin's status when a
-    /// connection hook refuses; 102 when this endpoint is closed.
+    /// connection hook refuses; 102 when this endpoint is closed, or when the
+    /// session closed before the dial returned (the peer refused it at once,
+    /// say; a session that closes a moment later is reported by
+    /// [`Session::closed`] instead).
     pub async fn dial(&self, addr: impl ToAddr) -> Result<Session, Status> {
         self.check_open()?;
         let addr = addr

@@ -88,6 +88,9 @@ pub(crate) struct SessionShared {
     pub(crate) hooked: AtomicUsize,
 }
 
+/// Set in `hooked` when the session has closed.
+const HOOKS_SEALED: usize = 1 << (usize::BITS - 1);
+
 const ACTIVE: u8 = 0;
 const CLOSING: u8 = 1;
 const CLOSED: u8 = 2;
@@ -480,6 +483,28 @@ impl Session {
             _ => Status::connection_closed(format!("session closed: {reason}")),
         };
         self.shared.pending.close(status);
+    }
+
+    /// Counts one more plugin whose accept or dial hook is about to run;
+    /// false once the count is sealed by the close.
+    pub(crate) fn count_connect_hook(&self) -> bool {
+        let hooked = &self.shared.hooked;
+        let mut n = hooked.load(Ordering::Acquire);
+        loop {
+            if n & HOOKS_SEALED != 0 {
+                return false;
+            }
+            match hooked.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Seals the count of plugins whose connect hook ran and returns it:
+    /// exactly those get a close hook.
+    pub(crate) fn seal_connect_hooks(&self) -> usize {
+        self.shared.hooked.fetch_or(HOOKS_SEALED, Ordering::AcqRel) & !HOOKS_SEALED
     }
 
     pub(crate) fn mark_closed(&self, reason: Status) {

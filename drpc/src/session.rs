@@ -273,7 +273,7 @@ impl Session {
             .timeout
             .unwrap_or(self.shared.ep.config.default_timeout);
         let reply = self
-            .call_message(Message::new(header, body), timeout)
+            .call_message(service_method, Message::new(header, body), timeout)
             .await?;
         let value = decode_body(reply.header.codec, &reply.body, service_method)?;
         self.plugins()
@@ -285,16 +285,16 @@ impl Session {
         })
     }
 
-    /// Sends `msg` (a call header and encoded body; its seq is assigned here)
-    /// and waits up to `timeout` for a successful reply.
+    /// Sends `msg` (a call header and encoded body for `method`; its seq is
+    /// assigned here) and waits up to `timeout` for a successful reply.
     pub(crate) async fn call_message(
         &self,
+        method: &str,
         mut msg: Message,
         timeout: Duration,
     ) -> Result<Message, Status> {
         let deadline = Instant::now() + timeout;
         msg.header.timeout = Some(timeout);
-        let method = msg.header.service_method.clone();
         let (tx, rx) = oneshot::channel();
         msg.header.seq = self.shared.pending.register(tx, deadline)?;
         // Frees the entry however this future ends: error, deadline or drop.
@@ -305,7 +305,7 @@ impl Session {
         };
         self.plugins()
             .try_each(|p| p.before_write_call(self, &mut msg))?;
-        self.enqueue(Outbound::Msg(msg), deadline, &method).await?;
+        self.enqueue(Outbound::Msg(msg), deadline, method).await?;
         let outcome = rx.await;
         // Whatever ended the wait already removed the entry.
         entry.answered = true;

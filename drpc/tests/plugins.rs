@@ -373,27 +373,14 @@ async fn refusing_pair(
         })
         .unwrap();
     let pushes = forward_pushes(&mut routes, "/seen");
-    let (tx, mut accepts) = mpsc::unbounded_channel();
-    let mut server = Endpoint::builder().router(routes).plugin(AcceptNotify(tx));
+    let mut server = Endpoint::builder().router(routes);
     let mut client = Endpoint::builder();
     if on_server {
         server = server.plugin(Refuse(hook));
     } else {
         client = client.plugin(Refuse(hook));
     }
-    let server = server.build().unwrap();
-    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
-    let client = client.build().unwrap();
-    let session = client.dial(&addr).await.unwrap();
-    let accepted = within("accept", accepts.recv()).await.unwrap();
-    let pair = Pair {
-        server,
-        client,
-        addr,
-        session,
-        accepted,
-        accepts,
-    };
+    let pair = pair_from(server, client).await;
     (pair, runs, pushes)
 }
 

@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use drpc::plugin::BoxFuture;
-use drpc::{Addr, CallCtx, Config, Endpoint, Plugin, PushCtx, Router, Session, Status};
+use drpc::{
+    Addr, CallCtx, Config, Endpoint, EndpointBuilder, Plugin, PushCtx, Router, Session, Status,
+};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::time::Duration;
@@ -117,20 +119,22 @@ pub struct Pair {
 }
 
 pub async fn pair_with(server_router: Router, client_router: Router, config: Config) -> Pair {
+    pair_from(
+        Endpoint::builder()
+            .config(config.clone())
+            .router(server_router),
+        Endpoint::builder().config(config).router(client_router),
+    )
+    .await
+}
+
+/// A pair from the given builders; the server also gets [`AcceptNotify`].
+pub async fn pair_from(server: EndpointBuilder, client: EndpointBuilder) -> Pair {
     init_tracing();
     let (tx, mut accepts) = mpsc::unbounded_channel();
-    let server = Endpoint::builder()
-        .config(config.clone())
-        .router(server_router)
-        .plugin(AcceptNotify(tx))
-        .build()
-        .unwrap();
+    let server = server.plugin(AcceptNotify(tx)).build().unwrap();
     let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
-    let client = Endpoint::builder()
-        .config(config)
-        .router(client_router)
-        .build()
-        .unwrap();
+    let client = client.build().unwrap();
     let session = within("dial", client.dial(&addr)).await.unwrap();
     let accepted = within("accept", accepts.recv()).await.unwrap();
     Pair {

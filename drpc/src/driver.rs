@@ -7,7 +7,7 @@ use crate::outbox::Outbox;
 use crate::pending::Outcome;
 use crate::plugin::BoxFuture;
 use crate::router::CallOutput;
-use crate::session::{error_reply, Outbound, HANDLER_OF};
+use crate::session::{error_reply, Outbound, HANDLER_OF, MAX_DEADLINE_AHEAD};
 use crate::{Code, Session, Status};
 use bytes::BytesMut;
 use drpc_proto::{Framer, Header, Kind, Message, ProtoError};
@@ -395,7 +395,9 @@ fn on_call(session: &Session, msg: Message, arrived: Instant) {
         }
     };
     let timeout = header.timeout.unwrap_or(ep.config.default_timeout);
-    let deadline = arrived + timeout;
+    // At most u32::MAX ms (about 49 days) from the wire, so this cannot
+    // overflow; a local default is capped like a caller's.
+    let deadline = arrived + timeout.min(MAX_DEADLINE_AHEAD);
     let ctx = CallCtx::new(session.clone(), header, body, deadline);
     let mut fut = route(ctx.clone());
     if let Some(result) = poll_inline(session, &mut fut) {

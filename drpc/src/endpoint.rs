@@ -7,7 +7,6 @@ use drpc_proto::{FrameLimits, Proto, RawProto};
 use drpc_socket::{Addr, Listener, SocketError};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -91,7 +90,7 @@ pub(crate) struct EndpointInner {
 struct Sessions {
     by_id: HashMap<Arc<str>, Session>,
     closing: bool,
-    next_suffix: AtomicU64,
+    next_suffix: u64,
 }
 
 /// Builds an [`Endpoint`]; made by [`Endpoint::builder`].
@@ -165,7 +164,7 @@ impl EndpointBuilder {
                 sessions: Mutex::new(Sessions {
                     by_id: HashMap::new(),
                     closing: false,
-                    next_suffix: AtomicU64::new(1),
+                    next_suffix: 1,
                 }),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
@@ -361,7 +360,8 @@ impl EndpointInner {
         let base = session.peer_addr().to_string();
         let mut id: Arc<str> = Arc::from(base.as_str());
         while sessions.by_id.contains_key(&id) {
-            let n = sessions.next_suffix.fetch_add(1, Ordering::Relaxed);
+            let n = sessions.next_suffix;
+            sessions.next_suffix += 1;
             id = Arc::from(format!("{base}#{n}"));
         }
         *session.shared.id.lock() = id.clone();

@@ -293,7 +293,7 @@ impl Session {
         mut msg: Message,
         timeout: Duration,
     ) -> Result<Message, Status> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         msg.header.timeout = Some(timeout);
         let (tx, rx) = oneshot::channel();
         msg.header.seq = self.shared.pending.register(tx, deadline)?;
@@ -370,7 +370,7 @@ impl Session {
         let mut msg = Message::new(header, body);
         self.plugins()
             .try_each(|p| p.before_write_push(self, &mut msg))?;
-        let deadline = Instant::now() + opts.timeout.unwrap_or(config.default_timeout);
+        let deadline = deadline_after(opts.timeout.unwrap_or(config.default_timeout));
         self.enqueue(Outbound::Msg(msg), deadline, service_method)
             .await
     }
@@ -512,6 +512,15 @@ impl Session {
         self.shared.state.store(CLOSED, Ordering::Release);
     }
 }
+
+/// Now plus `timeout`, capped a year ahead so an effectively unlimited
+/// timeout (`Duration::MAX`) cannot overflow the clock.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    Instant::now() + timeout.min(MAX_DEADLINE_AHEAD)
+}
+
+/// The furthest ahead any deadline is set.
+pub(crate) const MAX_DEADLINE_AHEAD: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn encode_arg<A: Serialize + ?Sized>(codec: CodecId, arg: &A, what: &str) -> Result<Bytes, Status> {
     codec.encode(arg).map(Bytes::from).map_err(|e| {

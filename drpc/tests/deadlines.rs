@@ -162,3 +162,24 @@ async fn no_pending_entry_outlives_its_call() {
     assert_eq!(p.session.pending_calls(), 0);
     p.close().await;
 }
+
+#[tokio::test]
+async fn an_unlimited_timeout_is_accepted() {
+    let p = pair().await;
+    let sum: i64 = p
+        .session
+        .call_with(
+            "/math/add",
+            &Add { a: 1, b: 2 },
+            CallOptions::new().timeout(Duration::MAX),
+        )
+        .await
+        .map(|r| r.value)
+        .unwrap();
+    assert_eq!(sum, 3);
+    p.session
+        .push_with("/x", &(), drpc::PushOptions::new().timeout(Duration::MAX))
+        .await
+        .unwrap();
+    p.close().await;
+}

@@ -1,5 +1,6 @@
 use drpc_codec::CodecId;
 use drpc_proto::DEFAULT_MAX_FRAME_LEN;
+use drpc_socket::TransportConfig;
 use std::time::Duration;
 
 /// An endpoint's settings. Every field has a default, documented with its
@@ -68,6 +69,12 @@ pub struct Config {
     ///
     /// Default 10 s.
     pub close_grace: Duration,
+
+    /// Settings for the transports: certificates for `tls://` and
+    /// `quic://`, QUIC and KCP tuning, the accept-side handshake timeout.
+    /// See [`TransportConfig`] and each transport's own config for the
+    /// defaults. TCP and Unix sockets need nothing here.
+    pub transport: TransportConfig,
 }
 
 impl Default for Config {
@@ -81,6 +88,7 @@ impl Default for Config {
             write_batch: 64 * 1024,
             read_chunk: 16 * 1024,
             close_grace: Duration::from_secs(10),
+            transport: TransportConfig::default(),
         }
     }
 }

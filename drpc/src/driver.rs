@@ -552,7 +552,12 @@ async fn write_loop(
             let written = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return None,
-                r = wr.write_all(&buf) => r,
+                // The flush ends a run of whole frames: the socket contract
+                // that lets QUIC send each batch on a stream of its own.
+                r = async {
+                    wr.write_all(&buf).await?;
+                    wr.flush().await
+                } => r,
             };
             if let Err(e) = written {
                 let status = Status::write_failed(format!("writing to the peer failed: {e}"));

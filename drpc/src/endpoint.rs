@@ -204,7 +204,7 @@ impl Endpoint {
         let addr = addr
             .to_addr()
             .map_err(|e| Status::new(Code::UNKNOWN, e.to_string()).with_cause(e))?;
-        let mut listener = Listener::bind(&addr)
+        let mut listener = Listener::bind(&addr, &self.inner.config.transport)
             .await
             .map_err(|e| Status::new(Code::UNKNOWN, e.to_string()).with_cause(e))?;
         let local = listener.local_addr().clone();
@@ -217,9 +217,21 @@ impl Endpoint {
                     r = listener.accept() => r,
                 };
                 match accepted {
-                    Ok(socket) => {
+                    Ok(accepting) => {
                         let ep = inner.clone();
                         inner.tasks.spawn(async move {
+                            // The handshake runs here, off the accept loop, so
+                            // a slow peer delays only itself.
+                            let socket = tokio::select! {
+                                _ = ep.shutdown.cancelled() => return,
+                                r = accepting.finish() => match r {
+                                    Ok(socket) => socket,
+                                    Err(e) => {
+                                        tracing::debug!(error = %e, "accepted connection failed its handshake");
+                                        return;
+                                    }
+                                },
+                            };
                             if let Err(status) = establish(&ep, socket, Origin::Accepted).await {
                                 tracing::debug!(%status, "accepted connection refused");
                             }
@@ -260,7 +272,7 @@ impl Endpoint {
                 .try_each(|p| p.before_dial(&addr, false))?;
             let socket = match tokio::time::timeout(
                 self.inner.config.dial_timeout,
-                drpc_socket::dial(&addr),
+                drpc_socket::dial(&addr, &self.inner.config.transport),
             )
             .await
             {

@@ -9,35 +9,60 @@
 //! |---|---|---|
 //! | `tcp` | `tcp://127.0.0.1:9090`, `tcp://[::1]:9090`, `tcp://localhost:9090` | `tcp` (default) |
 //! | `unix` | `unix:///tmp/drpc.sock` | `unix` (default, Unix only) |
+//! | `tls` | `tls://localhost:9443` | `tls` |
+//! | `quic` | `quic://localhost:9443` | `quic` |
+//! | `kcp` | `kcp://127.0.0.1:9095` | `kcp` |
+//!
+//! Settings for the transports that need them (certificates, KCP's
+//! profile) live in a [`TransportConfig`] that the caller owns and passes to
+//! [`dial`] and [`Listener::bind`]; this crate keeps no global state.
 //!
 //! This crate knows bytes, not messages: framing belongs to `drpc-proto`.
+//! Its one assumption about the bytes is the write-half contract on
+//! [`WriteHalf`]: a flush ends a run of whole frames.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), drpc_socket::SocketError> {
-//! use drpc_socket::{Addr, Listener};
+//! use drpc_socket::{Addr, Listener, TransportConfig};
 //!
+//! let config = TransportConfig::default();
 //! let addr: Addr = "tcp://127.0.0.1:0".parse()?;
-//! let mut listener = Listener::bind(&addr).await?;
-//! let client = drpc_socket::dial(listener.local_addr()).await?;
-//! let server = listener.accept().await?;
+//! let mut listener = Listener::bind(&addr, &config).await?;
+//! let client = drpc_socket::dial(listener.local_addr(), &config).await?;
+//! let server = listener.accept().await?.finish().await?;
 //! assert_eq!(client.peer_addr(), server.local_addr());
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
 
 mod addr;
+mod config;
 mod listener;
+#[cfg(feature = "tcp")]
+mod tcp;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(all(feature = "unix", unix))]
+mod unix;
 
 pub use addr::{Addr, Scheme};
-pub use listener::Listener;
+pub use config::TransportConfig;
+pub use listener::{Accepting, Listener};
 
 use std::io;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The read half of a socket.
 pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
-/// The write half of a socket. Shutting it down (`AsyncWriteExt::shutdown`)
-/// tells the peer no more bytes will come.
+
+/// The write half of a socket.
+///
+/// Writers must keep one contract: **a flush ends a run of whole frames.**
+/// Stream transports ignore it, but the QUIC transport sends the bytes
+/// written between two flushes on a stream of their own, so a flush in the
+/// middle of a frame would split it across streams. Shutting the half down
+/// (`AsyncWriteExt::shutdown`) flushes and tells the peer no more bytes
+/// will come.
 pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Why a socket could not be opened.
@@ -54,6 +79,22 @@ pub enum SocketError {
     /// The scheme names a transport this build does not include.
     #[error("transport {0:?} is not available in this build (enable its cargo feature)")]
     Unsupported(String),
+    /// The transport's settings are missing or unusable: no certificate
+    /// for a TLS listener, an unreadable key file, a KCP MTU out of range.
+    #[error("{0}")]
+    Config(String),
+    /// The connection opened but its handshake failed: a certificate the
+    /// other side does not trust, a name that does not match, no common
+    /// protocol version.
+    #[error("{op} {addr}: handshake failed: {reason}")]
+    Handshake {
+        /// `dial` or `accept`.
+        op: &'static str,
+        /// The address involved.
+        addr: String,
+        /// What went wrong, in the TLS library's words.
+        reason: String,
+    },
     /// The operating system refused.
     #[error("{op} {addr}: {source}")]
     Io {
@@ -121,23 +162,21 @@ impl std::fmt::Debug for Socket {
     }
 }
 
-/// Connects to `addr` with the transport its scheme names.
-pub async fn dial(addr: &Addr) -> Result<Socket, SocketError> {
+/// Connects to `addr` with the transport its scheme names, using the
+/// settings for that transport in `config`.
+///
+/// This does not time out by itself (a KCP or QUIC peer that never answers
+/// is waited for); callers bound it, as drpc's endpoint does with its dial
+/// timeout.
+pub async fn dial(addr: &Addr, config: &TransportConfig) -> Result<Socket, SocketError> {
+    let _ = config;
     match addr.scheme() {
         #[cfg(feature = "tcp")]
-        Scheme::Tcp => {
-            let stream = tokio::net::TcpStream::connect(addr.target())
-                .await
-                .map_err(|e| SocketError::io("dial", addr, e))?;
-            listener::tcp_socket(stream).map_err(|e| SocketError::io("dial", addr, e))
-        }
+        Scheme::Tcp => tcp::dial(addr).await,
         #[cfg(all(feature = "unix", unix))]
-        Scheme::Unix => {
-            let stream = tokio::net::UnixStream::connect(addr.target())
-                .await
-                .map_err(|e| SocketError::io("dial", addr, e))?;
-            Ok(listener::unix_socket(stream, addr.clone(), addr.clone()))
-        }
+        Scheme::Unix => unix::dial(addr).await,
+        #[cfg(feature = "tls")]
+        Scheme::Tls => tls::dial(addr, &config.tls).await,
         #[allow(unreachable_patterns)]
         other => Err(SocketError::Unsupported(other.as_str().to_string())),
     }

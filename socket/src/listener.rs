@@ -1,14 +1,16 @@
-use crate::{Addr, Scheme, Socket, SocketError};
-use std::io;
+use crate::{Addr, Scheme, Socket, SocketError, TransportConfig};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
 /// Accepts sockets on one address.
-#[derive(Debug)]
 pub struct Listener {
     inner: Inner,
     local: Addr,
+    #[allow(dead_code)] // unused when only tcp and unix are built
+    handshake_timeout: Duration,
 }
 
-#[derive(Debug)]
 enum Inner {
     #[cfg(feature = "tcp")]
     Tcp(tokio::net::TcpListener),
@@ -16,45 +18,112 @@ enum Inner {
     Unix {
         listener: tokio::net::UnixListener,
         // Held only for its Drop, which removes the socket file.
-        _path: UnixPathGuard,
+        _path: crate::unix::PathGuard,
+    },
+    #[cfg(feature = "tls")]
+    Tls {
+        listener: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
     },
 }
 
+type Handshake = Pin<Box<dyn Future<Output = Result<Socket, SocketError>> + Send>>;
+
+/// A connection taken from a [`Listener`] whose handshake (TLS, QUIC) has
+/// not run yet.
+///
+/// [`Listener::accept`] returns this rather than a [`Socket`] so that a
+/// slow or silent peer holds up only its own handshake, never the accept
+/// loop: run [`Accepting::finish`] on a task of its own.
+pub struct Accepting {
+    handshake: Handshake,
+    limit: Option<(Duration, Addr)>,
+}
+
+impl Accepting {
+    fn ready(socket: Socket) -> Self {
+        Self {
+            handshake: Box::pin(std::future::ready(Ok(socket))),
+            limit: None,
+        }
+    }
+
+    #[allow(dead_code)] // unused when only tcp and unix are built
+    fn handshake(
+        handshake: impl Future<Output = Result<Socket, SocketError>> + Send + 'static,
+        timeout: Duration,
+        local: &Addr,
+    ) -> Self {
+        Self {
+            handshake: Box::pin(handshake),
+            limit: Some((timeout, local.clone())),
+        }
+    }
+
+    /// Completes the handshake, within the listener's
+    /// [`TransportConfig::handshake_timeout`].
+    pub async fn finish(self) -> Result<Socket, SocketError> {
+        match self.limit {
+            None => self.handshake.await,
+            Some((limit, local)) => match tokio::time::timeout(limit, self.handshake).await {
+                Ok(r) => r,
+                Err(_) => Err(SocketError::Handshake {
+                    op: "accept",
+                    addr: local.to_string(),
+                    reason: format!("no handshake within {limit:?}"),
+                }),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for Accepting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepting").finish_non_exhaustive()
+    }
+}
+
 impl Listener {
-    /// Starts listening on `addr`.
+    /// Starts listening on `addr`, using the settings for its transport in
+    /// `config`.
     ///
-    /// A TCP port of 0 asks the system for a free port;
-    /// [`Listener::local_addr`] tells which.
-    pub async fn bind(addr: &Addr) -> Result<Self, SocketError> {
-        match addr.scheme() {
+    /// A port of 0 asks the system for a free port; [`Listener::local_addr`]
+    /// tells which. A Unix listener first removes a socket file left behind
+    /// by an earlier run (but not one a live listener still answers on).
+    pub async fn bind(addr: &Addr, config: &TransportConfig) -> Result<Self, SocketError> {
+        let _ = config;
+        let (inner, local) = match addr.scheme() {
             #[cfg(feature = "tcp")]
             Scheme::Tcp => {
-                let l = tokio::net::TcpListener::bind(addr.target())
-                    .await
-                    .map_err(|e| SocketError::io("listen", addr, e))?;
-                let local = l
-                    .local_addr()
-                    .map_err(|e| SocketError::io("listen", addr, e))?;
-                Ok(Self {
-                    inner: Inner::Tcp(l),
-                    local: tcp_addr(local),
-                })
+                let (l, local) = crate::tcp::bind(addr).await?;
+                (Inner::Tcp(l), local)
             }
             #[cfg(all(feature = "unix", unix))]
             Scheme::Unix => {
-                let l = tokio::net::UnixListener::bind(addr.target())
-                    .map_err(|e| SocketError::io("listen", addr, e))?;
-                Ok(Self {
-                    inner: Inner::Unix {
-                        listener: l,
-                        _path: UnixPathGuard(addr.target().into()),
+                let (listener, path) = crate::unix::bind(addr).await?;
+                (
+                    Inner::Unix {
+                        listener,
+                        _path: path,
                     },
-                    local: addr.clone(),
-                })
+                    addr.clone(),
+                )
+            }
+            #[cfg(feature = "tls")]
+            Scheme::Tls => {
+                let server = config.tls.server("tls")?;
+                let (listener, local) = crate::tcp::bind(addr).await?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(server);
+                (Inner::Tls { listener, acceptor }, local)
             }
             #[allow(unreachable_patterns)]
-            other => Err(SocketError::Unsupported(other.as_str().to_string())),
-        }
+            other => return Err(SocketError::Unsupported(other.as_str().to_string())),
+        };
+        Ok(Self {
+            inner,
+            local,
+            handshake_timeout: config.handshake_timeout,
+        })
     }
 
     /// The address this listener is bound to.
@@ -62,66 +131,42 @@ impl Listener {
         &self.local
     }
 
-    /// Waits for the next peer.
-    pub async fn accept(&mut self) -> Result<Socket, SocketError> {
-        let res = match &mut self.inner {
+    /// Waits for the next peer. The returned [`Accepting`] still has to
+    /// finish its handshake.
+    pub async fn accept(&mut self) -> Result<Accepting, SocketError> {
+        let op = |e| SocketError::io("accept", &self.local, e);
+        match &mut self.inner {
             #[cfg(feature = "tcp")]
-            Inner::Tcp(l) => match l.accept().await {
-                Ok((stream, _)) => tcp_socket(stream),
-                Err(e) => Err(e),
-            },
+            Inner::Tcp(l) => {
+                let (stream, _) = l.accept().await.map_err(op)?;
+                let socket = crate::tcp::socket(stream, Scheme::Tcp).map_err(op)?;
+                Ok(Accepting::ready(socket))
+            }
             #[cfg(all(feature = "unix", unix))]
-            Inner::Unix { listener, .. } => match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let peer = peer
-                        .as_pathname()
-                        .and_then(|p| Addr::new(Scheme::Unix, p.to_string_lossy()).ok())
-                        .unwrap_or_else(|| self.local.clone());
-                    Ok(unix_socket(stream, self.local.clone(), peer))
-                }
-                Err(e) => Err(e),
-            },
-        };
-        res.map_err(|e| SocketError::io("accept", &self.local, e))
+            Inner::Unix { listener, .. } => {
+                let socket = crate::unix::accept(listener, &self.local)
+                    .await
+                    .map_err(op)?;
+                Ok(Accepting::ready(socket))
+            }
+            #[cfg(feature = "tls")]
+            Inner::Tls { listener, acceptor } => {
+                let (stream, _) = listener.accept().await.map_err(op)?;
+                let handshake = crate::tls::accept(stream, acceptor.clone(), self.local.clone());
+                Ok(Accepting::handshake(
+                    handshake,
+                    self.handshake_timeout,
+                    &self.local,
+                ))
+            }
+        }
     }
 }
 
-#[cfg(feature = "tcp")]
-fn tcp_addr(a: std::net::SocketAddr) -> Addr {
-    // A SocketAddr always prints as host:port, so this cannot fail.
-    Addr::new(Scheme::Tcp, a.to_string()).expect("socket address is host:port")
-}
-
-#[cfg(feature = "tcp")]
-pub(crate) fn tcp_socket(stream: tokio::net::TcpStream) -> io::Result<Socket> {
-    // RPC messages are small and latency-bound; the session's writer already
-    // coalesces them, so Nagle's delay would only add latency.
-    stream.set_nodelay(true)?;
-    let local = tcp_addr(stream.local_addr()?);
-    let peer = tcp_addr(stream.peer_addr()?);
-    let (r, w) = stream.into_split();
-    Ok(Socket::from_parts(Box::new(r), Box::new(w), local, peer))
-}
-
-#[cfg(all(feature = "unix", unix))]
-pub(crate) fn unix_socket(stream: tokio::net::UnixStream, local: Addr, peer: Addr) -> Socket {
-    let (r, w) = stream.into_split();
-    Socket::from_parts(Box::new(r), Box::new(w), local, peer)
-}
-
-/// Removes a listener's socket file when the listener goes away, so the
-/// next run can bind the same path.
-#[cfg(all(feature = "unix", unix))]
-#[derive(Debug)]
-struct UnixPathGuard(std::path::PathBuf);
-
-#[cfg(all(feature = "unix", unix))]
-impl Drop for UnixPathGuard {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.0) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(path = %self.0.display(), error = %e, "could not remove unix socket file");
-            }
-        }
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local", &self.local)
+            .finish_non_exhaustive()
     }
 }

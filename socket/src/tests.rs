@@ -2,9 +2,10 @@ use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn exchange(addr: &str) {
-    let mut l = Listener::bind(&addr.parse().unwrap()).await.unwrap();
-    let client = dial(l.local_addr()).await.unwrap();
-    let server = l.accept().await.unwrap();
+    let cfg = TransportConfig::default();
+    let mut l = Listener::bind(&addr.parse().unwrap(), &cfg).await.unwrap();
+    let client = dial(l.local_addr(), &cfg).await.unwrap();
+    let server = l.accept().await.unwrap().finish().await.unwrap();
     let (_, mut cw, _, _) = client.into_parts();
     let (mut sr, _, _, _) = server.into_parts();
     cw.write_all(b"ping").await.unwrap();
@@ -16,12 +17,13 @@ async fn exchange(addr: &str) {
 
 #[tokio::test]
 async fn tcp_carries_bytes_and_reports_addresses() {
-    let mut l = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap())
+    let cfg = TransportConfig::default();
+    let mut l = Listener::bind(&"tcp://127.0.0.1:0".parse().unwrap(), &cfg)
         .await
         .unwrap();
     assert_ne!(l.local_addr().target(), "127.0.0.1:0");
-    let client = dial(l.local_addr()).await.unwrap();
-    let server = l.accept().await.unwrap();
+    let client = dial(l.local_addr(), &cfg).await.unwrap();
+    let server = l.accept().await.unwrap().finish().await.unwrap();
     assert_eq!(client.peer_addr(), server.local_addr());
     assert_eq!(client.local_addr(), server.peer_addr());
     drop((client, server));
@@ -42,9 +44,12 @@ async fn dial_failure_names_the_address() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     drop(l);
-    let err = dial(&format!("tcp://127.0.0.1:{port}").parse().unwrap())
-        .await
-        .unwrap_err();
+    let err = dial(
+        &format!("tcp://127.0.0.1:{port}").parse().unwrap(),
+        &TransportConfig::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         err.to_string()
             .contains(&format!("dial tcp://127.0.0.1:{port}")),
@@ -53,11 +58,43 @@ async fn dial_failure_names_the_address() {
 }
 
 #[tokio::test]
-async fn reserved_schemes_are_unsupported() {
-    let err = dial(&"quic://127.0.0.1:1".parse().unwrap())
-        .await
-        .unwrap_err();
+async fn transports_left_out_of_the_build_are_unsupported() {
+    let err = dial(
+        &"quic://127.0.0.1:1".parse().unwrap(),
+        &TransportConfig::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, SocketError::Unsupported(s) if s == "quic"));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn unix_listener_replaces_a_stale_file_but_not_a_live_one() {
+    let cfg = TransportConfig::default();
+    let path = std::env::temp_dir().join(format!("drpc-socket-stale-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    // A socket file with nobody behind it, as a crashed run leaves.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let addr: Addr = format!("unix://{}", path.display()).parse().unwrap();
+    let live = Listener::bind(&addr, &cfg)
+        .await
+        .expect("stale file replaced");
+
+    let err = Listener::bind(&addr, &cfg).await.unwrap_err();
+    assert!(
+        err.to_string().contains("another listener is serving"),
+        "{err}"
+    );
+    drop(live);
+    assert!(!path.exists(), "the listener removes its own file");
+
+    std::fs::write(&path, b"not a socket").unwrap();
+    let err = Listener::bind(&addr, &cfg).await.unwrap_err();
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    assert!(path.exists(), "a regular file is never removed");
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]

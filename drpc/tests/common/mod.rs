@@ -128,12 +128,18 @@ pub async fn pair_with(server_router: Router, client_router: Router, config: Con
     .await
 }
 
-/// A pair from the given builders; the server also gets [`AcceptNotify`].
+/// A pair from the given builders over TCP; the server also gets
+/// [`AcceptNotify`].
 pub async fn pair_from(server: EndpointBuilder, client: EndpointBuilder) -> Pair {
+    pair_on("tcp://127.0.0.1:0", server, client).await
+}
+
+/// A pair from the given builders, the server listening on `listen`.
+pub async fn pair_on(listen: &str, server: EndpointBuilder, client: EndpointBuilder) -> Pair {
     init_tracing();
     let (tx, mut accepts) = mpsc::unbounded_channel();
     let server = server.plugin(AcceptNotify(tx)).build().unwrap();
-    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let addr = server.listen(listen).await.unwrap();
     let client = client.build().unwrap();
     let session = within("dial", client.dial(&addr)).await.unwrap();
     let accepted = within("accept", accepts.recv()).await.unwrap();
@@ -190,4 +196,113 @@ pub fn hold_route(router: &mut Router) -> mpsc::UnboundedReceiver<()> {
         })
         .unwrap();
     rx
+}
+
+/// A private CA and certificates it signed, made fresh at run time.
+pub struct Certs {
+    pub ca: Vec<u8>,
+    pub server_cert: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub client_cert: Vec<u8>,
+    pub client_key: Vec<u8>,
+}
+
+/// Makes a CA, a server certificate for `localhost` and `127.0.0.1`, and
+/// a client certificate, all signed by the CA.
+pub fn make_certs() -> Certs {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        (cert.pem().into_bytes(), key.serialize_pem().into_bytes())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (client_cert, client_key) = leaf(vec!["client.test".into()]);
+    Certs {
+        ca: ca.pem().into_bytes(),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    }
+}
+
+/// A config that serves with the server certificate and dials trusting
+/// the CA: enough for `tls://` and `quic://` on both sides.
+pub fn tls_config(certs: &Certs) -> Config {
+    use drpc::socket::tls;
+    let mut config = Config::default();
+    config.transport.tls = tls::TlsConfig::default()
+        .with_server(tls::server_config(&certs.server_cert, &certs.server_key, None).unwrap())
+        .with_client(tls::client_config(&certs.ca, None).unwrap());
+    config
+}
+
+/// A unique Unix socket path for this process and `tag`.
+pub fn unix_path(tag: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir()
+        .join(format!("drpc-{tag}-{}-{n}.sock", std::process::id()))
+        .display()
+        .to_string()
+}
+
+/// A transport under test: where a server listens, and the config that
+/// both sides need for it.
+#[derive(Clone)]
+pub struct Transport {
+    pub name: &'static str,
+    pub listen: String,
+    pub config: Config,
+}
+
+impl Transport {
+    /// The transport named `name`, on a free loopback address.
+    pub fn named(name: &'static str) -> Self {
+        let (listen, config) = match name {
+            "tcp" => ("tcp://127.0.0.1:0".to_string(), Config::default()),
+            "unix" => (
+                format!("unix://{}", unix_path("conformance")),
+                Config::default(),
+            ),
+            "tls" => ("tls://127.0.0.1:0".to_string(), tls_config(&make_certs())),
+            "quic" => ("quic://127.0.0.1:0".to_string(), tls_config(&make_certs())),
+            "kcp" => ("kcp://127.0.0.1:0".to_string(), Config::default()),
+            other => panic!("no transport {other}"),
+        };
+        Self {
+            name,
+            listen,
+            config,
+        }
+    }
+
+    /// The config with `f` applied.
+    pub fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// A connected pair over this transport.
+    pub async fn pair(&self, server: Router, client: Router) -> Pair {
+        pair_on(
+            &self.listen,
+            Endpoint::builder()
+                .config(self.config.clone())
+                .router(server),
+            Endpoint::builder()
+                .config(self.config.clone())
+                .router(client),
+        )
+        .await
+    }
 }

@@ -1,0 +1,40 @@
+//! Settings for the transports, owned by whoever dials and listens.
+
+use std::time::Duration;
+
+/// Settings for every transport compiled into this build.
+///
+/// TCP and Unix sockets need none. `tls` holds the certificates that both
+/// `tls://` and `quic://` use, `quic` and `kcp` their own tuning. The
+/// defaults work for KCP; TLS and QUIC need at least a certificate to
+/// listen and a trust root to dial (see the `tls` module).
+///
+/// ```
+/// use drpc_socket::TransportConfig;
+/// use std::time::Duration;
+///
+/// let mut config = TransportConfig::default();
+/// config.handshake_timeout = Duration::from_secs(5);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TransportConfig {
+    /// How long an accepted connection may take to finish its handshake
+    /// (TLS, QUIC) before it is dropped. Default: 10 s, long enough for a
+    /// slow link, short enough that half-open handshakes cannot pile up.
+    /// Dials are bounded by their caller instead.
+    pub handshake_timeout: Duration,
+    /// Certificates for `tls://` and `quic://`.
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::TlsConfig,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            tls: Default::default(),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Unix domain sockets.
+
+use crate::{Addr, Scheme, Socket, SocketError};
+use std::io;
+use std::path::{Path, PathBuf};
+use tokio::net::{UnixListener, UnixStream};
+
+pub(crate) async fn dial(addr: &Addr) -> Result<Socket, SocketError> {
+    let stream = UnixStream::connect(addr.target())
+        .await
+        .map_err(|e| SocketError::io("dial", addr, e))?;
+    Ok(socket(stream, addr.clone(), addr.clone()))
+}
+
+/// Binds `addr`, first removing a socket file that an earlier run left
+/// behind. A file that a live listener still answers on is left alone and
+/// reported as in use; a file that is not a socket is never removed.
+pub(crate) async fn bind(addr: &Addr) -> Result<(UnixListener, PathGuard), SocketError> {
+    let path = Path::new(addr.target());
+    match UnixListener::bind(path) {
+        Ok(l) => return Ok((l, PathGuard(path.into()))),
+        Err(e) if e.kind() != io::ErrorKind::AddrInUse => {
+            return Err(SocketError::io("listen", addr, e))
+        }
+        Err(_) => {}
+    }
+    if !is_socket(path) {
+        return Err(SocketError::io(
+            "listen",
+            addr,
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "the path exists and is not a socket; refusing to remove it",
+            ),
+        ));
+    }
+    match UnixStream::connect(path).await {
+        Ok(_) => Err(SocketError::io(
+            "listen",
+            addr,
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "another listener is serving on this socket file",
+            ),
+        )),
+        Err(_) => {
+            tracing::info!(path = %path.display(), "removing stale unix socket file from an earlier run");
+            std::fs::remove_file(path).map_err(|e| SocketError::io("listen", addr, e))?;
+            let l = UnixListener::bind(path).map_err(|e| SocketError::io("listen", addr, e))?;
+            Ok((l, PathGuard(path.into())))
+        }
+    }
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+pub(crate) async fn accept(l: &UnixListener, local: &Addr) -> io::Result<Socket> {
+    let (stream, peer) = l.accept().await?;
+    let peer = peer
+        .as_pathname()
+        .and_then(|p| Addr::new(Scheme::Unix, p.to_string_lossy()).ok())
+        .unwrap_or_else(|| local.clone());
+    Ok(socket(stream, local.clone(), peer))
+}
+
+fn socket(stream: UnixStream, local: Addr, peer: Addr) -> Socket {
+    let (r, w) = stream.into_split();
+    Socket::from_parts(Box::new(r), Box::new(w), local, peer)
+}
+
+/// Removes a listener's socket file when the listener goes away, so the
+/// next run can bind the same path.
+#[derive(Debug)]
+pub(crate) struct PathGuard(PathBuf);
+
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.0.display(), error = %e, "could not remove unix socket file");
+            }
+        }
+    }
+}

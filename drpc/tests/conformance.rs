@@ -158,6 +158,7 @@ async fn a_vanished_peer_is_found_by_deadlines(t: Transport) {
     let (addr_tx, mut addr_rx) = mpsc::unbounded_channel();
     let (freeze_tx, freeze_rx) = tokio::sync::oneshot::channel::<()>();
     let (thaw_tx, thaw_rx) = std::sync::mpsc::channel::<()>();
+    let (frozen_tx, frozen_rx) = tokio::sync::oneshot::channel::<()>();
     let server_t = t.clone();
     let server = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -173,6 +174,7 @@ async fn a_vanished_peer_is_found_by_deadlines(t: Transport) {
             let addr = ep.listen(server_t.listen.as_str()).await.unwrap();
             addr_tx.send(addr).unwrap();
             let _ = freeze_rx.await;
+            let _ = frozen_tx.send(());
             // Blocking here stops every task of this runtime: the endpoint
             // is still there, but as silent as a machine that lost power.
             let _ = thaw_rx.recv_timeout(Duration::from_secs(60));
@@ -192,6 +194,7 @@ async fn a_vanished_peer_is_found_by_deadlines(t: Transport) {
     assert_eq!(sum, 3);
 
     freeze_tx.send(()).unwrap();
+    within("server frozen", frozen_rx).await.unwrap();
     let timeout = Duration::from_millis(500);
     let started = Instant::now();
     let calls = (0..3).map(|_| {
@@ -331,4 +334,4 @@ macro_rules! conformance {
     )*};
 }
 
-conformance!(tcp, unix, tls);
+conformance!(tcp, unix, tls, quic, kcp);

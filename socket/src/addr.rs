@@ -140,3 +140,10 @@ impl fmt::Debug for Addr {
         fmt::Display::fmt(self, f)
     }
 }
+
+/// An [`Addr`] for a socket address; a `SocketAddr` always prints as
+/// `host:port`, so this cannot fail.
+#[allow(dead_code)] // unused when only unix is built
+pub(crate) fn sock_addr(scheme: Scheme, a: std::net::SocketAddr) -> Addr {
+    Addr::new(scheme, a.to_string()).expect("socket address is host:port")
+}

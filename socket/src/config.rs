@@ -25,16 +25,26 @@ pub struct TransportConfig {
     /// Dials are bounded by their caller instead.
     pub handshake_timeout: Duration,
     /// Certificates for `tls://` and `quic://`.
-    #[cfg(feature = "tls")]
+    #[cfg(any(feature = "tls", feature = "quic"))]
     pub tls: crate::tls::TlsConfig,
+    /// Tuning for `quic://`.
+    #[cfg(feature = "quic")]
+    pub quic: crate::quic::QuicConfig,
+    /// Tuning for `kcp://`.
+    #[cfg(feature = "kcp")]
+    pub kcp: crate::kcp::KcpConfig,
 }
 
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(10),
-            #[cfg(feature = "tls")]
+            #[cfg(any(feature = "tls", feature = "quic"))]
             tls: Default::default(),
+            #[cfg(feature = "quic")]
+            quic: Default::default(),
+            #[cfg(feature = "kcp")]
+            kcp: Default::default(),
         }
     }
 }

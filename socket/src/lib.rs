@@ -37,10 +37,14 @@
 
 mod addr;
 mod config;
+#[cfg(feature = "kcp")]
+pub mod kcp;
 mod listener;
+#[cfg(feature = "quic")]
+pub mod quic;
 #[cfg(feature = "tcp")]
 mod tcp;
-#[cfg(feature = "tls")]
+#[cfg(any(feature = "tls", feature = "quic"))]
 pub mod tls;
 #[cfg(all(feature = "unix", unix))]
 mod unix;
@@ -177,6 +181,10 @@ pub async fn dial(addr: &Addr, config: &TransportConfig) -> Result<Socket, Socke
         Scheme::Unix => unix::dial(addr).await,
         #[cfg(feature = "tls")]
         Scheme::Tls => tls::dial(addr, &config.tls).await,
+        #[cfg(feature = "quic")]
+        Scheme::Quic => quic::dial(addr, config).await,
+        #[cfg(feature = "kcp")]
+        Scheme::Kcp => kcp::dial(addr, &config.kcp).await,
         #[allow(unreachable_patterns)]
         other => Err(SocketError::Unsupported(other.as_str().to_string())),
     }

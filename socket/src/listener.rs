@@ -1,4 +1,6 @@
-use crate::{Addr, Scheme, Socket, SocketError, TransportConfig};
+#[allow(unused_imports)]
+use crate::Scheme;
+use crate::{Addr, Socket, SocketError, TransportConfig};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -12,6 +14,9 @@ pub struct Listener {
 }
 
 enum Inner {
+    /// Keeps the enum inhabited-in-type when no transport is built.
+    #[allow(dead_code)]
+    None(std::convert::Infallible),
     #[cfg(feature = "tcp")]
     Tcp(tokio::net::TcpListener),
     #[cfg(all(feature = "unix", unix))]
@@ -25,6 +30,10 @@ enum Inner {
         listener: tokio::net::TcpListener,
         acceptor: tokio_rustls::TlsAcceptor,
     },
+    #[cfg(feature = "quic")]
+    Quic(crate::quic::QuicListener),
+    #[cfg(feature = "kcp")]
+    Kcp(crate::kcp::KcpListener),
 }
 
 type Handshake = Pin<Box<dyn Future<Output = Result<Socket, SocketError>> + Send>>;
@@ -41,6 +50,7 @@ pub struct Accepting {
 }
 
 impl Accepting {
+    #[allow(dead_code)] // unused when only quic is built
     fn ready(socket: Socket) -> Self {
         Self {
             handshake: Box::pin(std::future::ready(Ok(socket))),
@@ -90,6 +100,7 @@ impl Listener {
     /// A port of 0 asks the system for a free port; [`Listener::local_addr`]
     /// tells which. A Unix listener first removes a socket file left behind
     /// by an earlier run (but not one a live listener still answers on).
+    #[allow(unreachable_code)] // with no transport built, every arm returns
     pub async fn bind(addr: &Addr, config: &TransportConfig) -> Result<Self, SocketError> {
         let _ = config;
         let (inner, local) = match addr.scheme() {
@@ -116,6 +127,18 @@ impl Listener {
                 let acceptor = tokio_rustls::TlsAcceptor::from(server);
                 (Inner::Tls { listener, acceptor }, local)
             }
+            #[cfg(feature = "quic")]
+            Scheme::Quic => {
+                let l = crate::quic::QuicListener::bind(addr, config).await?;
+                let local = l.local_addr().clone();
+                (Inner::Quic(l), local)
+            }
+            #[cfg(feature = "kcp")]
+            Scheme::Kcp => {
+                let l = crate::kcp::KcpListener::bind(addr, &config.kcp).await?;
+                let local = l.local_addr().clone();
+                (Inner::Kcp(l), local)
+            }
             #[allow(unreachable_patterns)]
             other => return Err(SocketError::Unsupported(other.as_str().to_string())),
         };
@@ -134,8 +157,10 @@ impl Listener {
     /// Waits for the next peer. The returned [`Accepting`] still has to
     /// finish its handshake.
     pub async fn accept(&mut self) -> Result<Accepting, SocketError> {
+        #[allow(unused_variables)]
         let op = |e| SocketError::io("accept", &self.local, e);
         match &mut self.inner {
+            Inner::None(never) => match *never {},
             #[cfg(feature = "tcp")]
             Inner::Tcp(l) => {
                 let (stream, _) = l.accept().await.map_err(op)?;
@@ -159,6 +184,17 @@ impl Listener {
                     &self.local,
                 ))
             }
+            #[cfg(feature = "quic")]
+            Inner::Quic(l) => {
+                let handshake = l.accept().await?;
+                Ok(Accepting::handshake(
+                    handshake,
+                    self.handshake_timeout,
+                    &self.local,
+                ))
+            }
+            #[cfg(feature = "kcp")]
+            Inner::Kcp(l) => Ok(Accepting::ready(l.accept().await?)),
         }
     }
 }

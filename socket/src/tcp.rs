@@ -1,5 +1,6 @@
 //! TCP: the default transport.
 
+use crate::addr::sock_addr;
 use crate::{Addr, Scheme, Socket, SocketError};
 use std::io;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,12 +24,6 @@ pub(crate) async fn bind(addr: &Addr) -> Result<(TcpListener, Addr), SocketError
         .local_addr()
         .map_err(|e| SocketError::io("listen", addr, e))?;
     Ok((l, sock_addr(addr.scheme(), local)))
-}
-
-/// An [`Addr`] for a socket address; a `SocketAddr` always prints as
-/// `host:port`, so this cannot fail.
-pub(crate) fn sock_addr(scheme: Scheme, a: std::net::SocketAddr) -> Addr {
-    Addr::new(scheme, a.to_string()).expect("socket address is host:port")
 }
 
 /// Readies a connected stream: no Nagle delay, and both addresses.

@@ -57,6 +57,7 @@ async fn dial_failure_names_the_address() {
     );
 }
 
+#[cfg(not(feature = "quic"))]
 #[tokio::test]
 async fn transports_left_out_of_the_build_are_unsupported() {
     let err = dial(

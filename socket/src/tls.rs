@@ -21,7 +21,9 @@
 
 use crate::SocketError;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+#[cfg(feature = "tls")]
+use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::fmt;
 use std::path::Path;
@@ -83,12 +85,9 @@ impl TlsConfig {
         })
     }
 
-    /// The name to verify for a dial to `addr`.
-    pub(crate) fn server_name(
-        &self,
-        addr: &crate::Addr,
-    ) -> Result<ServerName<'static>, SocketError> {
-        let name = match &self.server_name {
+    /// The name to verify for a dial to `addr`, as text.
+    pub(crate) fn server_name_text(&self, addr: &crate::Addr) -> String {
+        match &self.server_name {
             Some(n) => n.clone(),
             None => {
                 let host = addr.target().rsplit_once(':').map_or("", |(h, _)| h);
@@ -96,7 +95,16 @@ impl TlsConfig {
                     .trim_end_matches(']')
                     .to_string()
             }
-        };
+        }
+    }
+
+    /// The name to verify for a dial to `addr`.
+    #[cfg(feature = "tls")]
+    pub(crate) fn server_name(
+        &self,
+        addr: &crate::Addr,
+    ) -> Result<ServerName<'static>, SocketError> {
+        let name = self.server_name_text(addr);
         ServerName::try_from(name.clone()).map_err(|e| {
             SocketError::Config(format!("{name:?} is not a valid TLS server name: {e}"))
         })

@@ -2,8 +2,13 @@
 //! the same kind of socket: the ceiling. Run it with:
 //!
 //! ```text
-//! cargo run --release --example bench -- [--secs 2] [--inflight 1,10,100] [--body 581] [--rounds 3] [--only drpc|ceiling]
+//! cargo run --release --example bench -- [--secs 2] [--inflight 1,10,100] [--body 581] [--rounds 3] [--only drpc|ceiling] [--transport tcp|unix|tls|quic|kcp|all]
 //! ```
+//!
+//! `--transport` picks what drpc runs over (default `tcp`; a comma list or
+//! `all` runs several, each in the same rounds). The ceiling is always the
+//! bare echo over TCP, so every ratio compares a transport with the same
+//! yardstick. TLS and QUIC use a certificate made at start-up.
 //!
 //! Each in-flight level runs `--rounds` times, ceiling and drpc back to back
 //! in every round; calls/s is the median over the rounds (a loaded 2-core
@@ -37,7 +42,10 @@ struct Args {
     body: usize,
     rounds: usize,
     only: Option<String>,
+    transports: Vec<String>,
 }
+
+const TRANSPORTS: [&str; 5] = ["tcp", "unix", "tls", "quic", "kcp"];
 
 fn parse_args() -> Args {
     let mut args = Args {
@@ -46,6 +54,7 @@ fn parse_args() -> Args {
         body: 581,
         rounds: 3,
         only: None,
+        transports: vec!["tcp".to_string()],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +67,20 @@ fn parse_args() -> Args {
                     .parse::<usize>()
                     .expect("--rounds takes a count")
                     .max(1)
+            }
+            "--transport" => {
+                args.transports = if value == "all" {
+                    TRANSPORTS.iter().map(|t| t.to_string()).collect()
+                } else {
+                    value
+                        .split(',')
+                        .map(|t| {
+                            let t = t.trim();
+                            assert!(TRANSPORTS.contains(&t), "unknown transport {t}");
+                            t.to_string()
+                        })
+                        .collect()
+                }
             }
             "--body" => args.body = value.parse().expect("--body takes a byte count"),
             "--inflight" => {
@@ -274,10 +297,52 @@ async fn run(target: &Target, inflight: usize, time: Duration, body: &Bytes) -> 
     all
 }
 
+/// A CA and a server certificate for 127.0.0.1 it signed, as the transport
+/// settings both sides need for `tls://` and `quic://`.
+fn transport_config() -> drpc::socket::TransportConfig {
+    use drpc::socket::tls::{self, TlsConfig};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let mut config = drpc::socket::TransportConfig::default();
+    config.tls = TlsConfig::default()
+        .with_server(
+            tls::server_config(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None)
+                .unwrap(),
+        )
+        .with_client(tls::client_config(ca.pem().as_bytes(), None).unwrap());
+    config
+}
+
+fn listen_addr(transport: &str) -> String {
+    match transport {
+        "unix" => format!(
+            "unix://{}",
+            std::env::temp_dir()
+                .join(format!("drpc-bench-{}.sock", std::process::id()))
+                .display()
+        ),
+        t => format!("{t}://127.0.0.1:0"),
+    }
+}
+
 fn main() {
     let args = parse_args();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let config = drpc::Config {
+        transport: transport_config(),
+        ..drpc::Config::default()
+    };
+    let server_config = config.clone();
+    let transports = args.transports.clone();
     let server = std::thread::spawn(move || {
         single_thread_runtime().block_on(async move {
             let mut router = Router::new();
@@ -287,27 +352,37 @@ fn main() {
                     |ctx: CallCtx| async move { Ok(ctx.body().clone()) },
                 )
                 .unwrap();
-            let endpoint = Endpoint::builder().router(router).build().unwrap();
-            let drpc_addr = endpoint.listen("tcp://127.0.0.1:0").await.unwrap();
+            let endpoint = Endpoint::builder()
+                .config(server_config)
+                .router(router)
+                .build()
+                .unwrap();
+            let mut drpc_addrs = Vec::new();
+            for t in &transports {
+                drpc_addrs.push(endpoint.listen(listen_addr(t)).await.unwrap());
+            }
             let bare = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let bare_addr = bare.local_addr().unwrap();
             tokio::spawn(bare_server(bare));
-            addr_tx.send((drpc_addr, bare_addr)).unwrap();
+            addr_tx.send((drpc_addrs, bare_addr)).unwrap();
             let _ = stop_rx.await;
             endpoint.close().await;
         })
     });
-    let (drpc_addr, bare_addr) = addr_rx.recv().expect("server started");
+    let (drpc_addrs, bare_addr) = addr_rx.recv().expect("server started");
 
     single_thread_runtime().block_on(async move {
-        let client = Endpoint::builder().build().unwrap();
-        let session = client.dial(&drpc_addr).await.unwrap();
+        let client = Endpoint::builder().config(config).build().unwrap();
+        let mut drpc = Vec::new();
+        for (t, addr) in args.transports.iter().zip(&drpc_addrs) {
+            let session = client.dial(addr).await.unwrap();
+            drpc.push((t.as_str(), Target::Drpc(session)));
+        }
         let ceiling = Target::Ceiling(BareClient::connect(bare_addr).await);
-        let drpc = Target::Drpc(session);
         let body = Bytes::from((0..args.body).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
 
         println!(
-            "drpc bench: unary calls, {} B body (raw codec), TCP loopback, {} rounds of {} s per level",
+            "drpc bench: unary calls, {} B body (raw codec), loopback, {} rounds of {} s per level; ceiling: bare echo over TCP",
             args.body, args.rounds, args.secs
         );
         println!(
@@ -315,13 +390,14 @@ fn main() {
         );
         println!();
         println!(
-            "{:>9} | {:>14} {:>9} {:>9} | {:>14} {:>9} {:>9} | {:>7}",
-            "in-flight", "ceiling call/s", "p50 µs", "p99 µs", "drpc call/s", "p50 µs", "p99 µs", "ratio"
+            "{:>9} | {:>14} {:>9} {:>9} | {:>9} {:>14} {:>9} {:>9} | {:>7}",
+            "in-flight", "ceiling call/s", "p50 µs", "p99 µs", "transport", "drpc call/s", "p50 µs", "p99 µs", "ratio"
         );
-        println!("{}", "-".repeat(98));
+        println!("{}", "-".repeat(108));
         for &n in &args.inflight {
             let want = |side: &str| args.only.as_deref().is_none_or(|o| o == side);
-            let (mut c_rates, mut c_lat, mut d_rates, mut d_lat) = (vec![], vec![], vec![], vec![]);
+            let (mut c_rates, mut c_lat) = (vec![], vec![]);
+            let mut d: Vec<(Vec<f64>, Vec<u64>)> = vec![(vec![], vec![]); drpc.len()];
             for _ in 0..args.rounds {
                 if want("ceiling") {
                     let (rate, lat) = round(&ceiling, n, args.secs, &body).await;
@@ -329,9 +405,11 @@ fn main() {
                     c_lat.extend(lat);
                 }
                 if want("drpc") {
-                    let (rate, lat) = round(&drpc, n, args.secs, &body).await;
-                    d_rates.push(rate);
-                    d_lat.extend(lat);
+                    for ((_, target), (rates, lats)) in drpc.iter().zip(d.iter_mut()) {
+                        let (rate, lat) = round(target, n, args.secs, &body).await;
+                        rates.push(rate);
+                        lats.extend(lat);
+                    }
                 }
             }
             let none = Figures {
@@ -340,17 +418,19 @@ fn main() {
                 p99_us: f64::NAN,
             };
             let c = if c_rates.is_empty() { none } else { summarize(c_rates, c_lat) };
-            let d = if d_rates.is_empty() { none } else { summarize(d_rates, d_lat) };
-            let ratio = 100.0 * d.calls_per_sec / c.calls_per_sec;
-            let ratio = if ratio.is_nan() || args.only.is_some() {
-                "-".to_string()
-            } else {
-                format!("{ratio:.0}%")
-            };
-            println!(
-                "{:>9} | {:>14.0} {:>9.1} {:>9.1} | {:>14.0} {:>9.1} {:>9.1} | {:>7}",
-                n, c.calls_per_sec, c.p50_us, c.p99_us, d.calls_per_sec, d.p50_us, d.p99_us, ratio
-            );
+            for ((name, _), (rates, lats)) in drpc.iter().zip(d) {
+                let f = if rates.is_empty() { none } else { summarize(rates, lats) };
+                let ratio = 100.0 * f.calls_per_sec / c.calls_per_sec;
+                let ratio = if ratio.is_nan() || args.only.is_some() {
+                    "-".to_string()
+                } else {
+                    format!("{ratio:.0}%")
+                };
+                println!(
+                    "{:>9} | {:>14.0} {:>9.1} {:>9.1} | {:>9} {:>14.0} {:>9.1} {:>9.1} | {:>7}",
+                    n, c.calls_per_sec, c.p50_us, c.p99_us, name, f.calls_per_sec, f.p50_us, f.p99_us, ratio
+                );
+            }
         }
         client.close().await;
     });

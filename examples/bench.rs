@@ -2,13 +2,19 @@
 //! the same kind of socket: the ceiling. Run it with:
 //!
 //! ```text
-//! cargo run --release --example bench -- [--secs 2] [--inflight 1,10,100] [--body 581] [--rounds 3] [--only drpc|ceiling] [--transport tcp|unix|tls|quic|kcp|all]
+//! cargo run --release --example bench -- [--secs 2] [--inflight 1,10,100] [--body 581] [--rounds 3] [--only drpc|ceiling] [--transport tcp|unix|tls|quic|quic-single|kcp|all] [--big 0]
 //! ```
+//!
+//! `--big N` adds one caller that echoes an N-byte body back to back on the
+//! same session while the measured calls run; the figures are still those
+//! of the small calls, so they show how much a large message holds up the
+//! small ones behind it (head-of-line blocking).
 //!
 //! `--transport` picks what drpc runs over (default `tcp`; a comma list or
 //! `all` runs several, each in the same rounds). The ceiling is always the
 //! bare echo over TCP, so every ratio compares a transport with the same
-//! yardstick. TLS and QUIC use a certificate made at start-up.
+//! yardstick. TLS and QUIC use a certificate made at start-up;
+//! `quic-single` is QUIC with `StreamMode::Single` on both sides.
 //!
 //! Each in-flight level runs `--rounds` times, ceiling and drpc back to back
 //! in every round; calls/s is the median over the rounds (a loaded 2-core
@@ -27,6 +33,7 @@
 //! drpc adds its header, routing, a task per call, deadlines and hooks.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use drpc::socket::quic::StreamMode;
 use drpc::{CallCtx, CallOptions, CodecId, Endpoint, Router, Session};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,9 +50,10 @@ struct Args {
     rounds: usize,
     only: Option<String>,
     transports: Vec<String>,
+    big: usize,
 }
 
-const TRANSPORTS: [&str; 5] = ["tcp", "unix", "tls", "quic", "kcp"];
+const TRANSPORTS: [&str; 6] = ["tcp", "unix", "tls", "quic", "quic-single", "kcp"];
 
 fn parse_args() -> Args {
     let mut args = Args {
@@ -55,6 +63,7 @@ fn parse_args() -> Args {
         rounds: 3,
         only: None,
         transports: vec!["tcp".to_string()],
+        big: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -82,6 +91,7 @@ fn parse_args() -> Args {
                         .collect()
                 }
             }
+            "--big" => args.big = value.parse().expect("--big takes a byte count"),
             "--body" => args.body = value.parse().expect("--body takes a byte count"),
             "--inflight" => {
                 args.inflight = value
@@ -251,11 +261,17 @@ struct Figures {
 
 /// One round: a warm-up, then `secs` of calls; returns calls/s and every
 /// call's latency in nanoseconds.
-async fn round(target: &Target, inflight: usize, secs: f64, body: &Bytes) -> (f64, Vec<u64>) {
+async fn round(
+    target: &Target,
+    inflight: usize,
+    secs: f64,
+    body: &Bytes,
+    big: &Bytes,
+) -> (f64, Vec<u64>) {
     // A short warm-up so connections, buffers and caches are settled.
-    run(target, inflight, Duration::from_millis(300), body).await;
+    run(target, inflight, Duration::from_millis(300), body, big).await;
     let started = Instant::now();
-    let lat = run(target, inflight, Duration::from_secs_f64(secs), body).await;
+    let lat = run(target, inflight, Duration::from_secs_f64(secs), body, big).await;
     (lat.len() as f64 / started.elapsed().as_secs_f64(), lat)
 }
 
@@ -273,8 +289,22 @@ fn summarize(mut rates: Vec<f64>, mut lat: Vec<u64>) -> Figures {
 
 /// `inflight` workers call back to back until the time is up; returns every
 /// call's latency in nanoseconds.
-async fn run(target: &Target, inflight: usize, time: Duration, body: &Bytes) -> Vec<u64> {
+async fn run(
+    target: &Target,
+    inflight: usize,
+    time: Duration,
+    body: &Bytes,
+    big: &Bytes,
+) -> Vec<u64> {
     let end = Instant::now() + time;
+    let big_caller = (!big.is_empty()).then(|| {
+        let (target, big) = (target.clone(), big.clone());
+        tokio::spawn(async move {
+            while Instant::now() < end {
+                assert_eq!(target.call(&big).await, big.len());
+            }
+        })
+    });
     let workers: Vec<_> = (0..inflight)
         .map(|_| {
             let (target, body) = (target.clone(), body.clone());
@@ -293,6 +323,9 @@ async fn run(target: &Target, inflight: usize, time: Duration, body: &Bytes) -> 
     let mut all = Vec::new();
     for w in workers {
         all.extend(w.await.expect("worker"));
+    }
+    if let Some(b) = big_caller {
+        b.await.expect("big caller");
     }
     all
 }
@@ -329,6 +362,7 @@ fn listen_addr(transport: &str) -> String {
                 .join(format!("drpc-bench-{}.sock", std::process::id()))
                 .display()
         ),
+        "quic-single" => "quic://127.0.0.1:0".to_string(),
         t => format!("{t}://127.0.0.1:0"),
     }
 }
@@ -353,13 +387,25 @@ fn main() {
                 )
                 .unwrap();
             let endpoint = Endpoint::builder()
-                .config(server_config)
-                .router(router)
+                .config(server_config.clone())
+                .router(router.clone())
+                .build()
+                .unwrap();
+            let mut single_config = server_config.clone();
+            single_config.transport.quic.streams = StreamMode::Single;
+            let single = Endpoint::builder()
+                .config(single_config)
+                .router(router.clone())
                 .build()
                 .unwrap();
             let mut drpc_addrs = Vec::new();
             for t in &transports {
-                drpc_addrs.push(endpoint.listen(listen_addr(t)).await.unwrap());
+                let ep = if t == "quic-single" {
+                    &single
+                } else {
+                    &endpoint
+                };
+                drpc_addrs.push(ep.listen(listen_addr(t)).await.unwrap());
             }
             let bare = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let bare_addr = bare.local_addr().unwrap();
@@ -367,24 +413,40 @@ fn main() {
             addr_tx.send((drpc_addrs, bare_addr)).unwrap();
             let _ = stop_rx.await;
             endpoint.close().await;
+            single.close().await;
         })
     });
     let (drpc_addrs, bare_addr) = addr_rx.recv().expect("server started");
 
     single_thread_runtime().block_on(async move {
+        let mut single_config = config.clone();
+        single_config.transport.quic.streams = StreamMode::Single;
         let client = Endpoint::builder().config(config).build().unwrap();
+        let single = Endpoint::builder().config(single_config).build().unwrap();
         let mut drpc = Vec::new();
         for (t, addr) in args.transports.iter().zip(&drpc_addrs) {
-            let session = client.dial(addr).await.unwrap();
+            // The mode is the sender's choice, so each side sets its own.
+            let session = if t == "quic-single" {
+                single.dial(addr).await.unwrap()
+            } else {
+                client.dial(addr).await.unwrap()
+            };
             drpc.push((t.as_str(), Target::Drpc(session)));
         }
         let ceiling = Target::Ceiling(BareClient::connect(bare_addr).await);
         let body = Bytes::from((0..args.body).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let big = Bytes::from(vec![7u8; args.big]);
 
         println!(
             "drpc bench: unary calls, {} B body (raw codec), loopback, {} rounds of {} s per level; ceiling: bare echo over TCP",
             args.body, args.rounds, args.secs
         );
+        if args.big > 0 {
+            println!(
+                "while one more caller echoes a {} B body back to back on the same session",
+                args.big
+            );
+        }
         println!(
             "server and client: one single-threaded tokio runtime each, on separate OS threads (one core each)"
         );
@@ -400,13 +462,13 @@ fn main() {
             let mut d: Vec<(Vec<f64>, Vec<u64>)> = vec![(vec![], vec![]); drpc.len()];
             for _ in 0..args.rounds {
                 if want("ceiling") {
-                    let (rate, lat) = round(&ceiling, n, args.secs, &body).await;
+                    let (rate, lat) = round(&ceiling, n, args.secs, &body, &big).await;
                     c_rates.push(rate);
                     c_lat.extend(lat);
                 }
                 if want("drpc") {
                     for ((_, target), (rates, lats)) in drpc.iter().zip(d.iter_mut()) {
-                        let (rate, lat) = round(target, n, args.secs, &body).await;
+                        let (rate, lat) = round(target, n, args.secs, &body, &big).await;
                         rates.push(rate);
                         lats.extend(lat);
                     }
@@ -433,6 +495,7 @@ fn main() {
             }
         }
         client.close().await;
+        single.close().await;
     });
     let _ = stop_tx.send(());
     server.join().expect("server thread");

@@ -519,22 +519,39 @@ async fn write_loop(
     let batch = session.shared.ep.config.write_batch.max(1);
     let mut buf = BytesMut::with_capacity(batch);
     let mut calls_in_batch: Vec<u32> = Vec::new();
+    // A large message held back to start the next batch.
+    let mut carried: Option<Outbound> = None;
     loop {
-        let first = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return None,
-            m = rx.recv() => m,
+        let first = match carried.take() {
+            Some(m) => Some(m),
+            None => tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                m = rx.recv() => m,
+            },
         };
         let mut shutdown = false;
         let mut next = first;
         let mut taken = 0;
         loop {
-            taken += usize::from(next.is_some());
             match next {
+                // A large message starts a batch of its own, so that on
+                // QUIC, where each batch is a stream, the small messages
+                // queued before it do not wait for all of its bytes.
+                Some(Outbound::Msg(msg)) if !buf.is_empty() && msg.body.len() >= batch => {
+                    carried = Some(Outbound::Msg(msg));
+                    break;
+                }
                 Some(Outbound::Msg(msg)) => {
+                    taken += 1;
                     encode_one(&session, &mut *framer, msg, &mut buf, &mut calls_in_batch)
                 }
-                Some(Outbound::Shutdown) | None => {
+                Some(Outbound::Shutdown) => {
+                    taken += 1;
+                    shutdown = true;
+                    break;
+                }
+                None => {
                     shutdown = true;
                     break;
                 }

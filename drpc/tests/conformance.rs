@@ -334,4 +334,4 @@ macro_rules! conformance {
     )*};
 }
 
-conformance!(tcp, unix, tls, quic, kcp);
+conformance!(tcp, unix, tls, quic, quic_single, kcp);

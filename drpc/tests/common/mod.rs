@@ -276,6 +276,11 @@ impl Transport {
             ),
             "tls" => ("tls://127.0.0.1:0".to_string(), tls_config(&make_certs())),
             "quic" => ("quic://127.0.0.1:0".to_string(), tls_config(&make_certs())),
+            "quic_single" => {
+                let mut config = tls_config(&make_certs());
+                config.transport.quic.streams = drpc::socket::quic::StreamMode::Single;
+                ("quic://127.0.0.1:0".to_string(), config)
+            }
             "kcp" => ("kcp://127.0.0.1:0".to_string(), Config::default()),
             other => panic!("no transport {other}"),
         };

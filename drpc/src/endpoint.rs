@@ -151,13 +151,21 @@ impl EndpointBuilder {
         if self.config.write_queue == 0 {
             return Err(Status::internal("config.write_queue must be at least 1"));
         }
+        let mut config = self.config;
+        // A QUIC batch holds whole frames; the transport must accept the
+        // largest batch this endpoint's writer can make.
+        config.transport.fit_batches(
+            config
+                .max_frame_len
+                .saturating_add(config.write_batch.max(1)),
+        );
         let plugins = Plugins::new(self.plugins);
         for (path, kind) in self.router.routes() {
             plugins.try_each(|p| p.after_register(RouteInfo { path, kind }))?;
         }
         let endpoint = Endpoint {
             inner: Arc::new(EndpointInner {
-                config: self.config,
+                config,
                 proto: self.proto,
                 router: self.router,
                 plugins,

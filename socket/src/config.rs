@@ -35,6 +35,20 @@ pub struct TransportConfig {
     pub kcp: crate::kcp::KcpConfig,
 }
 
+impl TransportConfig {
+    /// Makes sure a transport that carries each flushed batch as a unit
+    /// (QUIC, per batch) accepts batches of `len` bytes, raising its limit
+    /// if it is lower. drpc's endpoint calls this with its frame limit plus
+    /// its write batch.
+    pub fn fit_batches(&mut self, len: usize) {
+        let _ = len;
+        #[cfg(feature = "quic")]
+        {
+            self.quic.max_stream_len = self.quic.max_stream_len.max(len);
+        }
+    }
+}
+
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {

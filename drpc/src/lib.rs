@@ -44,6 +44,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The address scheme picks the transport: `tcp://` and `unix://` (default
+//! features), `tls://`, `quic://` and `kcp://` (features `tls`, `quic`,
+//! `kcp`). Their settings (certificates, QUIC and KCP tuning) live in
+//! [`Config::transport`]; every transport passes the same conformance suite.
+//!
 //! The crates behind it are re-exported: [`proto`] (message model and wire
 //! formats), [`codec`] (body codecs) and [`socket`] (transports).
 #![warn(missing_docs)]

@@ -6,15 +6,15 @@ use std::str::FromStr;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Scheme {
-    /// `tcp://host:port`
+    /// `tcp://host:port`: TCP (feature `tcp`)
     Tcp,
-    /// `unix:///path`
+    /// `unix:///path`: a Unix stream socket (feature `unix`)
     Unix,
-    /// `tls://host:port` (reserved for a later transport)
+    /// `tls://host:port`: TLS over TCP (feature `tls`)
     Tls,
-    /// `quic://host:port` (reserved for a later transport)
+    /// `quic://host:port`: QUIC over UDP (feature `quic`)
     Quic,
-    /// `kcp://host:port` (reserved for a later transport)
+    /// `kcp://host:port`: KCP over UDP (feature `kcp`)
     Kcp,
 }
 

@@ -245,3 +245,27 @@ async fn handshake(udp: &UdpSocket, conv: u32, config: &KcpConfig) -> io::Result
         every = (every * 2).min(Duration::from_secs(1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dial_probe_is_the_one_in_the_spec() {
+        // docs/PROTOCOL.md section 9.4: the WASK of a dial, conv 0x01020304,
+        // a window of 256 segments.
+        let seg = bare_segment(
+            0x0102_0304,
+            cmd::WASK,
+            KcpConfig::default().recv_window.max(128),
+            0,
+        );
+        let hex: Vec<String> = seg.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex.join(" "),
+            "04 03 02 01 53 00 00 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
+        );
+        assert_eq!(first_segment(&seg), Some((0x0102_0304, cmd::WASK, 0, 0)));
+        assert_eq!(first_segment(&seg[..23]), None);
+    }
+}

@@ -55,8 +55,9 @@ pub enum StreamMode {
     /// freedom from head-of-line blocking is what QUIC is for.
     PerBatch,
     /// One long-lived stream, like TCP: head-of-line blocking, but no
-    /// per-stream cost. About 2.5 times the calls per second of `PerBatch`
-    /// on a clean loopback link (see the README's benchmark).
+    /// per-stream cost. About 1.9 times the calls per second of `PerBatch`
+    /// at 100 calls in flight on a clean loopback link (see the README's
+    /// benchmark).
     Single,
 }
 

@@ -262,3 +262,71 @@ async fn bad_settings_are_refused_with_the_reason() {
     assert!(err.message().contains("mtu"), "{err}");
     ep.close().await;
 }
+
+/// A small deterministic generator, so a failure replays exactly.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[tokio::test]
+async fn garbage_datagrams_do_not_disturb_other_sessions() {
+    let mut config = Config::default();
+    config.transport.kcp.idle_timeout = Duration::from_secs(2);
+    let (ep, addr, mut accepts) = server(config.clone()).await;
+    let client = Endpoint::builder().config(config).build().unwrap();
+    let good = client.dial(&addr).await.unwrap();
+    within("accept good", accepts.recv()).await.unwrap();
+
+    // A hostile peer opens a conversation, then sends datagrams that are
+    // random bytes, and segments under its conv with random fields.
+    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp.connect(addr.target()).await.unwrap();
+    let conv = 4242;
+    udp.send(&Segment::new(conv, WASK, 0, 0, vec![]).encode())
+        .await
+        .unwrap();
+    let hostile = within("accept hostile", accepts.recv()).await.unwrap();
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for i in 0..2000u32 {
+        let r = rng.next();
+        let datagram = if i % 2 == 0 {
+            let len = (r % 200) as usize;
+            (0..len).map(|_| rng.next() as u8).collect()
+        } else {
+            let data: Vec<u8> = (0..(r % 64)).map(|_| rng.next() as u8).collect();
+            let mut seg = Segment::new(
+                conv,
+                [PUSH, ACK, WASK, WINS, (r >> 8) as u8][(r % 5) as usize],
+                (r >> 16) as u32 % 300,
+                (r >> 24) as u32 % 300,
+                data,
+            );
+            seg.frg = (r >> 32) as u8;
+            seg.wnd = (r >> 40) as u16;
+            seg.ts = (r >> 20) as u32;
+            let mut bytes = seg.encode();
+            if r % 7 == 0 {
+                // A length that runs past the datagram.
+                bytes[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+            }
+            bytes
+        };
+        let _ = udp.send(&datagram).await;
+    }
+    let sum: i64 = good.call("/math/add", &Add { a: 2, b: 2 }).await.unwrap();
+    assert_eq!(sum, 4, "the good session is still served");
+    // The hostile session ends one way or another (its peer sent no valid
+    // drpc frame), and never takes the endpoint with it.
+    within("hostile session ends", hostile.closed()).await;
+    let sum: i64 = good.call("/math/add", &Add { a: 3, b: 3 }).await.unwrap();
+    assert_eq!(sum, 6);
+    client.close().await;
+    ep.close().await;
+}

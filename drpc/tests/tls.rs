@@ -109,3 +109,24 @@ async fn client_certificates_can_be_required() {
     anonymous.close().await;
     server.close().await;
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_dropped() {
+    use tokio::io::AsyncReadExt;
+    let mut config = tls_config(&make_certs());
+    config.transport.handshake_timeout = std::time::Duration::from_millis(200);
+    let (server, addr) = server(config.clone()).await;
+    // Connect and say nothing: the listener gives up on this one alone.
+    let mut silent = tokio::net::TcpStream::connect(addr.target()).await.unwrap();
+    let client = Endpoint::builder().config(config).build().unwrap();
+    let s = client.dial(&addr).await.unwrap();
+    let sum: i64 = s.call("/math/add", &Add { a: 1, b: 1 }).await.unwrap();
+    assert_eq!(sum, 2, "others are served meanwhile");
+    let mut buf = [0u8; 16];
+    let n = within("the silent connection is closed", silent.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    client.close().await;
+    server.close().await;
+}

@@ -116,3 +116,107 @@ fn addresses_are_checked() {
     let u: Addr = "unix:///tmp/x.sock".parse().unwrap();
     assert_eq!(u.target(), "/tmp/x.sock");
 }
+
+#[cfg(feature = "quic")]
+mod quic_streams {
+    use super::*;
+    use crate::tls::{self, TlsConfig};
+
+    fn config() -> TransportConfig {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let mut config = TransportConfig::default();
+        config.quic.max_stream_len = 1024;
+        config.tls = TlsConfig::default()
+            .with_server(
+                tls::server_config(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None)
+                    .unwrap(),
+            )
+            .with_client(tls::client_config(ca.pem().as_bytes(), None).unwrap());
+        config
+    }
+
+    /// A raw quinn connection to a listener, and the socket it accepted.
+    async fn raw_peer(cfg: &TransportConfig) -> (quinn::Connection, Socket, quinn::Endpoint) {
+        let mut l = Listener::bind(&"quic://127.0.0.1:0".parse().unwrap(), cfg)
+            .await
+            .unwrap();
+        let tls = (*cfg.tls.client.clone().unwrap()).clone();
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let client = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+        let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let target: std::net::SocketAddr = l.local_addr().target().parse().unwrap();
+        let (conn, accepted) = tokio::join!(
+            async {
+                ep.connect_with(client, target, "127.0.0.1")
+                    .unwrap()
+                    .await
+                    .unwrap()
+            },
+            async { l.accept().await.unwrap().finish().await.unwrap() },
+        );
+        (conn, accepted, ep)
+    }
+
+    async fn read_err(socket: Socket) -> std::io::Error {
+        let (mut rd, _w, _, _) = socket.into_parts();
+        let mut buf = Vec::new();
+        rd.read_to_end(&mut buf).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_stream_type_is_a_protocol_error() {
+        let cfg = config();
+        let (conn, accepted, _ep) = raw_peer(&cfg).await;
+        let mut s = conn.open_uni().await.unwrap();
+        s.write_all(&[9, 1, 2, 3]).await.unwrap();
+        s.finish().unwrap();
+        let err = read_err(accepted).await;
+        assert!(
+            err.to_string().contains("unknown QUIC stream type 9"),
+            "{err}"
+        );
+        // The peer is told: the connection closes with code 1.
+        let closed = conn.closed().await;
+        assert!(closed.to_string().contains("protocol error"), "{closed}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_over_the_limit_is_refused() {
+        let cfg = config();
+        let (conn, accepted, _ep) = raw_peer(&cfg).await;
+        let mut s = conn.open_uni().await.unwrap();
+        let mut batch = vec![0u8; 4096];
+        batch[0] = 0; // a batch stream
+        s.write_all(&batch).await.unwrap();
+        s.finish().unwrap();
+        let err = read_err(accepted).await;
+        assert!(err.to_string().contains("longer than 1024 bytes"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn batches_and_the_end_marker_read_as_one_stream() {
+        let cfg = config();
+        let (conn, accepted, _ep) = raw_peer(&cfg).await;
+        for part in [&b"\x00hello "[..], &b"\x00world"[..]] {
+            let mut s = conn.open_uni().await.unwrap();
+            s.write_all(part).await.unwrap();
+            s.finish().unwrap();
+        }
+        let s = conn.open_uni().await.unwrap();
+        drop(s); // an empty stream: the end marker
+        let (mut rd, _w, _, _) = accepted.into_parts();
+        let mut got = Vec::new();
+        rd.read_to_end(&mut got).await.unwrap();
+        // Two batches in either order, then the end.
+        assert!(got == b"hello world" || got == b"worldhello ", "{got:?}");
+    }
+}

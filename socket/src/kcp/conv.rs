@@ -65,6 +65,10 @@ struct State {
     last_heard: Instant,
     last_probe: Instant,
     gone_at: Option<Instant>,
+    /// The ARQ panicked (the `kcp` crate's arithmetic overflows on some
+    /// hostile segments in builds with overflow checks); it is not touched
+    /// again and the conversation ends.
+    broken: bool,
 }
 
 impl State {
@@ -72,6 +76,26 @@ impl State {
         // KCP's clock is a wrapping u32 of milliseconds; it compares times
         // by difference, so the wrap after 49 days is harmless.
         self.started.elapsed().as_millis() as u32
+    }
+
+    /// Runs `f` on the ARQ, turning a panic inside it into the end of the
+    /// conversation rather than of the task (and the session with it).
+    fn arq<T>(&mut self, f: impl FnOnce(&mut kcp::Kcp<Out>) -> T) -> Option<T> {
+        if self.broken {
+            return None;
+        }
+        let kcp = &mut self.kcp;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(kcp))) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.broken = true;
+                self.fail(
+                    io::ErrorKind::InvalidData,
+                    "the peer sent segments the KCP state could not take; conversation ended",
+                );
+                None
+            }
+        }
     }
 
     fn fail(&mut self, kind: io::ErrorKind, msg: impl Into<String>) {
@@ -90,8 +114,8 @@ impl State {
     /// windows allow, probes.
     fn pump(&mut self) {
         let now = self.now_ms();
-        let r = self.kcp.update(now).and_then(|_| self.kcp.flush());
-        if let Err(e) = r {
+        let r = self.arq(|k| k.update(now).and_then(|_| k.flush()));
+        if let Some(Err(e)) = r {
             let e = io::Error::from(e);
             self.fail(e.kind(), format!("sending to the peer failed: {e}"));
         }
@@ -109,9 +133,9 @@ impl State {
     /// With no reader left, messages are drained here so the end marker is
     /// still seen.
     fn drain(&mut self) {
-        while let Ok(n) = self.kcp.peeksize() {
+        while let Some(Ok(n)) = self.arq(|k| k.peeksize()) {
             let mut sink = vec![0u8; n];
-            if self.kcp.recv(&mut sink).is_err() {
+            if !matches!(self.arq(|k| k.recv(&mut sink)), Some(Ok(_))) {
                 break;
             }
             if n == 0 {
@@ -180,10 +204,11 @@ pub(crate) fn start(
         last_heard: now,
         last_probe: now,
         gone_at: None,
+        broken: false,
     };
-    let _ = state.kcp.update(0);
+    let _ = state.arq(|k| k.update(0));
     if let Some(d) = first {
-        let _ = state.kcp.input(&d);
+        let _ = state.arq(|k| k.input(&d));
         state.pump();
     }
     let conv = Arc::new(Conv {
@@ -254,9 +279,14 @@ impl Conv {
     /// window replies) rather than on the next timer tick.
     fn input(&self, d: &[u8]) {
         let mut s = self.state.lock();
-        if s.kcp.input(d).is_err() {
+        match s.arq(|k| k.input(d)) {
+            Some(Ok(_)) => {}
             // Not ours, or malformed: a datagram like any other on UDP.
-            return;
+            Some(Err(_)) => return,
+            None => {
+                s.wake();
+                return;
+            }
         }
         s.last_heard = Instant::now();
         s.pump();
@@ -290,7 +320,7 @@ impl Conv {
             && now.saturating_duration_since(s.last_probe) >= cfg.keepalive
         {
             s.last_probe = now;
-            let wnd = if s.kcp.peeksize().is_err() {
+            let wnd = if matches!(s.arq(|k| k.peeksize()), Some(Err(_))) {
                 s.kcp.rcv_wnd()
             } else {
                 0
@@ -322,7 +352,9 @@ impl Conv {
         }
         let busy = s.kcp.wait_snd() > 0;
         let mut wait = if busy {
-            Duration::from_millis(u64::from(s.kcp.check(s.now_ms()).max(1)))
+            let now_ms = s.now_ms();
+            let next = s.arq(|k| k.check(now_ms)).unwrap_or(1);
+            Duration::from_millis(u64::from(next.max(1)))
         } else {
             let next_probe = cfg
                 .keepalive
@@ -365,7 +397,7 @@ fn half_dropped(conv: &Conv) {
             // Dropping a socket without shutting it down still ends the
             // stream cleanly, as closing a TCP socket sends FIN.
             s.fin_sent = true;
-            let _ = s.kcp.send(&[]);
+            let _ = s.arq(|k| k.send(&[]));
             s.pump();
         }
         drop(s);
@@ -400,18 +432,20 @@ impl AsyncRead for KcpRead {
         if s.eof {
             return Poll::Ready(Ok(()));
         }
-        match s.kcp.peeksize() {
-            Ok(0) => {
-                let _ = s.kcp.recv(&mut []);
+        match s.arq(|k| k.peeksize()) {
+            Some(Ok(0)) => {
+                let _ = s.arq(|k| k.recv(&mut []));
                 s.eof = true;
                 Poll::Ready(Ok(()))
             }
-            Ok(n) => {
+            Some(Ok(n)) => {
                 let mut msg = std::mem::take(&mut s.leftover);
                 msg.clear();
                 msg.resize(n, 0);
-                if let Err(e) = s.kcp.recv(&mut msg) {
-                    return Poll::Ready(Err(io::Error::from(e)));
+                match s.arq(|k| k.recv(&mut msg)) {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Poll::Ready(Err(io::Error::from(e))),
+                    None => return Poll::Ready(Err(s.io_error().expect("set when broken"))),
                 }
                 let take = n.min(buf.remaining());
                 buf.put_slice(&msg[..take]);
@@ -421,7 +455,7 @@ impl AsyncRead for KcpRead {
                 s.pump();
                 Poll::Ready(Ok(()))
             }
-            Err(_) => match s.io_error() {
+            _ => match s.io_error() {
                 Some(e) => Poll::Ready(Err(e)),
                 None => {
                     s.reader = Some(cx.waker().clone());
@@ -466,8 +500,10 @@ impl AsyncWrite for KcpWrite {
             return Poll::Pending;
         }
         let n = data.len().min(conv.chunk);
-        if let Err(e) = s.kcp.send(&data[..n]) {
-            return Poll::Ready(Err(io::Error::from(e)));
+        match s.arq(|k| k.send(&data[..n])) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Poll::Ready(Err(io::Error::from(e))),
+            None => return Poll::Ready(Err(s.io_error().expect("set when broken"))),
         }
         s.pump();
         let busy = s.kcp.wait_snd() > 0;
@@ -490,7 +526,7 @@ impl AsyncWrite for KcpWrite {
         let mut s = self.conv.state.lock();
         if !s.fin_sent && s.error.is_none() {
             s.fin_sent = true;
-            if let Err(e) = s.kcp.send(&[]) {
+            if let Some(Err(e)) = s.arq(|k| k.send(&[])) {
                 return Poll::Ready(Err(io::Error::from(e)));
             }
             s.pump();

@@ -32,6 +32,9 @@
 //! completes waiting requests by id, and a server that echoes each frame.
 //! drpc adds its header, routing, a task per call, deadlines and hooks.
 
+#[path = "support/certs.rs"]
+mod certs;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use drpc::socket::quic::StreamMode;
 use drpc::{CallCtx, CallOptions, CodecId, Endpoint, Router, Session};
@@ -330,30 +333,6 @@ async fn run(
     all
 }
 
-/// A CA and a server certificate for 127.0.0.1 it signed, as the transport
-/// settings both sides need for `tls://` and `quic://`.
-fn transport_config() -> drpc::socket::TransportConfig {
-    use drpc::socket::tls::{self, TlsConfig};
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    let mut config = drpc::socket::TransportConfig::default();
-    config.tls = TlsConfig::default()
-        .with_server(
-            tls::server_config(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None)
-                .unwrap(),
-        )
-        .with_client(tls::client_config(ca.pem().as_bytes(), None).unwrap());
-    config
-}
-
 fn listen_addr(transport: &str) -> String {
     match transport {
         "unix" => format!(
@@ -372,7 +351,7 @@ fn main() {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let config = drpc::Config {
-        transport: transport_config(),
+        transport: certs::transport_config().expect("certificates"),
         ..drpc::Config::default()
     };
     let server_config = config.clone();

@@ -5,12 +5,14 @@
 //! ```
 //!
 //! TLS and QUIC need a certificate; this makes a private CA and a server
-//! certificate for 127.0.0.1 at start-up (with rcgen), so nothing is read
+//! certificate for 127.0.0.1 at start-up (with rcgen, in `support/certs.rs`,
+//! which the bench shares), so nothing is read
 //! from disk. In production, load PEM files with
 //! `drpc::socket::tls::read_pem_file` instead.
 
-use drpc::socket::tls::{self, TlsConfig};
-use drpc::socket::TransportConfig;
+#[path = "support/certs.rs"]
+mod certs;
+
 use drpc::{CallCtx, Config, Endpoint, Router, Status};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -21,36 +23,10 @@ struct Add {
     b: i64,
 }
 
-/// Certificates for `tls://` and `quic://`: the server presents one signed
-/// by a CA that the client trusts.
-fn transport_config() -> Result<TransportConfig, Box<dyn std::error::Error>> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let cert =
-        CertificateParams::new(vec!["127.0.0.1".to_string()])?.signed_by(&key, &ca, &ca_key)?;
-
-    let mut config = TransportConfig::default();
-    config.tls = TlsConfig::default()
-        // To listen: the certificate chain and its key (add a client CA to
-        // require client certificates).
-        .with_server(tls::server_config(
-            cert.pem().as_bytes(),
-            key.serialize_pem().as_bytes(),
-            None,
-        )?)
-        // To dial: the roots the server's certificate must chain to.
-        .with_client(tls::client_config(ca.pem().as_bytes(), None)?);
-    Ok(config)
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config {
-        transport: transport_config()?,
+        transport: certs::transport_config()?,
         ..Config::default()
     };
     let mut router = Router::new();

@@ -70,6 +70,30 @@ pub struct Config {
     /// Default 10 s.
     pub close_grace: Duration,
 
+    /// How long a peer may take to finish a frame once its first bytes
+    /// have arrived. A peer that sends part of a frame and then goes quiet
+    /// (slowloris) has its session closed with 408 when this runs out.
+    /// Silence between frames is not limited here.
+    ///
+    /// Default 30 s: a full 8 MiB frame needs about 2.3 Mbit/s to make it,
+    /// and a stalled peer holds a session and its buffer for half a minute
+    /// at most.
+    pub frame_timeout: Duration,
+
+    /// The longest service method accepted or sent, in bytes. A longer one
+    /// is answered (or refused before sending) with 413.
+    ///
+    /// Default 1 KiB: far above any real route, and a hostile name is never
+    /// hashed, logged or echoed at length.
+    pub max_method_len: usize,
+
+    /// The most meta a message may carry: keys and values together, in
+    /// bytes. More is answered (or refused before sending) with 413.
+    ///
+    /// Default 16 KiB: room for trace context and a few tokens (a JWT is
+    /// about 1 KiB), small enough that bulk data goes in the body.
+    pub max_meta_len: usize,
+
     /// Settings for the transports: certificates for `tls://` and
     /// `quic://`, QUIC and KCP tuning, the accept-side handshake timeout.
     /// See [`TransportConfig`] and each transport's own config for the
@@ -88,6 +112,9 @@ impl Default for Config {
             write_batch: 64 * 1024,
             read_chunk: 16 * 1024,
             close_grace: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
+            max_method_len: 1024,
+            max_meta_len: 16 * 1024,
             transport: TransportConfig::default(),
         }
     }

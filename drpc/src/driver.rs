@@ -8,7 +8,7 @@ use crate::pending::Outcome;
 use crate::plugin::BoxFuture;
 use crate::router::CallOutput;
 use crate::session::{error_reply, Outbound, HANDLER_OF, MAX_DEADLINE_AHEAD};
-use crate::{Code, Session, Status};
+use crate::{Code, Config, Session, Status};
 use bytes::BytesMut;
 use drpc_proto::{Framer, Header, Kind, Message, ProtoError};
 use drpc_socket::{ReadHalf, Socket, WriteHalf};
@@ -227,11 +227,15 @@ async fn read_loop(
     // When the bytes in `buf` arrived; incoming deadlines count from here.
     // One clock reading per read instead of one per message.
     let mut arrived = Instant::now();
+    let frame_timeout = session.shared.ep.config.frame_timeout;
     loop {
         let mut announced = false;
+        // When the first bytes of the frame being read arrived.
+        let mut started = arrived;
         let msg = loop {
             if !announced && !buf.is_empty() {
                 announced = true;
+                started = arrived;
                 session.plugins().each(|p| p.before_read_header(&session));
             }
             match framer.decode(&mut buf) {
@@ -240,10 +244,21 @@ async fn read_loop(
                 Err(e) => return Some(protocol_error(&session, e)),
             }
             let offered = sizer.prepare(&mut buf);
+            // Between frames a peer may be silent as long as it likes (that
+            // is the heartbeat's business); within one, it has
+            // `frame_timeout` to finish, so half a frame and then silence
+            // (slowloris) cannot hold the session open.
+            let mid_frame = announced;
             let read = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return None,
                 r = rd.read_buf(&mut buf) => r,
+                _ = tokio::time::sleep_until(started + frame_timeout), if mid_frame => {
+                    return Some(Status::deadline_exceeded(format!(
+                        "the peer sent {} bytes of a frame and not the rest within {frame_timeout:?}",
+                        buf.len()
+                    )));
+                }
             };
             if let Ok(n) = read {
                 sizer.record(offered, n);
@@ -373,7 +388,7 @@ fn on_call(session: &Session, msg: Message, arrived: Instant) {
     let ep = &session.shared.ep;
     let seq = header.seq;
     let codec = header.codec;
-    let early = check_filters(&header)
+    let early = check_header(&header, &ep.config)
         .and_then(|()| {
             session
                 .plugins()
@@ -418,31 +433,53 @@ fn on_call(session: &Session, msg: Message, arrived: Instant) {
     });
 }
 
-/// Protocol version 1 defines no transfer filters, so a body that went
-/// through one cannot be read; the message gets a clear 400 instead of a
-/// misread body.
-fn check_filters(header: &Header) -> Result<(), Status> {
-    if header.filters.is_empty() {
-        Ok(())
-    } else {
-        Err(Status::bad_message(format!(
+/// What every incoming call and push must pass before anything else runs:
+/// no transfer filters (protocol version 1 defines none, so a filtered body
+/// cannot be read), and a service method and meta within the endpoint's
+/// limits.
+fn check_header(header: &Header, config: &Config) -> Result<(), Status> {
+    if !header.filters.is_empty() {
+        return Err(Status::bad_message(format!(
             "transfer filters {:?} are not supported by this endpoint",
             &header.filters[..]
-        )))
+        )));
     }
+    check_sizes(header, config)
+}
+
+/// The service method and meta limits of [`Config`], checked on what
+/// arrives and on what is about to be sent.
+pub(crate) fn check_sizes(header: &Header, config: &Config) -> Result<(), Status> {
+    let method = header.service_method.len();
+    if method > config.max_method_len {
+        return Err(Status::message_too_large(format!(
+            "a service method of {method} bytes is over the limit of {} bytes",
+            config.max_method_len
+        )));
+    }
+    let meta: usize = header.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if meta > config.max_meta_len {
+        return Err(Status::message_too_large(format!(
+            "meta of {meta} bytes ({} entries) is over the limit of {} bytes",
+            header.meta.len(),
+            config.max_meta_len
+        )));
+    }
+    Ok(())
 }
 
 fn on_reply(session: &Session, msg: Message) {
     match session.shared.pending.take(msg.header.seq) {
         Some(waiter) => {
-            let outcome = match check_filters(&msg.header).and_then(|()| {
-                session
-                    .plugins()
-                    .try_each(|p| p.after_read_reply_header(session, &msg.header))
-            }) {
-                Ok(()) => Outcome::Reply(msg),
-                Err(status) => Outcome::Failed(status),
-            };
+            let outcome =
+                match check_header(&msg.header, &session.shared.ep.config).and_then(|()| {
+                    session
+                        .plugins()
+                        .try_each(|p| p.after_read_reply_header(session, &msg.header))
+                }) {
+                    Ok(()) => Outcome::Reply(msg),
+                    Err(status) => Outcome::Failed(status),
+                };
             let _ = waiter.send(outcome);
         }
         None => tracing::debug!(
@@ -455,7 +492,7 @@ fn on_reply(session: &Session, msg: Message) {
 
 fn on_push(session: &Session, msg: Message) {
     let Message { header, body } = msg;
-    let refused = check_filters(&header).and_then(|()| {
+    let refused = check_header(&header, &session.shared.ep.config).and_then(|()| {
         session
             .plugins()
             .try_each(|p| p.after_read_push_header(session, &header))

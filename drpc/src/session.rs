@@ -1,6 +1,7 @@
 //! The session handle and the per-connection state behind it.
 
 use crate::context::decode_body;
+use crate::driver::check_sizes;
 use crate::endpoint::EndpointInner;
 use crate::outbox::{Outbox, SendError};
 use crate::pending::{Outcome, Pending};
@@ -305,6 +306,7 @@ impl Session {
         };
         self.plugins()
             .try_each(|p| p.before_write_call(self, &mut msg))?;
+        check_sizes(&msg.header, &self.shared.ep.config)?;
         self.enqueue(Outbound::Msg(msg), deadline, method).await?;
         let outcome = rx.await;
         // Whatever ended the wait already removed the entry.
@@ -370,6 +372,7 @@ impl Session {
         let mut msg = Message::new(header, body);
         self.plugins()
             .try_each(|p| p.before_write_push(self, &mut msg))?;
+        check_sizes(&msg.header, config)?;
         let deadline = deadline_after(opts.timeout.unwrap_or(config.default_timeout));
         self.enqueue(Outbound::Msg(msg), deadline, service_method)
             .await

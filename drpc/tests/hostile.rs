@@ -252,3 +252,87 @@ async fn a_closed_hostile_session_is_logged_with_its_reason() {
     still_serving(&p).await;
     p.close().await;
 }
+
+#[tokio::test]
+async fn half_a_frame_then_silence_is_closed_after_the_frame_timeout() {
+    let config = drpc::Config {
+        frame_timeout: std::time::Duration::from_millis(300),
+        ..drpc::Config::default()
+    };
+    let mut p = pair_with(test_router(), drpc::Router::new(), config).await;
+    // Slowloris: the start of a frame, then nothing, the socket held open.
+    let (session, _raw) = send_raw(&mut p, &unhex(CALL)[..10], false).await;
+    let reason = session.close_reason().unwrap();
+    assert_eq!(reason.code(), Code::DEADLINE_EXCEEDED, "{reason}");
+    assert!(reason.message().contains("10 bytes of a frame"), "{reason}");
+    still_serving(&p).await;
+    // A session that is merely quiet between frames is left alone.
+    assert!(p.session.is_healthy());
+    p.close().await;
+}
+
+/// Writes `msg` on a raw connection and reads the reply frame.
+async fn raw_call(raw: &mut TcpStream, msg: &drpc::proto::Message) -> drpc::proto::Message {
+    let mut wire = BytesMut::new();
+    RawProto
+        .framer(&FrameLimits::default())
+        .encode(msg, &mut wire)
+        .unwrap();
+    raw.write_all(&wire).await.unwrap();
+    let mut framer = RawProto.framer(&FrameLimits::default());
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(m) = framer.decode(&mut buf).unwrap() {
+            return m;
+        }
+        let n = within("reply bytes", raw.read_buf(&mut buf)).await.unwrap();
+        assert!(n > 0, "connection closed before the reply");
+    }
+}
+
+#[tokio::test]
+async fn oversize_service_methods_and_meta_are_refused_with_413() {
+    let mut p = pair().await;
+    let mut raw = TcpStream::connect(p.addr.target()).await.unwrap();
+    let raw_session = within("accept", p.accepts.recv()).await.unwrap();
+    let add = unhex("82 a1 61 01 a1 62 02");
+
+    let long = format!("/{}", "x".repeat(2000));
+    let call = drpc::proto::Message::new(drpc::proto::Header::call(1, long.as_str()), add.clone());
+    let reply = raw_call(&mut raw, &call).await;
+    assert_eq!((reply.header.seq, reply.header.status_code), (1, 413));
+    assert!(reply
+        .header
+        .status_message
+        .contains("service method of 2001 bytes"));
+
+    let mut call =
+        drpc::proto::Message::new(drpc::proto::Header::call(2, "/math/add"), add.clone());
+    call.header.meta.insert("blob", "y".repeat(20_000));
+    let reply = raw_call(&mut raw, &call).await;
+    assert_eq!((reply.header.seq, reply.header.status_code), (2, 413));
+    assert!(reply.header.status_message.contains("meta of 20004 bytes"));
+
+    // The session is still there: a proper call on it is answered.
+    let call = drpc::proto::Message::new(drpc::proto::Header::call(3, "/math/add"), add);
+    let reply = raw_call(&mut raw, &call).await;
+    assert_eq!((reply.header.seq, reply.header.status_code), (3, 0));
+
+    // A drpc client refuses to send them at all.
+    let err = p
+        .session
+        .call_with::<_, i64>(
+            "/math/add",
+            &Add { a: 1, b: 1 },
+            drpc::CallOptions::new().meta("blob", &"y".repeat(20_000)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::MESSAGE_TOO_LARGE);
+    let err = p.session.push(&long, &()).await.unwrap_err();
+    assert_eq!(err.code(), Code::MESSAGE_TOO_LARGE);
+    drop(raw);
+    within("raw session closes", raw_session.closed()).await;
+    still_serving(&p).await;
+    p.close().await;
+}

@@ -1,6 +1,8 @@
 use drpc_codec::CodecId;
 use drpc_proto::DEFAULT_MAX_FRAME_LEN;
 use drpc_socket::TransportConfig;
+
+use crate::Limits;
 use std::time::Duration;
 
 /// An endpoint's settings. Every field has a default, documented with its
@@ -94,6 +96,11 @@ pub struct Config {
     /// about 1 KiB), small enough that bulk data goes in the body.
     pub max_meta_len: usize,
 
+    /// Overload limits: sessions, calls running at once, calls per second.
+    /// See [`Limits`] for each default; change them while running with
+    /// [`Endpoint::set_limits`](crate::Endpoint::set_limits).
+    pub limits: Limits,
+
     /// Settings for the transports: certificates for `tls://` and
     /// `quic://`, QUIC and KCP tuning, the accept-side handshake timeout.
     /// See [`TransportConfig`] and each transport's own config for the
@@ -115,6 +122,7 @@ impl Default for Config {
             frame_timeout: Duration::from_secs(30),
             max_method_len: 1024,
             max_meta_len: 16 * 1024,
+            limits: Limits::default(),
             transport: TransportConfig::default(),
         }
     }

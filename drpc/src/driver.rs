@@ -39,7 +39,12 @@ pub(crate) async fn establish(
     let (rd, wr, local, peer) = socket.into_parts();
     let (outbox, rx) = Outbox::new(ep.config.write_queue);
     let session = Session::new(ep.clone(), local, peer, origin == Origin::Dialed, outbox);
-    ep.add_session(&session)?;
+    if let Err(status) = ep.add_session(&session) {
+        if origin == Origin::Accepted {
+            refuse(ep, wr, &status).await;
+        }
+        return Err(status);
+    }
 
     let (ready_tx, ready_rx) = oneshot::channel();
     ep.tasks.spawn(drive(session.clone(), rd, wr, rx, ready_rx));
@@ -285,11 +290,55 @@ async fn read_loop(
         };
         match msg.header.kind {
             Kind::Call => on_call(&session, msg, arrived),
+            // Seq 0 is never a call's, so a reply with it is a notice about
+            // the connection itself: the peer refused it, say.
+            Kind::Reply if msg.header.seq == 0 => {
+                if let Some(status) = notice(&msg.header) {
+                    return Some(status);
+                }
+            }
             Kind::Reply => on_reply(&session, msg),
             Kind::Push => on_push(&session, msg),
         }
     }
 }
+
+/// The status a connection notice (a reply with seq 0) ends the session
+/// with; `None` for one that asks nothing (status 0).
+fn notice(header: &Header) -> Option<Status> {
+    (header.status_code != Code::OK.0).then(|| {
+        Status::new(
+            Code(header.status_code),
+            format!("the peer ended the session: {}", header.status_message),
+        )
+    })
+}
+
+/// Tells a peer why its connection is refused (a reply with seq 0, see
+/// docs/PROTOCOL.md section 3.1), then closes it. Bounded in time: a peer
+/// that does not read is simply dropped.
+async fn refuse(ep: &EndpointInner, mut wr: WriteHalf, status: &Status) {
+    let mut header = Header::reply(0);
+    header.status_code = status.code().0;
+    header.status_message = status.message().into();
+    let mut buf = BytesMut::new();
+    if ep
+        .proto
+        .framer(&ep.frame_limits())
+        .encode(&Message::new(header, bytes::Bytes::new()), &mut buf)
+        .is_err()
+    {
+        return;
+    }
+    let _ = timeout(REFUSE_WITHIN, async {
+        wr.write_all(&buf).await?;
+        wr.shutdown().await
+    })
+    .await;
+}
+
+/// How long a refused peer gets to take its notice.
+const REFUSE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How much room the reader offers the socket: it doubles while reads fill
 /// the room (a busy session then needs fewer system calls) and halves when
@@ -402,8 +451,9 @@ fn on_call(session: &Session, msg: Message, arrived: Instant) {
                     Status::not_found(format!("no handler for {}", header.service_method))
                 })
         });
-    let route = match early {
-        Ok(route) => route,
+    let admitted = early.and_then(|route| Ok((route, ep.limiter.admit(session)?)));
+    let (route, permit) = match admitted {
+        Ok(admitted) => admitted,
         Err(status) => {
             session.queue_reply(seq, codec, codec, Default::default(), Err(status));
             return;
@@ -416,12 +466,14 @@ fn on_call(session: &Session, msg: Message, arrived: Instant) {
     let ctx = CallCtx::new(session.clone(), header, body, deadline);
     let mut fut = route(ctx.clone());
     if let Some(result) = poll_inline(session, &mut fut) {
+        drop(permit);
         let out = call_outcome(session, &ctx, result);
         session.queue_reply(seq, codec, ctx.reply_codec(), ctx.take_reply_meta(), out);
         return;
     }
     let s = session.clone();
     session.spawn_handler(async move {
+        let _permit = permit;
         let out = match timeout_at(deadline, AssertUnwindSafe(fut).catch_unwind()).await {
             Ok(result) => call_outcome(&s, &ctx, result),
             Err(_) => Err(Status::deadline_exceeded(format!(

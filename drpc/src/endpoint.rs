@@ -1,8 +1,9 @@
 //! The endpoint: configuration, router, plugins, listeners and live sessions.
 
 use crate::driver::{establish, Origin};
+use crate::limits::Limiter;
 use crate::plugin::{Plugin, Plugins, RouteInfo};
-use crate::{Code, Config, Router, Session, Status};
+use crate::{Code, Config, Limits, Router, Session, Status};
 use drpc_proto::{FrameLimits, Proto, RawProto};
 use drpc_socket::{Addr, Listener, SocketError};
 use parking_lot::Mutex;
@@ -78,6 +79,7 @@ pub(crate) struct EndpointInner {
     pub(crate) proto: Arc<dyn Proto>,
     pub(crate) router: Router,
     pub(crate) plugins: Plugins,
+    pub(crate) limiter: Limiter,
     sessions: Mutex<Sessions>,
     /// Every task the endpoint starts, so close can wait for all of them.
     pub(crate) tasks: TaskTracker,
@@ -152,6 +154,7 @@ impl EndpointBuilder {
             return Err(Status::internal("config.write_queue must be at least 1"));
         }
         let mut config = self.config;
+        let config_limits = config.limits;
         // A QUIC batch holds whole frames; the transport must accept the
         // largest batch this endpoint's writer can make.
         config.transport.fit_batches(
@@ -169,6 +172,7 @@ impl EndpointBuilder {
                 proto: self.proto,
                 router: self.router,
                 plugins,
+                limiter: Limiter::new(config_limits),
                 sessions: Mutex::new(Sessions {
                     by_id: HashMap::new(),
                     closing: false,
@@ -304,6 +308,22 @@ impl Endpoint {
         result
     }
 
+    /// The overload limits in force.
+    pub fn limits(&self) -> Limits {
+        self.inner.limiter.get()
+    }
+
+    /// Changes the overload limits while running. Lower limits apply to new
+    /// sessions and calls; nothing running is cut short.
+    pub fn set_limits(&self, limits: Limits) {
+        self.inner.limiter.set(limits);
+    }
+
+    /// How many calls this endpoint's handlers are running now.
+    pub fn calls_running(&self) -> usize {
+        self.inner.limiter.running()
+    }
+
     /// The live session with `id`.
     pub fn session(&self, id: &str) -> Option<Session> {
         self.inner.sessions.lock().by_id.get(id).cloned()
@@ -376,6 +396,12 @@ impl EndpointInner {
         let mut sessions = self.sessions.lock();
         if sessions.closing {
             return Err(Status::connection_closed("the endpoint is closing"));
+        }
+        let max = self.limiter.max_sessions();
+        if sessions.by_id.len() >= max {
+            return Err(Status::overloaded(format!(
+                "the endpoint already serves {max} sessions (Limits::max_sessions)"
+            )));
         }
         let base = session.peer_addr().to_string();
         let mut id: Arc<str> = Arc::from(base.as_str());

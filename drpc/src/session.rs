@@ -87,6 +87,8 @@ pub(crate) struct SessionShared {
     /// How many plugins ran their accept or dial hook, so exactly those get
     /// a close hook.
     pub(crate) hooked: AtomicUsize,
+    /// Calls whose handlers run now (see `Limits::max_calls_per_session`).
+    pub(crate) calls_running: AtomicUsize,
 }
 
 /// Set in `hooked` when the session has closed.
@@ -127,8 +129,14 @@ impl Session {
                 close_reason: OnceLock::new(),
                 state: AtomicU8::new(ACTIVE),
                 hooked: AtomicUsize::new(0),
+                calls_running: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// How many of the peer's calls this session's handlers are running now.
+    pub fn calls_running(&self) -> usize {
+        self.shared.calls_running.load(Ordering::Relaxed)
     }
 
     /// The session's id, unique among the live sessions of its endpoint.

@@ -77,6 +77,22 @@ fn golden_error_reply_bytes() {
     assert_eq!(hex(&encode(&reply)), hex(&unhex(EXAMPLE_ERROR_HEX)));
 }
 
+/// docs/PROTOCOL.md section 3.1: the notice that refuses a connection.
+#[test]
+fn golden_refusal_notice_bytes() {
+    let mut h = Header::reply(0);
+    h.status_code = 503;
+    h.status_message = "full".into();
+    let notice = Message::new(h, Bytes::new());
+    assert_eq!(
+        hex(&encode(&notice)),
+        hex(&unhex(
+            "00 00 00 1b 01 02 01 00 00 00 00 00 00 00 00 00 00 00 01 f7 \
+             00 00 00 04 66 75 6c 6c 00 00 00"
+        ))
+    );
+}
+
 #[test]
 fn golden_push_bytes() {
     let mut h = Header::push("/hello");

@@ -66,10 +66,13 @@ pub struct Config {
     /// Default 16 KiB: small for idle sessions; busy ones grow their reads.
     pub read_chunk: usize,
 
-    /// How long a graceful close waits for running handlers (and their
-    /// replies to be written) before it cancels them.
+    /// How long a graceful close ([`Session::close`](crate::Session::close),
+    /// [`Endpoint::close`](crate::Endpoint::close)) waits for running
+    /// handlers, and then for their replies to be written, before it cancels
+    /// them. [`Endpoint::shutdown`](crate::Endpoint::shutdown) takes its own.
     ///
-    /// Default 10 s.
+    /// Default 10 s: long enough for most handlers to finish, short enough
+    /// for a deploy to move on.
     pub close_grace: Duration,
 
     /// How long a peer may take to finish a frame once its first bytes

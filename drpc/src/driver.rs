@@ -13,9 +13,11 @@ use bytes::BytesMut;
 use drpc_proto::{Framer, Header, Kind, Message, ProtoError};
 use drpc_socket::{ReadHalf, Socket, WriteHalf};
 use futures_util::FutureExt;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{timeout, timeout_at, Instant};
@@ -155,6 +157,14 @@ async fn drive(
                     Ending::Graceful(Status::connection_closed("closed by the local endpoint"))
                 }
             };
+            if matches!(ending, Ending::Graceful(_)) {
+                // Tell the peer first, so it stops starting calls here while
+                // the running ones finish (docs/PROTOCOL.md section 3.1).
+                let _ = session
+                    .shared
+                    .outbox
+                    .force_send(Outbound::Msg(going_away_notice()));
+            }
             if !reader_done {
                 // Stop taking new messages before anything else winds down.
                 stop_read.cancel();
@@ -174,10 +184,10 @@ async fn drive(
     stop_reaper.cancel();
     let _ = reaper.await;
 
-    let grace = ep.config.close_grace;
+    let grace = ep.grace();
     let handlers = &session.shared.handlers;
     handlers.close();
-    if !graceful || timeout(grace, handlers.wait()).await.is_err() {
+    if !graceful || !within_grace(&ep, grace, handlers.wait()).await {
         session.shared.abort_handlers.cancel();
         handlers.wait().await;
     }
@@ -185,12 +195,12 @@ async fn drive(
     if !writer_done {
         // Everything queued before the marker is written, then the write
         // half is shut down so the peer sees a clean end of stream.
-        let flushed = timeout(grace, async {
+        let flushed = within_grace(&ep, grace, async {
             let _ = session.shared.outbox.force_send(Outbound::Shutdown);
             let _ = (&mut writer).await;
         })
         .await;
-        if flushed.is_err() {
+        if !flushed {
             stop_write.cancel();
             let _ = writer.await;
         }
@@ -209,6 +219,25 @@ async fn drive(
         p.after_session_close(&session);
     }
     session.shared.closed.cancel();
+}
+
+/// Waits for `work` up to `grace`, or until the endpoint is told to close
+/// at once; true when `work` finished.
+async fn within_grace(ep: &EndpointInner, grace: Duration, work: impl Future<Output = ()>) -> bool {
+    tokio::select! {
+        _ = work => true,
+        _ = tokio::time::sleep(grace) => false,
+        _ = ep.hurry.cancelled() => false,
+    }
+}
+
+/// The notice that tells the peer this side is shutting down: it takes no
+/// new calls, answers the running ones, then closes.
+fn going_away_notice() -> Message {
+    let mut header = Header::reply(0);
+    header.status_code = Code::CONNECTION_CLOSED.0;
+    header.status_message = "shutting down: no new calls; running calls are still answered".into();
+    Message::new(header, bytes::Bytes::new())
 }
 
 fn joined(r: Result<Option<Status>, tokio::task::JoinError>) -> Status {
@@ -271,7 +300,9 @@ async fn read_loop(
             }
             match read {
                 Ok(0) if buf.is_empty() => {
-                    return Some(Status::connection_closed("the peer closed the connection"))
+                    return Some(session.going_away_status().unwrap_or_else(|| {
+                        Status::connection_closed("the peer closed the connection")
+                    }))
                 }
                 Ok(0) => {
                     return Some(Status::bad_message(format!(
@@ -292,11 +323,15 @@ async fn read_loop(
             Kind::Call => on_call(&session, msg, arrived),
             // Seq 0 is never a call's, so a reply with it is a notice about
             // the connection itself: the peer refused it, say.
-            Kind::Reply if msg.header.seq == 0 => {
-                if let Some(status) = notice(&msg.header) {
-                    return Some(status);
+            Kind::Reply if msg.header.seq == 0 => match notice(&msg.header) {
+                // Going away: replies to running calls may still come, so
+                // keep reading; new calls fail at once.
+                Some(status) if status.code() == Code::CONNECTION_CLOSED => {
+                    session.peer_going_away(status)
                 }
-            }
+                Some(status) => return Some(status),
+                None => {}
+            },
             Kind::Reply => on_reply(&session, msg),
             Kind::Push => on_push(&session, msg),
         }
@@ -309,7 +344,7 @@ fn notice(header: &Header) -> Option<Status> {
     (header.status_code != Code::OK.0).then(|| {
         Status::new(
             Code(header.status_code),
-            format!("the peer ended the session: {}", header.status_message),
+            format!("notice from the peer: {}", header.status_message),
         )
     })
 }
@@ -705,6 +740,8 @@ fn encode_one(
                     calls_in_batch.push(h.seq);
                     session.plugins().each(|p| p.after_write_call(session, h));
                 }
+                // A notice (seq 0) is about the connection, not a message.
+                Kind::Reply if h.seq == 0 => {}
                 Kind::Reply => session.plugins().each(|p| p.after_write_reply(session, h)),
                 Kind::Push => session.plugins().each(|p| p.after_write_push(session, h)),
             }

@@ -87,6 +87,12 @@ pub(crate) struct EndpointInner {
     shutdown: CancellationToken,
     /// Cancelled when close has finished.
     closed: CancellationToken,
+    /// Cancelled by a second close while the first runs: stop waiting for
+    /// handlers and writers, close at once.
+    pub(crate) hurry: CancellationToken,
+    /// How long a graceful close waits for handlers and writers: the
+    /// config's `close_grace`, or what [`Endpoint::shutdown`] was given.
+    grace: Mutex<Duration>,
 }
 
 struct Sessions {
@@ -155,6 +161,7 @@ impl EndpointBuilder {
         }
         let mut config = self.config;
         let config_limits = config.limits;
+        let config_grace = config.close_grace;
         // A QUIC batch holds whole frames; the transport must accept the
         // largest batch this endpoint's writer can make.
         config.transport.fit_batches(
@@ -181,6 +188,8 @@ impl EndpointBuilder {
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 closed: CancellationToken::new(),
+                hurry: CancellationToken::new(),
+                grace: Mutex::new(config_grace),
             }),
         };
         endpoint.inner.plugins.each(|p| p.after_build(&endpoint));
@@ -347,19 +356,37 @@ impl Endpoint {
         }
     }
 
-    /// Closes the endpoint gracefully: stops accepting, closes every session
-    /// gracefully (see [`Session::close`]), and waits until every task the
-    /// endpoint started has ended. Further listens and dials fail with 102.
-    /// Calling it again waits for the first close to finish.
+    /// Closes the endpoint gracefully, waiting up to [`Config::close_grace`]:
+    /// see [`Endpoint::shutdown`].
     pub async fn close(&self) {
+        self.shutdown(self.inner.config.close_grace).await
+    }
+
+    /// Shuts the endpoint down gracefully, within `grace`:
+    ///
+    /// 1. stops accepting;
+    /// 2. tells every connected peer it is going away (a connection notice,
+    ///    docs/PROTOCOL.md section 3.1), so peers stop starting calls on
+    ///    these sessions at once instead of finding out later;
+    /// 3. lets running handlers finish and sends their replies;
+    /// 4. closes every session and waits until every task the endpoint
+    ///    started has ended.
+    ///
+    /// When `grace` runs out, handlers still running are cancelled and the
+    /// close completes. Calling `close` or `shutdown` again while this runs
+    /// closes at once the same way; once it has finished, they return at
+    /// once. Further listens and dials fail with 102.
+    pub async fn shutdown(&self, grace: Duration) {
         let first = {
             let mut sessions = self.inner.sessions.lock();
             !std::mem::replace(&mut sessions.closing, true)
         };
         if !first {
+            self.inner.hurry.cancel();
             self.inner.closed.cancelled().await;
             return;
         }
+        *self.inner.grace.lock() = grace;
         self.inner.plugins.each(|p| p.before_close(self));
         self.inner.shutdown.cancel();
         let sessions = self.sessions();
@@ -385,6 +412,11 @@ impl Endpoint {
 }
 
 impl EndpointInner {
+    /// How long a graceful close waits now.
+    pub(crate) fn grace(&self) -> Duration {
+        *self.grace.lock()
+    }
+
     pub(crate) fn frame_limits(&self) -> FrameLimits {
         FrameLimits {
             max_frame_len: self.config.max_frame_len,

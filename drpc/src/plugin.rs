@@ -175,7 +175,9 @@ pub trait Plugin: Send + Sync + 'static {
     /// When the first bytes of a new message have arrived, before its header
     /// is decoded; runs once per message, just before that message's
     /// `after_read_*_header` hook (or before the session closes, when the
-    /// bytes turn out to be malformed).
+    /// bytes turn out to be malformed). It also runs for a connection
+    /// notice (a reply with seq 0, such as the peer's going-away notice),
+    /// which no other reading hook sees.
     fn before_read_header(&self, session: &Session) {}
 
     /// After a call's header was read, before its body is decoded or a

@@ -89,6 +89,9 @@ pub(crate) struct SessionShared {
     pub(crate) hooked: AtomicUsize,
     /// Calls whose handlers run now (see `Limits::max_calls_per_session`).
     pub(crate) calls_running: AtomicUsize,
+    /// Set when the peer said it is shutting down: no new calls or pushes.
+    going_away: OnceLock<Status>,
+    going_away_signal: CancellationToken,
 }
 
 /// Set in `hooked` when the session has closed.
@@ -130,6 +133,8 @@ impl Session {
                 state: AtomicU8::new(ACTIVE),
                 hooked: AtomicUsize::new(0),
                 calls_running: AtomicUsize::new(0),
+                going_away: OnceLock::new(),
+                going_away_signal: CancellationToken::new(),
             }),
         }
     }
@@ -185,9 +190,46 @@ impl Session {
         }
     }
 
-    /// Whether calls and pushes can start on the session now.
+    /// Whether calls and pushes can start on the session now: it is
+    /// active, and the peer has not said it is shutting down.
     pub fn is_healthy(&self) -> bool {
-        self.state() == SessionState::Active
+        self.state() == SessionState::Active && self.shared.going_away.get().is_none()
+    }
+
+    /// Completes when the peer has said it is shutting down (from then on,
+    /// new calls and pushes fail at once with 102, while replies to running
+    /// calls still arrive) or when the session has closed.
+    pub fn going_away(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (away, closed) = (
+            self.shared.going_away_signal.clone(),
+            self.shared.closed.clone(),
+        );
+        async move {
+            tokio::select! {
+                _ = away.cancelled() => {}
+                _ = closed.cancelled() => {}
+            }
+        }
+    }
+
+    /// The peer's notice that it is shutting down.
+    pub(crate) fn peer_going_away(&self, status: Status) {
+        tracing::debug!(session = %self.id(), %status, "the peer is going away");
+        let _ = self.shared.going_away.set(status);
+        self.shared.going_away_signal.cancel();
+    }
+
+    /// The peer's going-away notice, if it sent one.
+    pub(crate) fn going_away_status(&self) -> Option<Status> {
+        self.shared.going_away.get().cloned()
+    }
+
+    /// Fails fast when the peer said it is going away.
+    fn check_not_going_away(&self) -> Result<(), Status> {
+        match self.shared.going_away.get() {
+            Some(status) => Err(status.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Why the session closed, once it has.
@@ -302,6 +344,7 @@ impl Session {
         mut msg: Message,
         timeout: Duration,
     ) -> Result<Message, Status> {
+        self.check_not_going_away()?;
         let deadline = deadline_after(timeout);
         msg.header.timeout = Some(timeout);
         let (tx, rx) = oneshot::channel();
@@ -371,7 +414,8 @@ impl Session {
                 config.max_frame_len
             )));
         }
-        if !self.is_healthy() {
+        self.check_not_going_away()?;
+        if self.state() != SessionState::Active {
             return Err(self.closed_status());
         }
         let mut header = Header::push(service_method);

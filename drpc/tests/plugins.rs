@@ -202,6 +202,9 @@ async fn hooks_run_in_the_documented_order_on_both_peers() {
             // the push to the client
             "before_write_push /hello",
             "after_write_push /hello",
+            // the client's going-away notice: its first bytes are announced
+            // like any frame's, and nothing more (it is not a message)
+            "before_read_header",
             // the client left
             "after_session_close",
             "before_close",

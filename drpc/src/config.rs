@@ -6,7 +6,8 @@ use crate::Limits;
 use std::time::Duration;
 
 /// An endpoint's settings. Every field has a default, documented with its
-/// reason; override what you need:
+/// reason (all of them, transports included, are listed in one place in
+/// `docs/SETTINGS.md`); override what you need:
 ///
 /// ```
 /// use drpc::Config;

@@ -97,6 +97,8 @@ enum Ending {
     /// The connection is unusable (or the reader stopped on bad input):
     /// cancel handlers, but still flush what is queued if the writer lives.
     Abrupt(Status),
+    /// [`Session::abort`]: cancel handlers and stop writing at once.
+    Abort(Status),
 }
 
 async fn drive(
@@ -136,6 +138,7 @@ async fn drive(
         _ = session.shared.close_requested.cancelled() => {
             Ok(Err(Status::connection_closed("closed before the session was established")))
         }
+        _ = session.shared.abort_requested.cancelled() => Ok(Err(session.abort_status())),
     };
     let ending = match ready {
         Ok(Ok(())) => {
@@ -155,6 +158,9 @@ async fn drive(
                 }
                 _ = session.shared.close_requested.cancelled() => {
                     Ending::Graceful(Status::connection_closed("closed by the local endpoint"))
+                }
+                _ = session.shared.abort_requested.cancelled() => {
+                    Ending::Abort(session.abort_status())
                 }
             };
             if matches!(ending, Ending::Graceful(_)) {
@@ -176,9 +182,10 @@ async fn drive(
         Err(_) => Ending::Abrupt(Status::internal("session setup was abandoned")),
     };
 
-    let (reason, graceful) = match ending {
-        Ending::Graceful(s) => (s, true),
-        Ending::Abrupt(s) => (s, false),
+    let (reason, graceful, flush) = match ending {
+        Ending::Graceful(s) => (s, true, true),
+        Ending::Abrupt(s) => (s, false, true),
+        Ending::Abort(s) => (s, false, false),
     };
     session.begin_close(&reason);
     stop_reaper.cancel();
@@ -192,6 +199,12 @@ async fn drive(
         handlers.wait().await;
     }
 
+    if !flush && !writer_done {
+        // An abort does not wait on a peer that may have stopped reading.
+        stop_write.cancel();
+        let _ = (&mut writer).await;
+        writer_done = true;
+    }
     if !writer_done {
         // Everything queued before the marker is written, then the write
         // half is shut down so the peer sees a clean end of stream.

@@ -80,6 +80,9 @@ pub(crate) struct SessionShared {
     pub(crate) abort_handlers: CancellationToken,
     /// Asks the session's driver for a graceful close.
     pub(crate) close_requested: CancellationToken,
+    /// Asks the session's driver to close at once, for `abort_reason`.
+    pub(crate) abort_requested: CancellationToken,
+    abort_reason: OnceLock<Status>,
     /// Cancelled once the session is fully closed.
     pub(crate) closed: CancellationToken,
     pub(crate) close_reason: OnceLock<Status>,
@@ -128,6 +131,8 @@ impl Session {
                 handlers: TaskTracker::new(),
                 abort_handlers: CancellationToken::new(),
                 close_requested: CancellationToken::new(),
+                abort_requested: CancellationToken::new(),
+                abort_reason: OnceLock::new(),
                 closed: CancellationToken::new(),
                 close_reason: OnceLock::new(),
                 state: AtomicU8::new(ACTIVE),
@@ -283,6 +288,26 @@ impl Session {
         if !own {
             self.closed().await;
         }
+    }
+
+    /// Closes the session at once, with `reason` as its close reason: for a
+    /// peer that is stalled or misbehaving, where a graceful close would
+    /// wait on it. Running handlers are cancelled, nothing more is written,
+    /// and this side's pending calls fail with 102 carrying `reason`.
+    ///
+    /// Returns at once; [`Session::closed`] completes when the session has
+    /// closed. The first reason given wins.
+    pub fn abort(&self, reason: Status) {
+        let _ = self.shared.abort_reason.set(reason);
+        self.shared.abort_requested.cancel();
+    }
+
+    pub(crate) fn abort_status(&self) -> Status {
+        self.shared
+            .abort_reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| Status::connection_closed("aborted"))
     }
 
     /// Calls `service_method` with `arg` and the default options, and decodes

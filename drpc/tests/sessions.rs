@@ -299,3 +299,25 @@ async fn one_endpoint_listens_on_several_addresses() {
     within("client close", client.close()).await;
     within("server close", server.close()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_closes_at_once_with_the_reason_given() {
+    let mut routes = Router::new();
+    let mut started = hold_route(&mut routes);
+    let p = pair_with(routes, Router::new(), Config::default()).await;
+    let s = p.session.clone();
+    let call = tokio::spawn(async move { s.call::<_, ()>("/hold", &()).await });
+    within("handler start", started.recv()).await.unwrap();
+    p.session.abort(Status::new(
+        Code(1234),
+        "the application gave up on this peer",
+    ));
+    within("aborted session closes", p.session.closed()).await;
+    let reason = p.session.close_reason().unwrap();
+    assert_eq!(reason.code(), Code(1234));
+    let err = within("pending call", call).await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::CONNECTION_CLOSED);
+    assert!(err.message().contains("gave up on this peer"), "{err}");
+    within("the peer sees the end", p.accepted.closed()).await;
+    p.close().await;
+}

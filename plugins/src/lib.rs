@@ -6,8 +6,11 @@
 //! | plugin | what it does |
 //! |---|---|
 //! | [`Counters`] | counts sessions, calls, replies and pushes in each direction |
+//! | [`Heartbeat`] | pings idle sessions and closes ones silent too long |
 #![warn(missing_docs)]
 
 mod counters;
+mod heartbeat;
 
 pub use counters::{Counters, CountersSnapshot};
+pub use heartbeat::Heartbeat;

@@ -1,0 +1,102 @@
+//! The heartbeat plugin over real sockets: a stalled peer is found and
+//! closed, an idle live session is kept, a busy one sends no pings.
+
+use drpc::{CallCtx, Code, Endpoint, Router, Status};
+use drpc_plugins::Heartbeat;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .expect("did not happen in time")
+}
+
+/// A router that answers pings and counts them.
+fn counting_pings() -> (Router, Arc<AtomicUsize>) {
+    let pings = Arc::new(AtomicUsize::new(0));
+    let mut r = Router::new();
+    let n = pings.clone();
+    r.call(Heartbeat::METHOD, move |_: CallCtx, _: ()| {
+        n.fetch_add(1, Ordering::Relaxed);
+        async { Ok::<_, Status>(()) }
+    })
+    .unwrap();
+    r.call(
+        "/echo",
+        |_: CallCtx, x: u32| async move { Ok::<_, Status>(x) },
+    )
+    .unwrap();
+    (r, pings)
+}
+
+#[tokio::test]
+async fn a_stalled_peer_is_found_and_closed_within_the_bound() {
+    // A peer that accepts and then never reads or answers: not closed, just
+    // stuck, as a hung process or a dead link looks.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("tcp://{}", stalled.local_addr().unwrap());
+    let keep = tokio::spawn(async move {
+        let (socket, _) = stalled.accept().await.unwrap();
+        std::future::pending::<()>().await;
+        drop(socket);
+    });
+    let beat = Heartbeat::new(Duration::from_millis(100)).misses(3);
+    let client = Endpoint::builder().plugin(beat).build().unwrap();
+    let session = client.dial(addr.as_str()).await.unwrap();
+    within(session.closed()).await;
+    let reason = session.close_reason().unwrap();
+    assert_eq!(reason.code(), Code::DEADLINE_EXCEEDED, "{reason}");
+    assert!(
+        reason.message().contains("nothing heard from the peer"),
+        "{reason}"
+    );
+    client.close().await;
+    keep.abort();
+}
+
+#[tokio::test]
+async fn an_idle_live_session_is_pinged_and_kept() {
+    let (routes, pings) = counting_pings();
+    let beat = || Heartbeat::new(Duration::from_millis(100)).misses(5);
+    let server = Endpoint::builder()
+        .router(routes)
+        .plugin(beat())
+        .build()
+        .unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let client = Endpoint::builder().plugin(beat()).build().unwrap();
+    let session = client.dial(&addr).await.unwrap();
+    // Idle for ten intervals: the pings keep it alive on both sides.
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
+        _ = session.closed() => panic!("closed: {:?}", session.close_reason()),
+    }
+    assert!(pings.load(Ordering::Relaxed) >= 2, "the idle client pinged");
+    let x: u32 = session.call("/echo", &7u32).await.unwrap();
+    assert_eq!(x, 7);
+    assert_eq!(server.session_count(), 1);
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_busy_session_sends_no_pings() {
+    let (routes, pings) = counting_pings();
+    let server = Endpoint::builder().router(routes).build().unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let client = Endpoint::builder()
+        .plugin(Heartbeat::new(Duration::from_millis(250)))
+        .build()
+        .unwrap();
+    let session = client.dial(&addr).await.unwrap();
+    // Calls back to back for three intervals: always something heard.
+    let until = tokio::time::Instant::now() + Duration::from_millis(750);
+    while tokio::time::Instant::now() < until {
+        let _: u32 = session.call("/echo", &1u32).await.unwrap();
+    }
+    assert_eq!(pings.load(Ordering::Relaxed), 0);
+    client.close().await;
+    server.close().await;
+}

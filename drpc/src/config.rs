@@ -2,7 +2,7 @@ use drpc_codec::CodecId;
 use drpc_proto::DEFAULT_MAX_FRAME_LEN;
 use drpc_socket::TransportConfig;
 
-use crate::Limits;
+use crate::{Limits, Redial};
 use std::time::Duration;
 
 /// An endpoint's settings. Every field has a default, documented with its
@@ -100,6 +100,10 @@ pub struct Config {
     /// about 1 KiB), small enough that bulk data goes in the body.
     pub max_meta_len: usize,
 
+    /// How a dialed session redials after losing its connection. See
+    /// [`Redial`] for each default.
+    pub redial: Redial,
+
     /// Overload limits: sessions, calls running at once, calls per second.
     /// See [`Limits`] for each default; change them while running with
     /// [`Endpoint::set_limits`](crate::Endpoint::set_limits).
@@ -126,6 +130,7 @@ impl Default for Config {
             frame_timeout: Duration::from_secs(30),
             max_method_len: 1024,
             max_meta_len: 16 * 1024,
+            redial: Redial::default(),
             limits: Limits::default(),
             transport: TransportConfig::default(),
         }

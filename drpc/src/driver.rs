@@ -1,16 +1,19 @@
 //! The tasks behind a session: one reader, one writer, and a driver that
 //! owns the session's life and runs its close sequence in one place.
 
+use crate::conn::Conn;
 use crate::context::{CallCtx, PushCtx};
 use crate::endpoint::EndpointInner;
 use crate::outbox::Outbox;
 use crate::pending::Outcome;
 use crate::plugin::BoxFuture;
+use crate::redial::Backoff;
 use crate::router::CallOutput;
 use crate::session::{error_reply, Outbound, HANDLER_OF, MAX_DEADLINE_AHEAD};
 use crate::{Code, Config, Session, Status};
 use bytes::BytesMut;
 use drpc_proto::{Framer, Header, Kind, Message, ProtoError};
+use drpc_socket::Addr;
 use drpc_socket::{ReadHalf, Socket, WriteHalf};
 use futures_util::FutureExt;
 use std::future::Future;
@@ -32,15 +35,16 @@ pub(crate) enum Origin {
 
 /// Turns a connected socket into a live session: registers it, runs the
 /// accept or dial hooks, then starts reading. On a hook's refusal the session
-/// is closed with that status and the status is returned.
+/// is closed with that status and the status is returned. `dial_target` is
+/// the address a dialed session redials.
 pub(crate) async fn establish(
     ep: &Arc<EndpointInner>,
     socket: Socket,
     origin: Origin,
+    dial_target: Option<Addr>,
 ) -> Result<Session, Status> {
-    let (rd, wr, local, peer) = socket.into_parts();
-    let (outbox, rx) = Outbox::new(ep.config.write_queue);
-    let session = Session::new(ep.clone(), local, peer, origin == Origin::Dialed, outbox);
+    let (link, wr) = Link::new(ep, socket);
+    let session = Session::new(ep.clone(), link.conn.clone(), dial_target);
     if let Err(status) = ep.add_session(&session) {
         if origin == Origin::Accepted {
             refuse(ep, wr, &status).await;
@@ -49,7 +53,8 @@ pub(crate) async fn establish(
     }
 
     let (ready_tx, ready_rx) = oneshot::channel();
-    ep.tasks.spawn(drive(session.clone(), rd, wr, rx, ready_rx));
+    ep.tasks
+        .spawn(drive(session.clone(), link, wr, Hooks::Establish(ready_rx)));
 
     let hooks = run_connect_hooks(&session, origin).await;
     let refused = hooks.as_ref().err().cloned();
@@ -68,6 +73,30 @@ pub(crate) async fn establish(
             Err(status)
         }
     }
+}
+
+/// One connection's halves and state, before its tasks start.
+struct Link {
+    conn: Arc<Conn>,
+    rd: ReadHalf,
+    rx: mpsc::UnboundedReceiver<Outbound>,
+}
+
+impl Link {
+    fn new(ep: &EndpointInner, socket: Socket) -> (Self, WriteHalf) {
+        let (rd, wr, local, peer) = socket.into_parts();
+        let (outbox, rx) = Outbox::new(ep.config.write_queue);
+        let conn = Arc::new(Conn::new(local, peer, outbox));
+        (Self { conn, rd, rx }, wr)
+    }
+}
+
+/// The connection hooks of a connection: run by `establish` for the first
+/// one (the driver waits for their verdict), by the driver itself after a
+/// redial.
+enum Hooks {
+    Establish(oneshot::Receiver<Result<(), Status>>),
+    Redial,
 }
 
 async fn run_connect_hooks(session: &Session, origin: Origin) -> Result<(), Status> {
@@ -90,134 +119,100 @@ async fn run_connect_hooks(session: &Session, origin: Origin) -> Result<(), Stat
     Ok(())
 }
 
-/// Why the session is ending, and how.
+/// The dial hooks of a redialed connection. They are not counted: the
+/// first connection's already were, and the close hooks pair with those.
+async fn run_redial_hooks(session: &Session) -> Result<(), Status> {
+    for p in session.plugins().iter() {
+        if let Err(status) = p.after_dial(session, true).await {
+            tracing::debug!(session = %session.id(), plugin = p.name(), %status, "redialed connection refused by a plugin");
+            return Err(status);
+        }
+    }
+    Ok(())
+}
+
+/// Why a connection is ending, and how.
 enum Ending {
     /// A graceful close: let handlers finish and flush their replies.
     Graceful(Status),
     /// The connection is unusable (or the reader stopped on bad input):
     /// cancel handlers, but still flush what is queued if the writer lives.
+    /// A dialed session redials after this one.
     Abrupt(Status),
     /// [`Session::abort`]: cancel handlers and stop writing at once.
     Abort(Status),
+    /// [`Session::disconnect`]: like `Abrupt`, but without waiting to
+    /// write to a peer that may not be reading.
+    Dropped(Status),
 }
 
-async fn drive(
-    session: Session,
-    rd: ReadHalf,
-    wr: WriteHalf,
-    rx: mpsc::UnboundedReceiver<Outbound>,
-    ready: oneshot::Receiver<Result<(), Status>>,
-) {
+/// A connection's running tasks, for winding it down.
+struct Running {
+    conn: Arc<Conn>,
+    writer: tokio::task::JoinHandle<Option<Status>>,
+    writer_done: bool,
+    stop_write: CancellationToken,
+    reaper: tokio::task::JoinHandle<()>,
+    stop_reaper: CancellationToken,
+}
+
+/// Owns the session's life: runs its connection, redials a dialed session
+/// that lost one, and runs the close sequence once, in one place.
+async fn drive(session: Session, mut link: Link, mut wr: WriteHalf, mut hooks: Hooks) {
     let ep = session.shared.ep.clone();
-    let stop_read = CancellationToken::new();
-    let stop_write = CancellationToken::new();
-    let framer_w = ep.proto.framer(&ep.frame_limits());
-    let mut writer = ep.tasks.spawn(write_loop(
-        session.clone(),
-        wr,
-        framer_w,
-        rx,
-        stop_write.clone(),
-    ));
-    let mut writer_done = false;
-    let stop_reaper = CancellationToken::new();
-    let reaper = {
-        let (session, stop) = (session.clone(), stop_reaper.clone());
-        ep.tasks.spawn(async move {
-            tokio::select! {
-                _ = session.shared.pending.reap() => {}
-                _ = stop.cancelled() => {}
-            }
-        })
-    };
-
-    // A close asked for while the connection hooks still run (by a hook
-    // itself, or by the endpoint closing) must not wait for them to finish.
-    let ready = tokio::select! {
-        r = ready => r,
-        _ = session.shared.close_requested.cancelled() => {
-            Ok(Err(Status::connection_closed("closed before the session was established")))
+    let mut backoff = Backoff::new(ep.config.redial);
+    // Only a session that was ever established redials: one whose first
+    // connection failed its hooks was never handed to anyone.
+    let mut ever_established = false;
+    let reason = loop {
+        let (ending, established, running) = run(&session, link, wr, hooks).await;
+        if established {
+            // A connection that got through its hooks resets the count.
+            backoff = Backoff::new(ep.config.redial);
+            ever_established = true;
         }
-        _ = session.shared.abort_requested.cancelled() => Ok(Err(session.abort_status())),
-    };
-    let ending = match ready {
-        Ok(Ok(())) => {
-            let framer_r = ep.proto.framer(&ep.frame_limits());
-            let mut reader =
-                ep.tasks
-                    .spawn(read_loop(session.clone(), rd, framer_r, stop_read.clone()));
-            let mut reader_done = false;
-            let ending = tokio::select! {
-                r = &mut reader => {
-                    reader_done = true;
-                    Ending::Abrupt(joined(r))
-                }
-                w = &mut writer => {
-                    writer_done = true;
-                    Ending::Abrupt(joined(w))
-                }
-                _ = session.shared.close_requested.cancelled() => {
-                    Ending::Graceful(Status::connection_closed("closed by the local endpoint"))
-                }
-                _ = session.shared.abort_requested.cancelled() => {
-                    Ending::Abort(session.abort_status())
-                }
-            };
-            if matches!(ending, Ending::Graceful(_)) {
-                // Tell the peer first, so it stops starting calls here while
-                // the running ones finish (docs/PROTOCOL.md section 3.1).
-                let _ = session
-                    .shared
-                    .outbox
-                    .force_send(Outbound::Msg(going_away_notice()));
+        let lost = match ending {
+            Ending::Abrupt(status) | Ending::Dropped(status)
+                if ever_established && may_redial(&session) =>
+            {
+                status
             }
-            if !reader_done {
-                // Stop taking new messages before anything else winds down.
-                stop_read.cancel();
-                let _ = reader.await;
+            ending => {
+                let (reason, graceful, flush) = match ending {
+                    Ending::Graceful(s) => (s, true, true),
+                    Ending::Abrupt(s) => (s, false, true),
+                    Ending::Abort(s) | Ending::Dropped(s) => (s, false, false),
+                };
+                session.begin_close(&reason);
+                wind_down(&session, running, graceful, flush).await;
+                break reason;
             }
-            ending
+        };
+        // The connection is gone, not the session: fail what was in flight
+        // on it (it may have run, so it is never re-sent), and dial again.
+        tracing::info!(session = %session.id(), reason = %lost, "connection lost; redialing");
+        session.set_redialing(true);
+        session.set_conn(None);
+        session
+            .shared
+            .pending
+            .fail_all(Status::connection_closed(format!(
+                "the connection was lost ({lost}); the session is redialing"
+            )));
+        wind_down(&session, running, false, false).await;
+        match redial(&session, &mut backoff, &lost).await {
+            Ok((next, next_wr)) => {
+                session.set_conn(Some(next.conn.clone()));
+                link = next;
+                wr = next_wr;
+                hooks = Hooks::Redial;
+            }
+            Err(reason) => {
+                session.begin_close(&reason);
+                break reason;
+            }
         }
-        Ok(Err(status)) => Ending::Abrupt(status),
-        Err(_) => Ending::Abrupt(Status::internal("session setup was abandoned")),
     };
-
-    let (reason, graceful, flush) = match ending {
-        Ending::Graceful(s) => (s, true, true),
-        Ending::Abrupt(s) => (s, false, true),
-        Ending::Abort(s) => (s, false, false),
-    };
-    session.begin_close(&reason);
-    stop_reaper.cancel();
-    let _ = reaper.await;
-
-    let grace = ep.grace();
-    let handlers = &session.shared.handlers;
-    handlers.close();
-    if !graceful || !within_grace(&ep, grace, handlers.wait()).await {
-        session.shared.abort_handlers.cancel();
-        handlers.wait().await;
-    }
-
-    if !flush && !writer_done {
-        // An abort does not wait on a peer that may have stopped reading.
-        stop_write.cancel();
-        let _ = (&mut writer).await;
-        writer_done = true;
-    }
-    if !writer_done {
-        // Everything queued before the marker is written, then the write
-        // half is shut down so the peer sees a clean end of stream.
-        let flushed = within_grace(&ep, grace, async {
-            let _ = session.shared.outbox.force_send(Outbound::Shutdown);
-            let _ = (&mut writer).await;
-        })
-        .await;
-        if !flushed {
-            stop_write.cancel();
-            let _ = writer.await;
-        }
-    }
 
     match reason.code() {
         Code::CONNECTION_CLOSED => {
@@ -232,6 +227,233 @@ async fn drive(
         p.after_session_close(&session);
     }
     session.shared.closed.cancel();
+}
+
+/// Whether a lost connection is redialed: a dialed session, with redial on,
+/// whose peer did not say it was going away, on an endpoint still open.
+fn may_redial(session: &Session) -> bool {
+    let ep = &session.shared.ep;
+    session.is_dialed()
+        && ep.config.redial.enabled
+        && session.going_away_status().is_none()
+        && !ep.shutdown.is_cancelled()
+        && !session.shared.close_requested.is_cancelled()
+        && !session.shared.abort_requested.is_cancelled()
+}
+
+/// Dials the session's address again, with backoff, until it connects or
+/// the attempts run out (or the session or endpoint is closed meanwhile).
+async fn redial(
+    session: &Session,
+    backoff: &mut Backoff,
+    lost: &Status,
+) -> Result<(Link, WriteHalf), Status> {
+    let ep = session.shared.ep.clone();
+    let addr = session
+        .dial_target()
+        .cloned()
+        .expect("only dialed sessions redial");
+    let mut last = lost.clone();
+    loop {
+        let Some(delay) = backoff.next_delay() else {
+            return Err(Status::connection_closed(format!(
+                "redial gave up after {} attempts; last: {last}",
+                backoff.attempts()
+            )));
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = session.shared.close_requested.cancelled() => {
+                return Err(Status::connection_closed("closed by the local endpoint while redialing"));
+            }
+            _ = session.shared.abort_requested.cancelled() => return Err(session.abort_status()),
+            _ = ep.shutdown.cancelled() => {
+                return Err(Status::connection_closed("the endpoint closed while redialing"));
+            }
+        }
+        let attempt = async {
+            ep.plugins.try_each(|p| p.before_dial(&addr, true))?;
+            match timeout(
+                ep.config.dial_timeout,
+                drpc_socket::dial(&addr, &ep.config.transport),
+            )
+            .await
+            {
+                Ok(Ok(socket)) => Ok(socket),
+                Ok(Err(e)) => Err(Status::dial_failed(e.to_string()).with_cause(e)),
+                Err(_) => Err(Status::dial_failed(format!(
+                    "dial {addr}: no connection within {:?}",
+                    ep.config.dial_timeout
+                ))),
+            }
+        };
+        match attempt.await {
+            Ok(socket) => return Ok(Link::new(&ep, socket)),
+            Err(status) => {
+                tracing::debug!(session = %session.id(), attempt = backoff.attempts(), %status, "redial failed");
+                ep.plugins.each(|p| p.after_dial_fail(&addr, &status, true));
+                last = status;
+            }
+        }
+    }
+}
+
+/// Runs one connection until it ends: starts its writer and deadline reaper,
+/// waits for its connection hooks, then reads. Returns how it ended, whether
+/// its hooks passed, and its tasks for winding it down.
+async fn run(
+    session: &Session,
+    link: Link,
+    wr: WriteHalf,
+    hooks: Hooks,
+) -> (Ending, bool, Running) {
+    let ep = session.shared.ep.clone();
+    let Link { conn, rd, rx } = link;
+    let stop_read = CancellationToken::new();
+    let stop_write = CancellationToken::new();
+    let framer_w = ep.proto.framer(&ep.frame_limits());
+    let writer = ep.tasks.spawn(write_loop(
+        session.clone(),
+        conn.clone(),
+        wr,
+        framer_w,
+        rx,
+        stop_write.clone(),
+    ));
+    let stop_reaper = CancellationToken::new();
+    let reaper = {
+        let (session, stop) = (session.clone(), stop_reaper.clone());
+        ep.tasks.spawn(async move {
+            tokio::select! {
+                _ = session.shared.pending.reap() => {}
+                _ = stop.cancelled() => {}
+            }
+        })
+    };
+    let mut running = Running {
+        conn: conn.clone(),
+        writer,
+        writer_done: false,
+        stop_write,
+        reaper,
+        stop_reaper,
+    };
+
+    let verdict = async {
+        match hooks {
+            Hooks::Establish(ready) => ready
+                .await
+                .unwrap_or_else(|_| Err(Status::internal("session setup was abandoned"))),
+            Hooks::Redial => {
+                let verdict = run_redial_hooks(session).await;
+                if verdict.is_ok() {
+                    session.set_redialing(false);
+                }
+                verdict
+            }
+        }
+    };
+    // A close asked for while the connection hooks still run (by a hook
+    // itself, or by the endpoint closing) must not wait for them to finish.
+    let verdict = tokio::select! {
+        v = verdict => v,
+        _ = session.shared.close_requested.cancelled() => {
+            let _ = conn.outbox.force_send(Outbound::Msg(going_away_notice()));
+            return (
+                Ending::Graceful(Status::connection_closed("closed before the session was established")),
+                false,
+                running,
+            );
+        }
+        _ = session.shared.abort_requested.cancelled() => {
+            return (Ending::Abort(session.abort_status()), false, running);
+        }
+    };
+    if let Err(status) = verdict {
+        return (Ending::Abrupt(status), false, running);
+    }
+
+    let framer_r = ep.proto.framer(&ep.frame_limits());
+    let mut reader = ep.tasks.spawn(read_loop(
+        session.clone(),
+        conn.clone(),
+        rd,
+        framer_r,
+        stop_read.clone(),
+    ));
+    let mut reader_done = false;
+    let ending = tokio::select! {
+        r = &mut reader => {
+            reader_done = true;
+            Ending::Abrupt(joined(r))
+        }
+        w = &mut running.writer => {
+            running.writer_done = true;
+            Ending::Abrupt(joined(w))
+        }
+        _ = session.shared.close_requested.cancelled() => {
+            Ending::Graceful(Status::connection_closed("closed by the local endpoint"))
+        }
+        _ = session.shared.abort_requested.cancelled() => {
+            Ending::Abort(session.abort_status())
+        }
+        _ = conn.drop_requested.cancelled() => {
+            Ending::Dropped(conn.drop_reason.get().cloned().unwrap_or_else(|| {
+                Status::connection_closed("the connection was dropped")
+            }))
+        }
+    };
+    if matches!(ending, Ending::Graceful(_)) {
+        // Tell the peer first, so it stops starting calls here while the
+        // running ones finish (docs/PROTOCOL.md section 3.1).
+        let _ = conn.outbox.force_send(Outbound::Msg(going_away_notice()));
+    }
+    if !reader_done {
+        // Stop taking new messages before anything else winds down.
+        stop_read.cancel();
+        let _ = reader.await;
+    }
+    (ending, true, running)
+}
+
+/// Ends a connection's tasks: its handlers (waited for within the grace
+/// period when `graceful`, else cancelled), then its writer (which writes
+/// what is queued and shuts the connection down when `flush`).
+async fn wind_down(session: &Session, mut running: Running, graceful: bool, flush: bool) {
+    let ep = &session.shared.ep;
+    running.stop_reaper.cancel();
+    let _ = (&mut running.reaper).await;
+
+    let grace = ep.grace();
+    let handlers = &running.conn.handlers;
+    handlers.close();
+    if !graceful || !within_grace(ep, grace, handlers.wait()).await {
+        running.conn.abort_handlers.cancel();
+        handlers.wait().await;
+    }
+
+    if !flush && !running.writer_done {
+        // An abort, or a connection already lost, does not wait on a peer
+        // that may have stopped reading.
+        running.stop_write.cancel();
+        let _ = (&mut running.writer).await;
+        running.writer_done = true;
+    }
+    if !running.writer_done {
+        // Everything queued before the marker is written, then the write
+        // half is shut down so the peer sees a clean end of stream.
+        let writer = &mut running.writer;
+        let conn = &running.conn;
+        let flushed = within_grace(ep, grace, async {
+            let _ = conn.outbox.force_send(Outbound::Shutdown);
+            let _ = writer.await;
+        })
+        .await;
+        if !flushed {
+            running.stop_write.cancel();
+            let _ = (&mut running.writer).await;
+        }
+    }
 }
 
 /// Waits for `work` up to `grace`, or until the endpoint is told to close
@@ -265,6 +487,7 @@ fn joined(r: Result<Option<Status>, tokio::task::JoinError>) -> Status {
 /// why) or `stop` is cancelled (returning `None`).
 async fn read_loop(
     session: Session,
+    conn: Arc<Conn>,
     mut rd: ReadHalf,
     mut framer: Box<dyn Framer>,
     stop: CancellationToken,
@@ -288,7 +511,7 @@ async fn read_loop(
             match framer.decode(&mut buf) {
                 Ok(Some(msg)) => break msg,
                 Ok(None) => {}
-                Err(e) => return Some(protocol_error(&session, e)),
+                Err(e) => return Some(protocol_error(&session, &conn, e)),
             }
             let offered = sizer.prepare(&mut buf);
             // Between frames a peer may be silent as long as it likes (that
@@ -333,7 +556,7 @@ async fn read_loop(
             }
         };
         match msg.header.kind {
-            Kind::Call => on_call(&session, msg, arrived),
+            Kind::Call => on_call(&session, &conn, msg, arrived),
             // Seq 0 is never a call's, so a reply with it is a notice about
             // the connection itself: the peer refused it, say.
             Kind::Reply if msg.header.seq == 0 => match notice(&msg.header) {
@@ -342,11 +565,16 @@ async fn read_loop(
                 Some(status) if status.code() == Code::CONNECTION_CLOSED => {
                     session.peer_going_away(status)
                 }
-                Some(status) => return Some(status),
+                // The peer said why it ends the connection (it refused it):
+                // final, so a dialed session does not redial into it.
+                Some(status) => {
+                    session.peer_going_away(status.clone());
+                    return Some(status);
+                }
                 None => {}
             },
             Kind::Reply => on_reply(&session, msg),
-            Kind::Push => on_push(&session, msg),
+            Kind::Push => on_push(&session, &conn, msg),
         }
     }
 }
@@ -423,7 +651,7 @@ impl ReadSizer {
 
 /// Maps bad input to the session's close reason; an oversize call whose
 /// header could be read is still answered with 413.
-fn protocol_error(session: &Session, err: ProtoError) -> Status {
+fn protocol_error(session: &Session, conn: &Conn, err: ProtoError) -> Status {
     let status = match &err {
         ProtoError::FrameTooLarge { .. } => Status::message_too_large(err.to_string()),
         _ => Status::bad_message(format!("bad input from the peer: {err}")),
@@ -435,7 +663,7 @@ fn protocol_error(session: &Session, err: ProtoError) -> Status {
     } = err
     {
         let reply = error_reply(seq, session.shared.ep.config.default_codec, &status);
-        let _ = session.shared.outbox.force_send(Outbound::Msg(reply));
+        let _ = conn.outbox.force_send(Outbound::Msg(reply));
     }
     status.with_cause(err)
 }
@@ -480,7 +708,7 @@ fn call_outcome(
     })
 }
 
-fn on_call(session: &Session, msg: Message, arrived: Instant) {
+fn on_call(session: &Session, conn: &Arc<Conn>, msg: Message, arrived: Instant) {
     let Message { header, body } = msg;
     let ep = &session.shared.ep;
     let seq = header.seq;
@@ -503,7 +731,7 @@ fn on_call(session: &Session, msg: Message, arrived: Instant) {
     let (route, permit) = match admitted {
         Ok(admitted) => admitted,
         Err(status) => {
-            session.queue_reply(seq, codec, codec, Default::default(), Err(status));
+            session.queue_reply(conn, seq, codec, codec, Default::default(), Err(status));
             return;
         }
     };
@@ -516,11 +744,18 @@ fn on_call(session: &Session, msg: Message, arrived: Instant) {
     if let Some(result) = poll_inline(session, &mut fut) {
         drop(permit);
         let out = call_outcome(session, &ctx, result);
-        session.queue_reply(seq, codec, ctx.reply_codec(), ctx.take_reply_meta(), out);
+        session.queue_reply(
+            conn,
+            seq,
+            codec,
+            ctx.reply_codec(),
+            ctx.take_reply_meta(),
+            out,
+        );
         return;
     }
-    let s = session.clone();
-    session.spawn_handler(async move {
+    let (s, c) = (session.clone(), conn.clone());
+    session.spawn_handler(conn, async move {
         let _permit = permit;
         let out = match timeout_at(deadline, AssertUnwindSafe(fut).catch_unwind()).await {
             Ok(result) => call_outcome(&s, &ctx, result),
@@ -529,7 +764,14 @@ fn on_call(session: &Session, msg: Message, arrived: Instant) {
                 ctx.service_method()
             ))),
         };
-        s.queue_reply(seq, codec, ctx.reply_codec(), ctx.take_reply_meta(), out);
+        s.queue_reply(
+            &c,
+            seq,
+            codec,
+            ctx.reply_codec(),
+            ctx.take_reply_meta(),
+            out,
+        );
     });
 }
 
@@ -590,7 +832,7 @@ fn on_reply(session: &Session, msg: Message) {
     }
 }
 
-fn on_push(session: &Session, msg: Message) {
+fn on_push(session: &Session, conn: &Conn, msg: Message) {
     let Message { header, body } = msg;
     let refused = check_header(&header, &session.shared.ep.config).and_then(|()| {
         session
@@ -623,7 +865,7 @@ fn on_push(session: &Session, msg: Message) {
         return;
     }
     let s = session.clone();
-    session.spawn_handler(async move {
+    session.spawn_handler(conn, async move {
         report(&s, AssertUnwindSafe(fut).catch_unwind().await);
     });
 }
@@ -640,19 +882,20 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
 /// until told to shut down (returning `None`) or the write fails.
 async fn write_loop(
     session: Session,
+    conn: Arc<Conn>,
     mut wr: WriteHalf,
     mut framer: Box<dyn Framer>,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     stop: CancellationToken,
 ) -> Option<Status> {
     // However the writer stops, senders waiting for room must hear of it.
-    struct Gone<'a>(&'a Session);
+    struct Gone<'a>(&'a Conn);
     impl Drop for Gone<'_> {
         fn drop(&mut self) {
-            self.0.shared.outbox.writer_gone();
+            self.0.outbox.writer_gone();
         }
     }
-    let _gone = Gone(&session);
+    let _gone = Gone(&conn);
     let batch = session.shared.ep.config.write_batch.max(1);
     let mut buf = BytesMut::with_capacity(batch);
     let mut calls_in_batch: Vec<u32> = Vec::new();
@@ -701,7 +944,7 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        session.shared.outbox.taken(taken);
+        conn.outbox.taken(taken);
         if !buf.is_empty() {
             let written = tokio::select! {
                 biased;

@@ -83,8 +83,8 @@ pub(crate) struct EndpointInner {
     sessions: Mutex<Sessions>,
     /// Every task the endpoint starts, so close can wait for all of them.
     pub(crate) tasks: TaskTracker,
-    /// Stops the accept loops.
-    shutdown: CancellationToken,
+    /// Stops the accept loops (and redials).
+    pub(crate) shutdown: CancellationToken,
     /// Cancelled when close has finished.
     closed: CancellationToken,
     /// Cancelled by a second close while the first runs: stop waiting for
@@ -253,7 +253,7 @@ impl Endpoint {
                                     }
                                 },
                             };
-                            if let Err(status) = establish(&ep, socket, Origin::Accepted).await {
+                            if let Err(status) = establish(&ep, socket, Origin::Accepted, None).await {
                                 tracing::debug!(%status, "accepted connection refused");
                             }
                         });
@@ -275,6 +275,8 @@ impl Endpoint {
     }
 
     /// Connects to the endpoint listening at `addr` and returns the session.
+    /// If its connection later breaks, the session dials `addr` again (see
+    /// [`Config::redial`]).
     ///
     /// Errors: 105 when the address is bad, the connection fails or takes
     /// longer than [`Config::dial_timeout`]; a plugin's status when a
@@ -306,7 +308,7 @@ impl Endpoint {
                     )))
                 }
             };
-            establish(&self.inner, socket, Origin::Dialed).await
+            establish(&self.inner, socket, Origin::Dialed, Some(addr.clone())).await
         }
         .await;
         if let Err(status) = &result {

@@ -54,6 +54,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod conn;
 mod context;
 mod driver;
 mod endpoint;
@@ -62,6 +63,7 @@ mod options;
 mod outbox;
 mod pending;
 pub mod plugin;
+mod redial;
 mod router;
 mod session;
 mod status;
@@ -73,6 +75,7 @@ pub use endpoint::{Endpoint, EndpointBuilder, ToAddr};
 pub use limits::{Limits, Rate};
 pub use options::{CallOptions, PushOptions, Reply};
 pub use plugin::Plugin;
+pub use redial::Redial;
 pub use router::{Group, RouteError, Router};
 pub use session::{Session, SessionState};
 pub use status::{Code, Status};

@@ -127,6 +127,21 @@ impl Pending {
         }
     }
 
+    /// Fails every waiting call with `status` but stays open for new ones:
+    /// the connection they went out on is lost, the session is not.
+    pub(crate) fn fail_all(&self, status: Status) {
+        let waiters: Vec<Waiter> = self
+            .table
+            .lock()
+            .calls
+            .drain()
+            .map(|(_, e)| e.waiter)
+            .collect();
+        for w in waiters {
+            let _ = w.send(Outcome::Failed(status.clone()));
+        }
+    }
+
     /// Ends calls whose deadline has passed, for as long as the session lives.
     pub(crate) async fn reap(&self) {
         loop {

@@ -1,9 +1,10 @@
 //! The session handle and the per-connection state behind it.
 
+use crate::conn::Conn;
 use crate::context::decode_body;
 use crate::driver::check_sizes;
 use crate::endpoint::EndpointInner;
-use crate::outbox::{Outbox, SendError};
+use crate::outbox::SendError;
 use crate::pending::{Outcome, Pending};
 use crate::plugin::Plugins;
 use crate::storage::Storage;
@@ -12,17 +13,16 @@ use bytes::Bytes;
 use drpc_codec::CodecId;
 use drpc_proto::{Header, Message, Meta};
 use drpc_socket::Addr;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// One logical connection between two endpoints; either side can call and
 /// push on it. A cheap, cloneable handle: every clone is the same session.
@@ -50,6 +50,9 @@ pub struct Session {
 pub enum SessionState {
     /// Calls and pushes flow both ways.
     Active,
+    /// A dialed session lost its connection and is dialing again: new calls
+    /// and pushes wait (up to their deadlines) for the new connection.
+    Redialing,
     /// A close has begun: no new calls or pushes start; running handlers finish.
     Closing,
     /// Closed; [`Session::close_reason`] says why.
@@ -68,16 +71,19 @@ pub(crate) struct SessionShared {
     /// Changed only under the endpoint's session-map lock, so the map and
     /// the id never disagree.
     pub(crate) id: Mutex<Arc<str>>,
-    local: Addr,
-    peer: Addr,
-    dialed: bool,
+    /// Where a dialed session dials (and redials); `None` when accepted.
+    dial_target: Option<Addr>,
     storage: Mutex<Storage>,
-    pub(crate) outbox: Outbox,
+    /// The live connection; `None` while a dialed session redials.
+    conn: RwLock<Option<Arc<Conn>>>,
+    /// Wakes calls waiting for a connection when it changes.
+    conn_changed: Notify,
+    /// The addresses of the latest connection, kept through a redial.
+    addrs: Mutex<(Addr, Addr)>,
+    /// This side's calls waiting for replies. It outlives a connection: a
+    /// lost connection fails the calls in it, and new ones go on after a
+    /// redial.
     pub(crate) pending: Pending,
-    /// Running call and push handlers, so a graceful close can wait for them.
-    pub(crate) handlers: TaskTracker,
-    /// Cancels running handlers when a close cannot wait for them.
-    pub(crate) abort_handlers: CancellationToken,
     /// Asks the session's driver for a graceful close.
     pub(crate) close_requested: CancellationToken,
     /// Asks the session's driver to close at once, for `abort_reason`.
@@ -103,6 +109,7 @@ const HOOKS_SEALED: usize = 1 << (usize::BITS - 1);
 const ACTIVE: u8 = 0;
 const CLOSING: u8 = 1;
 const CLOSED: u8 = 2;
+const REDIALING: u8 = 3;
 
 tokio::task_local! {
     /// The session whose handler is running on this task (its address), so
@@ -111,25 +118,17 @@ tokio::task_local! {
 }
 
 impl Session {
-    pub(crate) fn new(
-        ep: Arc<EndpointInner>,
-        local: Addr,
-        peer: Addr,
-        dialed: bool,
-        outbox: Outbox,
-    ) -> Self {
+    pub(crate) fn new(ep: Arc<EndpointInner>, conn: Arc<Conn>, dial_target: Option<Addr>) -> Self {
         Self {
             shared: Arc::new(SessionShared {
                 ep,
                 id: Mutex::new(Arc::from("")),
-                local,
-                peer,
-                dialed,
+                dial_target,
                 storage: Mutex::new(Storage::default()),
-                outbox,
+                addrs: Mutex::new((conn.local.clone(), conn.peer.clone())),
+                conn: RwLock::new(Some(conn)),
+                conn_changed: Notify::new(),
                 pending: Pending::new(),
-                handlers: TaskTracker::new(),
-                abort_handlers: CancellationToken::new(),
                 close_requested: CancellationToken::new(),
                 abort_requested: CancellationToken::new(),
                 abort_reason: OnceLock::new(),
@@ -166,19 +165,95 @@ impl Session {
         self.shared.ep.rename_session(self, id.into())
     }
 
-    /// This end's address.
-    pub fn local_addr(&self) -> &Addr {
-        &self.shared.local
+    /// This end's address (of the latest connection, for a session that
+    /// redialed).
+    pub fn local_addr(&self) -> Addr {
+        self.shared.addrs.lock().0.clone()
     }
 
-    /// The other end's address.
-    pub fn peer_addr(&self) -> &Addr {
-        &self.shared.peer
+    /// The other end's address (of the latest connection).
+    pub fn peer_addr(&self) -> Addr {
+        self.shared.addrs.lock().1.clone()
     }
 
     /// Whether this end dialed the session (as opposed to accepting it).
     pub fn is_dialed(&self) -> bool {
-        self.shared.dialed
+        self.shared.dial_target.is_some()
+    }
+
+    /// The address a dialed session dials, and redials after losing its
+    /// connection.
+    pub(crate) fn dial_target(&self) -> Option<&Addr> {
+        self.shared.dial_target.as_ref()
+    }
+
+    /// The live connection, if there is one.
+    pub(crate) fn conn(&self) -> Option<Arc<Conn>> {
+        self.shared.conn.read().clone()
+    }
+
+    /// Installs a new connection (after a redial), or none (while redialing),
+    /// and wakes calls waiting for one.
+    pub(crate) fn set_conn(&self, conn: Option<Arc<Conn>>) {
+        if let Some(c) = &conn {
+            *self.shared.addrs.lock() = (c.local.clone(), c.peer.clone());
+        }
+        *self.shared.conn.write() = conn;
+        self.shared.conn_changed.notify_waiters();
+    }
+
+    /// The live connection, waiting up to `deadline` while the session
+    /// redials. Fails with 102 once the session is closing or closed.
+    async fn live_conn(&self, deadline: Instant, what: &str) -> Result<Arc<Conn>, Status> {
+        // The common case, with no waiter registered: a live connection.
+        if let Some(conn) = self.usable_conn()? {
+            return Ok(conn);
+        }
+        loop {
+            let changed = self.shared.conn_changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking again, so a change in between is
+            // not missed.
+            changed.as_mut().enable();
+            if let Some(conn) = self.usable_conn()? {
+                return Ok(conn);
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "{what}: the session was redialing and had no connection before the deadline"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// The connection calls may use now: `Some` when there is one (also
+    /// while a redialed one runs its hooks), `None` while redialing, an
+    /// error once closing or closed.
+    fn usable_conn(&self) -> Result<Option<Arc<Conn>>, Status> {
+        match self.shared.state.load(Ordering::Acquire) {
+            ACTIVE | REDIALING => Ok(self.conn()),
+            _ => Err(self.closed_status()),
+        }
+    }
+
+    /// Marks the session as redialing (its connection is gone) or active
+    /// again; false if it is closing or closed.
+    pub(crate) fn set_redialing(&self, redialing: bool) -> bool {
+        let (from, to) = if redialing {
+            (ACTIVE, REDIALING)
+        } else {
+            (REDIALING, ACTIVE)
+        };
+        let ok = self
+            .shared
+            .state
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        self.shared.conn_changed.notify_waiters();
+        ok
     }
 
     /// The endpoint that owns the session.
@@ -190,6 +265,7 @@ impl Session {
     pub fn state(&self) -> SessionState {
         match self.shared.state.load(Ordering::Acquire) {
             ACTIVE => SessionState::Active,
+            REDIALING => SessionState::Redialing,
             CLOSING => SessionState::Closing,
             _ => SessionState::Closed,
         }
@@ -302,6 +378,18 @@ impl Session {
         self.shared.abort_requested.cancel();
     }
 
+    /// Drops the current connection at once, as if it had broken, with
+    /// `reason`: a dialed session then redials (see [`Redial`](crate::Redial)),
+    /// while an accepted one closes with `reason`. For a peer that has
+    /// stopped answering (the heartbeat plugin uses it). Pending calls fail
+    /// with 102 carrying `reason`. Does nothing while no connection is up.
+    pub fn disconnect(&self, reason: Status) {
+        if let Some(conn) = self.conn() {
+            let _ = conn.drop_reason.set(reason);
+            conn.drop_requested.cancel();
+        }
+    }
+
     pub(crate) fn abort_status(&self) -> Status {
         self.shared
             .abort_reason
@@ -371,6 +459,7 @@ impl Session {
     ) -> Result<Message, Status> {
         self.check_not_going_away()?;
         let deadline = deadline_after(timeout);
+        let conn = self.live_conn(deadline, method).await?;
         msg.header.timeout = Some(timeout);
         let (tx, rx) = oneshot::channel();
         msg.header.seq = self.shared.pending.register(tx, deadline)?;
@@ -383,7 +472,8 @@ impl Session {
         self.plugins()
             .try_each(|p| p.before_write_call(self, &mut msg))?;
         check_sizes(&msg.header, &self.shared.ep.config)?;
-        self.enqueue(Outbound::Msg(msg), deadline, method).await?;
+        self.enqueue(&conn, Outbound::Msg(msg), deadline, method)
+            .await?;
         let outcome = rx.await;
         // Whatever ended the wait already removed the entry.
         entry.answered = true;
@@ -440,9 +530,8 @@ impl Session {
             )));
         }
         self.check_not_going_away()?;
-        if self.state() != SessionState::Active {
-            return Err(self.closed_status());
-        }
+        let deadline = deadline_after(opts.timeout.unwrap_or(config.default_timeout));
+        let conn = self.live_conn(deadline, service_method).await?;
         let mut header = Header::push(service_method);
         header.codec = codec;
         header.meta = opts.meta;
@@ -450,8 +539,7 @@ impl Session {
         self.plugins()
             .try_each(|p| p.before_write_push(self, &mut msg))?;
         check_sizes(&msg.header, config)?;
-        let deadline = deadline_after(opts.timeout.unwrap_or(config.default_timeout));
-        self.enqueue(Outbound::Msg(msg), deadline, service_method)
+        self.enqueue(&conn, Outbound::Msg(msg), deadline, service_method)
             .await
     }
 
@@ -460,6 +548,7 @@ impl Session {
     /// reader never blocks on a slow writer.
     pub(crate) fn queue_reply(
         &self,
+        conn: &Arc<Conn>,
         seq: u32,
         call_codec: CodecId,
         reply_codec: CodecId,
@@ -481,12 +570,12 @@ impl Session {
         {
             msg = error_reply(seq, call_codec, &status);
         }
-        match self.shared.outbox.try_send(Outbound::Msg(msg)) {
+        match conn.outbox.try_send(Outbound::Msg(msg)) {
             Ok(()) => {}
             Err(SendError::Full(out)) => {
-                let s = self.clone();
-                self.spawn_handler(async move {
-                    if s.shared.outbox.send(out).await.is_err() {
+                let (s, c) = (self.clone(), conn.clone());
+                self.spawn_handler(conn, async move {
+                    if c.outbox.send(out).await.is_err() {
                         tracing::debug!(session = %s.id(), seq, "reply not sent: the session closed");
                     }
                 });
@@ -500,19 +589,20 @@ impl Session {
     /// Runs `fut` on its own task as part of this session's handlers:
     /// tracked so a graceful close waits for it, and cancelled when the
     /// session aborts its handlers.
-    pub(crate) fn spawn_handler(&self, fut: impl Future<Output = ()> + Send + 'static) {
-        let shared = &self.shared;
-        let abort = shared.abort_handlers.clone();
-        let me = Arc::as_ptr(shared) as usize;
-        let task = shared
-            .handlers
-            .track_future(HANDLER_OF.scope(me, async move {
-                tokio::select! {
-                    biased;
-                    _ = abort.cancelled() => {}
-                    _ = fut => {}
-                }
-            }));
+    pub(crate) fn spawn_handler(
+        &self,
+        conn: &Conn,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let abort = conn.abort_handlers.clone();
+        let me = Arc::as_ptr(&self.shared) as usize;
+        let task = conn.handlers.track_future(HANDLER_OF.scope(me, async move {
+            tokio::select! {
+                biased;
+                _ = abort.cancelled() => {}
+                _ = fut => {}
+            }
+        }));
         tokio::spawn(task);
     }
 
@@ -521,14 +611,20 @@ impl Session {
     }
 
     /// Waits, up to `deadline`, for room in the write queue.
-    async fn enqueue(&self, out: Outbound, deadline: Instant, what: &str) -> Result<(), Status> {
+    async fn enqueue(
+        &self,
+        conn: &Conn,
+        out: Outbound,
+        deadline: Instant,
+        what: &str,
+    ) -> Result<(), Status> {
         // The queue almost always has room; only a full one needs a timer.
-        let out = match self.shared.outbox.try_send(out) {
+        let out = match conn.outbox.try_send(out) {
             Ok(()) => return Ok(()),
             Err(SendError::Closed) => return Err(self.closed_status()),
             Err(SendError::Full(out)) => out,
         };
-        match timeout_at(deadline, self.shared.outbox.send(out)).await {
+        match timeout_at(deadline, conn.outbox.send(out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(self.closed_status()),
             Err(_) => Err(Status::deadline_exceeded(format!(
@@ -552,12 +648,13 @@ impl Session {
     /// Starts closing: no new calls or pushes start, and every waiting call
     /// fails with 102 (carrying `reason`).
     pub(crate) fn begin_close(&self, reason: &Status) {
-        let _ = self.shared.state.compare_exchange(
-            ACTIVE,
-            CLOSING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        let _ = self
+            .shared
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                matches!(s, ACTIVE | REDIALING).then_some(CLOSING)
+            });
+        self.shared.conn_changed.notify_waiters();
         let status = match reason.code() {
             Code::CONNECTION_CLOSED => Status::connection_closed(reason.message().to_string()),
             _ => Status::connection_closed(format!("session closed: {reason}")),
@@ -655,8 +752,8 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("id", &self.id())
-            .field("local", self.local_addr())
-            .field("peer", self.peer_addr())
+            .field("local", &self.local_addr())
+            .field("peer", &self.peer_addr())
             .field("state", &self.state())
             .finish()
     }

@@ -42,8 +42,8 @@ async fn sessions_are_found_by_id_counted_and_visited() {
 #[tokio::test]
 async fn addresses_are_reported_from_both_sides() {
     let p = pair().await;
-    assert_eq!(p.session.peer_addr(), &p.addr);
-    assert_eq!(p.accepted.local_addr(), &p.addr);
+    assert_eq!(p.session.peer_addr(), p.addr);
+    assert_eq!(p.accepted.local_addr(), p.addr);
     assert_eq!(p.session.local_addr(), p.accepted.peer_addr());
     assert!(p.session.is_dialed() && !p.accepted.is_dialed());
     p.close().await;

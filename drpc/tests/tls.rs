@@ -85,8 +85,12 @@ async fn client_certificates_can_be_required() {
     // TLS 1.3 lets the client finish its handshake before the server has
     // judged the client's certificate, so the refusal may arrive as the
     // dial's error or as the session's close reason; it never serves.
-    let anonymous =
-        client_with(TlsConfig::default().with_client(tls::client_config(&certs.ca, None).unwrap()));
+    // Without redial, which would retry the refused handshake.
+    let mut config = Config::default();
+    config.transport.tls =
+        TlsConfig::default().with_client(tls::client_config(&certs.ca, None).unwrap());
+    config.redial.enabled = false;
+    let anonymous = Endpoint::builder().config(config).build().unwrap();
     match anonymous.dial(&addr).await {
         Err(e) => assert_eq!(e.code(), Code::DIAL_FAILED, "{e}"),
         Ok(s) => {

@@ -1,7 +1,7 @@
 //! Finding dead peers: pings on idle sessions, and a bound on silence.
 
 use drpc::plugin::BoxFuture;
-use drpc::{CallOptions, Plugin, Session, Status};
+use drpc::{CallOptions, Plugin, Session, SessionState, Status};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 /// Anything heard from the peer counts as liveness, so a busy session sends
 /// no pings. A ping is a call to [`Heartbeat::METHOD`] with the interval as
 /// its timeout; any reply counts, a 404 included, so the peer needs no
-/// plugin of its own to answer. A session closed for silence ends with 408
-/// and a reason naming the silence. The plugin's timer ends with the session.
+/// plugin of its own to answer. A silent session's connection is dropped
+/// ([`Session::disconnect`]): a dialed session redials, an accepted one
+/// closes with 408 and a reason naming the silence. The plugin's timer ends
+/// with the session.
 ///
 /// ```
 /// use drpc_plugins::Heartbeat;
@@ -57,8 +59,11 @@ impl Heartbeat {
     }
 
     fn start(&self, session: &Session) {
-        if session.with_value::<Arc<Liveness>, _>(|l| l.is_some()) {
-            // Already watched (a redial of the same session).
+        let watched = session.with_value::<Arc<Liveness>, _>(|l| {
+            // A redial of a watched session: the new connection starts fresh.
+            l.inspect(|l| l.touch()).is_some()
+        });
+        if watched {
             return;
         }
         let live = Arc::new(Liveness::new());
@@ -98,12 +103,26 @@ async fn watch(session: Session, live: Arc<Liveness>, interval: Duration, bound:
     let closed = session.closed();
     tokio::pin!(closed);
     loop {
+        if session.state() == SessionState::Redialing {
+            // No connection to watch; the new one starts with a clean slate.
+            live.touch();
+            tokio::select! {
+                _ = &mut closed => return,
+                _ = tokio::time::sleep(interval) => continue,
+            }
+        }
         let silent = live.silent_for();
         if silent >= bound {
-            session.abort(Status::deadline_exceeded(format!(
+            // As if the connection broke: a dialed session redials, an
+            // accepted one closes with this reason.
+            session.disconnect(Status::deadline_exceeded(format!(
                 "heartbeat: nothing heard from the peer for {silent:?} (limit {bound:?})"
             )));
-            return;
+            live.touch();
+            tokio::select! {
+                _ = &mut closed => return,
+                _ = tokio::time::sleep(interval) => continue,
+            }
         }
         let wait = if silent >= interval {
             let s = session.clone();
@@ -118,9 +137,9 @@ async fn watch(session: Session, live: Arc<Liveness>, interval: Duration, bound:
                     )
                     .await;
             });
-            interval.min(bound - silent)
+            interval.min(bound.saturating_sub(silent))
         } else {
-            interval - silent
+            interval.saturating_sub(silent)
         };
         tokio::select! {
             _ = &mut closed => return,

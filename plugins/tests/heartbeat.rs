@@ -32,19 +32,18 @@ fn counting_pings() -> (Router, Arc<AtomicUsize>) {
 }
 
 #[tokio::test]
-async fn a_stalled_peer_is_found_and_closed_within_the_bound() {
-    // A peer that accepts and then never reads or answers: not closed, just
-    // stuck, as a hung process or a dead link looks.
-    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("tcp://{}", stalled.local_addr().unwrap());
-    let keep = tokio::spawn(async move {
-        let (socket, _) = stalled.accept().await.unwrap();
-        std::future::pending::<()>().await;
-        drop(socket);
-    });
-    let beat = Heartbeat::new(Duration::from_millis(100)).misses(3);
-    let client = Endpoint::builder().plugin(beat).build().unwrap();
-    let session = client.dial(addr.as_str()).await.unwrap();
+async fn a_stalled_peer_is_found_and_its_session_closed_within_the_bound() {
+    let (tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let server = Endpoint::builder()
+        .plugin(Heartbeat::new(Duration::from_millis(100)).misses(3))
+        .plugin(Accepts(tx))
+        .build()
+        .unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    // A peer that connects and then never reads or answers: not closed,
+    // just stuck, as a hung process or a dead link looks.
+    let _stalled = tokio::net::TcpStream::connect(addr.target()).await.unwrap();
+    let session = within(accepted.recv()).await.unwrap();
     within(session.closed()).await;
     let reason = session.close_reason().unwrap();
     assert_eq!(reason.code(), Code::DEADLINE_EXCEEDED, "{reason}");
@@ -52,8 +51,55 @@ async fn a_stalled_peer_is_found_and_closed_within_the_bound() {
         reason.message().contains("nothing heard from the peer"),
         "{reason}"
     );
+    assert_eq!(server.session_count(), 0);
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_dialed_session_to_a_stalled_peer_redials() {
+    // A listener that accepts and then never reads or answers; it counts
+    // the connections it gets.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("tcp://{}", stalled.local_addr().unwrap());
+    let (conn_tx, mut conns) = tokio::sync::mpsc::unbounded_channel();
+    let keep = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = stalled.accept().await {
+            held.push(socket);
+            let _ = conn_tx.send(());
+        }
+    });
+    let client = Endpoint::builder()
+        .config(drpc::Config {
+            redial: drpc::Redial {
+                initial_delay: Duration::from_millis(10),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .plugin(Heartbeat::new(Duration::from_millis(100)).misses(3))
+        .build()
+        .unwrap();
+    let session = client.dial(addr.as_str()).await.unwrap();
+    within(conns.recv()).await.unwrap();
+    // Found silent, the connection is dropped and dialed again.
+    within(conns.recv()).await.unwrap();
+    assert!(session.state() != drpc::SessionState::Closed);
     client.close().await;
     keep.abort();
+}
+
+/// Sends every accepted session to a channel.
+struct Accepts(tokio::sync::mpsc::UnboundedSender<drpc::Session>);
+
+impl drpc::Plugin for Accepts {
+    fn after_accept<'a>(
+        &'a self,
+        session: &'a drpc::Session,
+    ) -> drpc::plugin::BoxFuture<'a, Result<(), Status>> {
+        let _ = self.0.send(session.clone());
+        Box::pin(async { Ok(()) })
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,139 @@
+//! How a dialed session gets its connection back.
+
+use std::time::Duration;
+
+/// How a dialed session redials after losing its connection: exponential
+/// backoff with jitter, behind the same [`Session`](crate::Session) handle.
+///
+/// A connection counts as lost when it breaks without the peer saying it is
+/// going away (a peer that shuts down gracefully sends a notice, and the
+/// session then closes instead). Calls in flight when it broke fail with
+/// 102, never re-sent, since they may have run; calls made while redialing
+/// wait, up to their own deadlines, for the new connection. The session's
+/// id and storage survive. A failed attempt (no connection, a plugin
+/// refusing the handshake) is retried like any other; the count starts
+/// again after a success.
+///
+/// ```
+/// use drpc::{Config, Redial};
+/// use std::time::Duration;
+///
+/// let config = Config {
+///     redial: Redial {
+///         max_attempts: None, // forever
+///         max_delay: Duration::from_secs(30),
+///         ..Redial::default()
+///     },
+///     ..Config::default()
+/// };
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Redial {
+    /// Whether dialed sessions redial at all. Default: true.
+    pub enabled: bool,
+    /// The wait before the first attempt. Default: 100 ms, so a peer that
+    /// restarts at once is back almost at once.
+    pub initial_delay: Duration,
+    /// The longest wait between attempts. Default: 10 s.
+    pub max_delay: Duration,
+    /// Each wait is this many times the one before. Default: 2.
+    pub multiplier: f64,
+    /// Each wait is moved at random by up to this share of itself, so many
+    /// clients of one restarted server do not redial in step. Default: 0.2.
+    pub jitter: f64,
+    /// Attempts before the session gives up and closes; `None` never gives
+    /// up. Default: 20, about two and a half minutes with the other
+    /// defaults: long enough to ride out a restart, short enough that
+    /// callers learn the peer is gone.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Redial {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: 0.2,
+            max_attempts: Some(20),
+        }
+    }
+}
+
+/// The waits between attempts of one redial.
+pub(crate) struct Backoff {
+    cfg: Redial,
+    attempts: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new(cfg: Redial) -> Self {
+        Self { cfg, attempts: 0 }
+    }
+
+    /// Attempts made so far.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The wait before the next attempt, or `None` when no attempts are
+    /// left.
+    pub(crate) fn next_delay(&mut self) -> Option<Duration> {
+        if self
+            .cfg
+            .max_attempts
+            .is_some_and(|max| self.attempts >= max)
+        {
+            return None;
+        }
+        let exp = self
+            .cfg
+            .multiplier
+            .max(1.0)
+            .powi(self.attempts.min(64) as i32);
+        let base =
+            (self.cfg.initial_delay.as_secs_f64() * exp).min(self.cfg.max_delay.as_secs_f64());
+        let jitter = self.cfg.jitter.clamp(0.0, 1.0);
+        let factor = 1.0 + jitter * (2.0 * fastrand::f64() - 1.0);
+        self.attempts += 1;
+        Some(Duration::from_secs_f64((base * factor).max(0.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_grow_to_the_cap_within_the_jitter_and_stop_at_the_limit() {
+        let cfg = Redial {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+            multiplier: 2.0,
+            jitter: 0.2,
+            max_attempts: Some(6),
+            ..Redial::default()
+        };
+        let mut b = Backoff::new(cfg);
+        let bases = [100.0, 200.0, 400.0, 800.0, 1000.0, 1000.0];
+        for base in bases {
+            let d = b.next_delay().unwrap().as_secs_f64() * 1000.0;
+            assert!((base * 0.8..=base * 1.2).contains(&d), "{d} ms for {base}");
+        }
+        assert_eq!(b.attempts(), 6);
+        assert_eq!(b.next_delay(), None);
+    }
+
+    #[test]
+    fn unlimited_attempts_never_run_out() {
+        let mut b = Backoff::new(Redial {
+            max_attempts: None,
+            jitter: 0.0,
+            ..Redial::default()
+        });
+        for _ in 0..1000 {
+            assert!(b.next_delay().unwrap() <= Duration::from_secs(10));
+        }
+    }
+}

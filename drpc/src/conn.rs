@@ -23,6 +23,10 @@ pub(crate) struct Conn {
     /// `drop_reason`.
     pub(crate) drop_requested: CancellationToken,
     pub(crate) drop_reason: OnceLock<Status>,
+    /// The peer's notice about this connection: it is shutting down (102),
+    /// or it refused the connection (503).
+    pub(crate) notice: OnceLock<Status>,
+    pub(crate) notice_signal: CancellationToken,
 }
 
 impl Conn {
@@ -35,6 +39,8 @@ impl Conn {
             abort_handlers: CancellationToken::new(),
             drop_requested: CancellationToken::new(),
             drop_reason: OnceLock::new(),
+            notice: OnceLock::new(),
+            notice_signal: CancellationToken::new(),
         }
     }
 }

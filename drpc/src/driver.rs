@@ -173,7 +173,7 @@ async fn drive(session: Session, mut link: Link, mut wr: WriteHalf, mut hooks: H
         }
         let lost = match ending {
             Ending::Abrupt(status) | Ending::Dropped(status)
-                if ever_established && may_redial(&session) =>
+                if ever_established && may_redial(&session, &running.conn) =>
             {
                 status
             }
@@ -230,12 +230,18 @@ async fn drive(session: Session, mut link: Link, mut wr: WriteHalf, mut hooks: H
 }
 
 /// Whether a lost connection is redialed: a dialed session, with redial on,
-/// whose peer did not say it was going away, on an endpoint still open.
-fn may_redial(session: &Session) -> bool {
+/// on an endpoint still open, whose peer neither refused the connection nor
+/// said it was shutting down (unless `Redial::after_shutdown`).
+fn may_redial(session: &Session, lost: &Conn) -> bool {
     let ep = &session.shared.ep;
+    let redial = &ep.config.redial;
+    let notice_allows = match lost.notice.get() {
+        None => true,
+        Some(n) => n.code() == Code::CONNECTION_CLOSED && redial.after_shutdown,
+    };
     session.is_dialed()
-        && ep.config.redial.enabled
-        && session.going_away_status().is_none()
+        && redial.enabled
+        && notice_allows
         && !ep.shutdown.is_cancelled()
         && !session.shared.close_requested.is_cancelled()
         && !session.shared.abort_requested.is_cancelled()
@@ -536,7 +542,7 @@ async fn read_loop(
             }
             match read {
                 Ok(0) if buf.is_empty() => {
-                    return Some(session.going_away_status().unwrap_or_else(|| {
+                    return Some(conn.notice.get().cloned().unwrap_or_else(|| {
                         Status::connection_closed("the peer closed the connection")
                     }))
                 }
@@ -563,12 +569,12 @@ async fn read_loop(
                 // Going away: replies to running calls may still come, so
                 // keep reading; new calls fail at once.
                 Some(status) if status.code() == Code::CONNECTION_CLOSED => {
-                    session.peer_going_away(status)
+                    session.peer_notice(&conn, status)
                 }
                 // The peer said why it ends the connection (it refused it):
                 // final, so a dialed session does not redial into it.
                 Some(status) => {
-                    session.peer_going_away(status.clone());
+                    session.peer_notice(&conn, status.clone());
                     return Some(status);
                 }
                 None => {}

@@ -5,9 +5,11 @@ use std::time::Duration;
 /// How a dialed session redials after losing its connection: exponential
 /// backoff with jitter, behind the same [`Session`](crate::Session) handle.
 ///
-/// A connection counts as lost when it breaks without the peer saying it is
-/// going away (a peer that shuts down gracefully sends a notice, and the
-/// session then closes instead). Calls in flight when it broke fail with
+/// A connection counts as lost when it breaks without the peer saying why.
+/// A peer that refuses the session (503) ends it for good; one that shuts
+/// down gracefully says so first, and the session then closes too, unless
+/// `after_shutdown` is set (for peers that come back, as in a rolling
+/// restart). Calls in flight when it broke fail with
 /// 102, never re-sent, since they may have run; calls made while redialing
 /// wait, up to their own deadlines, for the new connection. The session's
 /// id and storage survive. A failed attempt (no connection, a plugin
@@ -46,6 +48,10 @@ pub struct Redial {
     /// defaults: long enough to ride out a restart, short enough that
     /// callers learn the peer is gone.
     pub max_attempts: Option<u32>,
+    /// Whether to redial after the peer said it was shutting down. Default:
+    /// false: a peer that shuts down on purpose is not dialed again and
+    /// again; set it for peers that restart (rolling deploys).
+    pub after_shutdown: bool,
 }
 
 impl Default for Redial {
@@ -57,6 +63,7 @@ impl Default for Redial {
             multiplier: 2.0,
             jitter: 0.2,
             max_attempts: Some(20),
+            after_shutdown: false,
         }
     }
 }

@@ -98,9 +98,6 @@ pub(crate) struct SessionShared {
     pub(crate) hooked: AtomicUsize,
     /// Calls whose handlers run now (see `Limits::max_calls_per_session`).
     pub(crate) calls_running: AtomicUsize,
-    /// Set when the peer said it is shutting down: no new calls or pushes.
-    going_away: OnceLock<Status>,
-    going_away_signal: CancellationToken,
 }
 
 /// Set in `hooked` when the session has closed.
@@ -137,8 +134,6 @@ impl Session {
                 state: AtomicU8::new(ACTIVE),
                 hooked: AtomicUsize::new(0),
                 calls_running: AtomicUsize::new(0),
-                going_away: OnceLock::new(),
-                going_away_signal: CancellationToken::new(),
             }),
         }
     }
@@ -234,9 +229,21 @@ impl Session {
     /// error once closing or closed.
     fn usable_conn(&self) -> Result<Option<Arc<Conn>>, Status> {
         match self.shared.state.load(Ordering::Acquire) {
-            ACTIVE | REDIALING => Ok(self.conn()),
+            // A connection the peer is shutting down, when a redial will
+            // follow: wait for the next one rather than fail.
+            ACTIVE | REDIALING => Ok(self.conn().filter(|c| {
+                !(c.notice
+                    .get()
+                    .is_some_and(|n| n.code() == Code::CONNECTION_CLOSED)
+                    && self.redials_after_shutdown())
+            })),
             _ => Err(self.closed_status()),
         }
+    }
+
+    fn redials_after_shutdown(&self) -> bool {
+        let redial = &self.shared.ep.config.redial;
+        self.is_dialed() && redial.enabled && redial.after_shutdown
     }
 
     /// Marks the session as redialing (its connection is gone) or active
@@ -274,40 +281,38 @@ impl Session {
     /// Whether calls and pushes can start on the session now: it is
     /// active, and the peer has not said it is shutting down.
     pub fn is_healthy(&self) -> bool {
-        self.state() == SessionState::Active && self.shared.going_away.get().is_none()
+        self.state() == SessionState::Active
+            && self.conn().is_some_and(|c| c.notice.get().is_none())
     }
 
-    /// Completes when the peer has said it is shutting down (from then on,
-    /// new calls and pushes fail at once with 102, while replies to running
-    /// calls still arrive) or when the session has closed.
+    /// Completes when the peer has said its end of the current connection
+    /// is shutting down (from then on, new calls and pushes fail at once
+    /// with 102, while replies to running calls still arrive), or when the
+    /// session has closed.
     pub fn going_away(&self) -> impl Future<Output = ()> + Send + 'static {
-        let (away, closed) = (
-            self.shared.going_away_signal.clone(),
-            self.shared.closed.clone(),
-        );
+        let away = self.conn().map(|c| c.notice_signal.clone());
+        let closed = self.shared.closed.clone();
         async move {
-            tokio::select! {
-                _ = away.cancelled() => {}
-                _ = closed.cancelled() => {}
+            match away {
+                Some(away) => tokio::select! {
+                    _ = away.cancelled() => {}
+                    _ = closed.cancelled() => {}
+                },
+                None => closed.cancelled().await,
             }
         }
     }
 
-    /// The peer's notice that it is shutting down.
-    pub(crate) fn peer_going_away(&self, status: Status) {
-        tracing::debug!(session = %self.id(), %status, "the peer is going away");
-        let _ = self.shared.going_away.set(status);
-        self.shared.going_away_signal.cancel();
+    /// Records the peer's notice about `conn`.
+    pub(crate) fn peer_notice(&self, conn: &Conn, status: Status) {
+        tracing::debug!(session = %self.id(), %status, "notice from the peer");
+        let _ = conn.notice.set(status);
+        conn.notice_signal.cancel();
     }
 
-    /// The peer's going-away notice, if it sent one.
-    pub(crate) fn going_away_status(&self) -> Option<Status> {
-        self.shared.going_away.get().cloned()
-    }
-
-    /// Fails fast when the peer said it is going away.
-    fn check_not_going_away(&self) -> Result<(), Status> {
-        match self.shared.going_away.get() {
+    /// Fails fast when the peer said this connection is going away.
+    fn check_notice(conn: &Conn) -> Result<(), Status> {
+        match conn.notice.get() {
             Some(status) => Err(status.clone()),
             None => Ok(()),
         }
@@ -457,9 +462,9 @@ impl Session {
         mut msg: Message,
         timeout: Duration,
     ) -> Result<Message, Status> {
-        self.check_not_going_away()?;
         let deadline = deadline_after(timeout);
         let conn = self.live_conn(deadline, method).await?;
+        Self::check_notice(&conn)?;
         msg.header.timeout = Some(timeout);
         let (tx, rx) = oneshot::channel();
         msg.header.seq = self.shared.pending.register(tx, deadline)?;
@@ -529,9 +534,9 @@ impl Session {
                 config.max_frame_len
             )));
         }
-        self.check_not_going_away()?;
         let deadline = deadline_after(opts.timeout.unwrap_or(config.default_timeout));
         let conn = self.live_conn(deadline, service_method).await?;
+        Self::check_notice(&conn)?;
         let mut header = Header::push(service_method);
         header.codec = codec;
         header.meta = opts.meta;

@@ -268,3 +268,41 @@ async fn a_peer_that_shuts_down_gracefully_is_not_redialed() {
     );
     p.client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_after_shutdown_a_restarted_endpoint_is_redialed() {
+    let first = Endpoint::builder().router(test_router()).build().unwrap();
+    let addr = first.listen("tcp://127.0.0.1:0").await.unwrap();
+    let client = client(
+        Redial {
+            after_shutdown: true,
+            ..quick(None)
+        },
+        Arc::new(Dials::default()),
+    );
+    let session = client.dial(&addr).await.unwrap();
+    let sum: i64 = session
+        .call("/math/add", &Add { a: 1, b: 1 })
+        .await
+        .unwrap();
+    assert_eq!(sum, 2);
+
+    // Stopped on purpose, and started again on the same address.
+    within("first close", first.close()).await;
+    let second = Endpoint::builder().router(test_router()).build().unwrap();
+    second.listen(addr.to_string().as_str()).await.unwrap();
+    let sum = within(
+        "served by the restarted endpoint",
+        session.call_with::<_, i64>(
+            "/math/add",
+            &Add { a: 2, b: 2 },
+            drpc::CallOptions::new().timeout(Duration::from_secs(20)),
+        ),
+    )
+    .await
+    .unwrap()
+    .value;
+    assert_eq!(sum, 4);
+    client.close().await;
+    second.close().await;
+}

@@ -149,52 +149,87 @@ async fn a_closing_peer_ends_pending_calls(t: Transport) {
     within("client close", p.client.close()).await;
 }
 
-/// A peer that vanishes without closing (frozen here: its runtime stops
-/// running, so it reads, writes and acknowledges nothing) is found at the
+/// A server on its own runtime and thread that can be frozen: its thread
+/// blocks, so every task of its runtime stops. The endpoint is still there,
+/// but as silent as a machine that lost power: it reads, writes and
+/// acknowledges nothing.
+struct Freezable {
+    addr: drpc::Addr,
+    freeze: Option<tokio::sync::oneshot::Sender<()>>,
+    frozen: Option<tokio::sync::oneshot::Receiver<()>>,
+    thaw: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Freezable {
+    async fn start(t: &Transport, router: Router) -> Self {
+        init_tracing();
+        let (addr_tx, mut addr_rx) = mpsc::unbounded_channel();
+        let (freeze, freeze_rx) = tokio::sync::oneshot::channel::<()>();
+        let (frozen_tx, frozen) = tokio::sync::oneshot::channel::<()>();
+        let (thaw, thaw_rx) = std::sync::mpsc::channel::<()>();
+        let t = t.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let ep = Endpoint::builder()
+                    .config(t.config.clone())
+                    .router(router)
+                    .build()
+                    .unwrap();
+                addr_tx
+                    .send(ep.listen(t.listen.as_str()).await.unwrap())
+                    .unwrap();
+                let _ = freeze_rx.await;
+                let _ = frozen_tx.send(());
+                let _ = thaw_rx.recv_timeout(Duration::from_secs(60));
+                ep.close().await;
+            });
+        });
+        let addr = within("server up", addr_rx.recv()).await.unwrap();
+        Self {
+            addr,
+            freeze: Some(freeze),
+            frozen: Some(frozen),
+            thaw,
+            thread,
+        }
+    }
+
+    /// Freezes the server and returns once it is frozen.
+    async fn freeze(&mut self) {
+        self.freeze.take().unwrap().send(()).unwrap();
+        within("server frozen", self.frozen.take().unwrap())
+            .await
+            .unwrap();
+    }
+
+    fn thaw_and_stop(self) {
+        self.thaw.send(()).unwrap();
+        self.thread.join().unwrap();
+    }
+}
+
+/// A peer that vanishes without closing (frozen here) is found at the
 /// latest when the pending calls' deadlines pass: they fail with 408 and
 /// never hang.
 async fn a_vanished_peer_is_found_by_deadlines(t: Transport) {
-    init_tracing();
-    let (addr_tx, mut addr_rx) = mpsc::unbounded_channel();
-    let (freeze_tx, freeze_rx) = tokio::sync::oneshot::channel::<()>();
-    let (thaw_tx, thaw_rx) = std::sync::mpsc::channel::<()>();
-    let (frozen_tx, frozen_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_t = t.clone();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let ep = Endpoint::builder()
-                .config(server_t.config.clone())
-                .router(test_router())
-                .build()
-                .unwrap();
-            let addr = ep.listen(server_t.listen.as_str()).await.unwrap();
-            addr_tx.send(addr).unwrap();
-            let _ = freeze_rx.await;
-            let _ = frozen_tx.send(());
-            // Blocking here stops every task of this runtime: the endpoint
-            // is still there, but as silent as a machine that lost power.
-            let _ = thaw_rx.recv_timeout(Duration::from_secs(60));
-            ep.close().await;
-        });
-    });
-    let addr = within("server up", addr_rx.recv()).await.unwrap();
+    let mut server = Freezable::start(&t, test_router()).await;
     let client = Endpoint::builder()
         .config(t.config.clone())
         .build()
         .unwrap();
-    let session = within("dial", client.dial(&addr)).await.unwrap();
+    let session = within("dial", client.dial(&server.addr)).await.unwrap();
     let sum: i64 = session
         .call("/math/add", &Add { a: 1, b: 2 })
         .await
         .unwrap();
     assert_eq!(sum, 3);
 
-    freeze_tx.send(()).unwrap();
-    within("server frozen", frozen_rx).await.unwrap();
+    server.freeze().await;
     let timeout = Duration::from_millis(500);
     let started = Instant::now();
     let calls = (0..3).map(|_| {
@@ -218,8 +253,7 @@ async fn a_vanished_peer_is_found_by_deadlines(t: Transport) {
     }
     assert!(started.elapsed() < WAIT);
     within("client close", client.close()).await;
-    thaw_tx.send(()).unwrap();
-    server.join().unwrap();
+    server.thaw_and_stop();
 }
 
 /// Closing an endpoint ends its sessions on both sides, and it stops
@@ -285,6 +319,41 @@ async fn many_pushes_arrive(t: Transport) {
     p.close().await;
 }
 
+/// A peer that stops reading (frozen) cannot make the sender's memory grow:
+/// once the transport's buffers are full, sends wait for room in the write
+/// queue and then fail with 408.
+async fn a_peer_that_stops_reading_makes_sends_fail(t: Transport) {
+    let mut server = Freezable::start(&t, Router::new()).await;
+    let client = Endpoint::builder()
+        .config(drpc::Config {
+            write_queue: 4,
+            close_grace: Duration::from_millis(300),
+            ..t.config.clone()
+        })
+        .build()
+        .unwrap();
+    let session = within("dial", client.dial(&server.addr)).await.unwrap();
+    server.freeze().await;
+
+    let big = serde_bytes::ByteBuf::from(vec![1u8; 256 * 1024]);
+    let opts = PushOptions::new()
+        .codec(drpc::CodecId::Raw)
+        .timeout(Duration::from_millis(300));
+    let mut refused = None;
+    // The transport's buffers absorb some megabytes; then the queue fills.
+    for sent in 0..2_000 {
+        if let Err(e) = within("a push", session.push_with("/sink", &big, opts.clone())).await {
+            refused = Some((sent, e));
+            break;
+        }
+    }
+    let (_, err) = refused.expect("sends to a peer that never reads must stop succeeding");
+    assert_eq!(err.code(), Code::DEADLINE_EXCEEDED, "{}: {err}", t.name);
+    assert!(err.message().contains("write queue"), "{err}");
+    within("client close", client.close()).await;
+    server.thaw_and_stop();
+}
+
 macro_rules! conformance {
     ($($transport:ident),* $(,)?) => {$(
         mod $transport {
@@ -329,6 +398,10 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn many_pushes_arrive() {
                 super::many_pushes_arrive(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_peer_that_stops_reading_makes_sends_fail() {
+                super::a_peer_that_stops_reading_makes_sends_fail(t()).await
             }
         }
     )*};

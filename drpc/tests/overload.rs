@@ -5,31 +5,8 @@
 mod common;
 
 use common::*;
-use drpc::{CallCtx, Code, Config, Endpoint, Limits, Rate, Router, Status};
+use drpc::{Code, Config, Endpoint, Limits, Rate, Router};
 use tokio::io::AsyncReadExt;
-use tokio::sync::{mpsc, watch};
-
-/// `/wait`: reports that it started, then waits until released.
-struct Gate {
-    started: mpsc::UnboundedReceiver<()>,
-    release: watch::Sender<bool>,
-}
-
-fn gated_router() -> (Router, Gate) {
-    let (started_tx, started) = mpsc::unbounded_channel();
-    let (release, release_rx) = watch::channel(false);
-    let mut r = test_router();
-    r.call("/wait", move |_: CallCtx, _: ()| {
-        let (started_tx, mut rx) = (started_tx.clone(), release_rx.clone());
-        async move {
-            let _ = started_tx.send(());
-            let _ = rx.wait_for(|open| *open).await;
-            Ok::<_, Status>(())
-        }
-    })
-    .unwrap();
-    (r, Gate { started, release })
-}
 
 fn config(limits: Limits) -> Config {
     Config {
@@ -49,7 +26,7 @@ async fn calls_past_the_session_limit_get_503_at_once_and_counts_return_to_zero(
     let held: Vec<_> = (0..4)
         .map(|_| {
             let s = p.session.clone();
-            tokio::spawn(async move { s.call::<_, ()>("/wait", &()).await })
+            tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
         })
         .collect();
     for _ in 0..4 {
@@ -92,11 +69,11 @@ async fn the_endpoint_limit_counts_every_session() {
     let other = within("second dial", p.client.dial(&p.addr)).await.unwrap();
     let a = {
         let s = p.session.clone();
-        tokio::spawn(async move { s.call::<_, ()>("/wait", &()).await })
+        tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
     };
     let b = {
         let s = other.clone();
-        tokio::spawn(async move { s.call::<_, ()>("/wait", &()).await })
+        tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
     };
     within("a starts", gate.started.recv()).await.unwrap();
     within("b starts", gate.started.recv()).await.unwrap();

@@ -4,36 +4,18 @@
 mod common;
 
 use common::*;
-use drpc::{CallCtx, Code, Router, Status};
+use drpc::{Code, Router};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-
-/// `/wait` reports that it started, then waits until released (or forever).
-fn gated() -> (Router, mpsc::UnboundedReceiver<()>, watch::Sender<bool>) {
-    let (started_tx, started) = mpsc::unbounded_channel();
-    let (release, release_rx) = watch::channel(false);
-    let mut r = test_router();
-    r.call("/wait", move |_: CallCtx, _: ()| {
-        let (started_tx, mut rx) = (started_tx.clone(), release_rx.clone());
-        async move {
-            let _ = started_tx.send(());
-            let _ = rx.wait_for(|open| *open).await;
-            Ok::<_, Status>(7u8)
-        }
-    })
-    .unwrap();
-    (r, started, release)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_hear_of_a_shutdown_and_running_calls_are_answered() {
-    let (routes, mut started, release) = gated();
+    let (routes, mut gate) = gated_router();
     let p = pair_with(routes, Router::new(), drpc::Config::default()).await;
     let running = {
         let s = p.session.clone();
         tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
     };
-    within("handler start", started.recv()).await.unwrap();
+    within("handler start", gate.started.recv()).await.unwrap();
 
     let server = p.server.clone();
     let shutdown = tokio::spawn(async move { server.shutdown(Duration::from_secs(30)).await });
@@ -51,7 +33,7 @@ async fn peers_hear_of_a_shutdown_and_running_calls_are_answered() {
     assert_eq!(err.code(), Code::CONNECTION_CLOSED);
 
     // The running call still gets its answer, then everything closes.
-    release.send(true).unwrap();
+    gate.release.send(true).unwrap();
     assert_eq!(within("running call", running).await.unwrap().unwrap(), 7);
     within("shutdown", shutdown).await.unwrap();
     within("client session closes", p.session.closed()).await;
@@ -63,13 +45,13 @@ async fn peers_hear_of_a_shutdown_and_running_calls_are_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grace_period_ends_a_shutdown() {
-    let (routes, mut started, _release) = gated();
+    let (routes, mut gate) = gated_router();
     let p = pair_with(routes, Router::new(), drpc::Config::default()).await;
     let stuck = {
         let s = p.session.clone();
         tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
     };
-    within("handler start", started.recv()).await.unwrap();
+    within("handler start", gate.started.recv()).await.unwrap();
     within("shutdown", p.server.shutdown(Duration::from_millis(200))).await;
     let err = within("stuck call", stuck).await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::CONNECTION_CLOSED, "{err}");
@@ -78,13 +60,13 @@ async fn the_grace_period_ends_a_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_close_ends_a_shutdown_at_once() {
-    let (routes, mut started, _release) = gated();
+    let (routes, mut gate) = gated_router();
     let p = pair_with(routes, Router::new(), drpc::Config::default()).await;
     let stuck = {
         let s = p.session.clone();
         tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
     };
-    within("handler start", started.recv()).await.unwrap();
+    within("handler start", gate.started.recv()).await.unwrap();
     let server = p.server.clone();
     let first = tokio::spawn(async move { server.shutdown(Duration::from_secs(3600)).await });
     within("going-away notice", p.session.going_away()).await;

@@ -311,3 +311,27 @@ impl Transport {
         .await
     }
 }
+
+/// `/wait` on a router: each call reports that it started, then waits
+/// until the gate is released, and answers 7.
+pub struct Gate {
+    pub started: mpsc::UnboundedReceiver<()>,
+    pub release: tokio::sync::watch::Sender<bool>,
+}
+
+/// [`test_router`] with a `/wait` route behind a [`Gate`].
+pub fn gated_router() -> (Router, Gate) {
+    let (started_tx, started) = mpsc::unbounded_channel();
+    let (release, release_rx) = tokio::sync::watch::channel(false);
+    let mut r = test_router();
+    r.call("/wait", move |_: CallCtx, _: ()| {
+        let (started_tx, mut rx) = (started_tx.clone(), release_rx.clone());
+        async move {
+            let _ = started_tx.send(());
+            let _ = rx.wait_for(|open| *open).await;
+            Ok::<_, Status>(7u8)
+        }
+    })
+    .unwrap();
+    (r, Gate { started, release })
+}

@@ -23,14 +23,9 @@ async fn calls_past_the_session_limit_get_503_at_once_and_counts_return_to_zero(
         ..Limits::default()
     };
     let p = pair_with(routes, Router::new(), config(limits)).await;
-    let held: Vec<_> = (0..4)
-        .map(|_| {
-            let s = p.session.clone();
-            tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
-        })
-        .collect();
+    let mut held = Vec::new();
     for _ in 0..4 {
-        within("handler start", gate.started.recv()).await.unwrap();
+        held.push(call_waiting(&p.session, &mut gate).await);
     }
     assert_eq!(p.accepted.calls_running(), 4);
     for _ in 0..10 {
@@ -67,16 +62,8 @@ async fn the_endpoint_limit_counts_every_session() {
     };
     let p = pair_with(routes, Router::new(), config(limits)).await;
     let other = within("second dial", p.client.dial(&p.addr)).await.unwrap();
-    let a = {
-        let s = p.session.clone();
-        tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
-    };
-    let b = {
-        let s = other.clone();
-        tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
-    };
-    within("a starts", gate.started.recv()).await.unwrap();
-    within("b starts", gate.started.recv()).await.unwrap();
+    let a = call_waiting(&p.session, &mut gate).await;
+    let b = call_waiting(&other, &mut gate).await;
     let err = other
         .call::<_, i64>("/math/add", &Add { a: 1, b: 1 })
         .await

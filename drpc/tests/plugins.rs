@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use drpc::plugin::{BoxFuture, RouteInfo};
 use drpc::proto::{Header, Message};
-use drpc::{Addr, CallCtx, Code, Config, Endpoint, Plugin, PushCtx, Router, Session, Status};
+use drpc::{Addr, CallCtx, Code, Endpoint, Plugin, PushCtx, Router, Session, Status};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -267,13 +267,7 @@ async fn accept_and_close_hooks_always_pair() {
     // Without redial: a refused session would dial again (tests/redial.rs),
     // and here each dial is counted once.
     let client = Endpoint::builder()
-        .config(Config {
-            redial: drpc::Redial {
-                enabled: false,
-                ..Default::default()
-            },
-            ..Config::default()
-        })
+        .config(no_redial())
         .plugin_arc(dialer.clone())
         .build()
         .unwrap();
@@ -512,16 +506,7 @@ async fn a_refused_accept_closes_the_session_with_its_reason() {
     let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
     // Without redial: a dialed session would retry the refused handshake
     // (tests/redial.rs shows that); here the close itself is the point.
-    let client = Endpoint::builder()
-        .config(Config {
-            redial: drpc::Redial {
-                enabled: false,
-                ..Default::default()
-            },
-            ..Config::default()
-        })
-        .build()
-        .unwrap();
+    let client = Endpoint::builder().config(no_redial()).build().unwrap();
     let dialed = client.dial(&addr).await;
     let refused = within("accept", accepts.recv()).await.unwrap();
     within("refused session closes", refused.closed()).await;

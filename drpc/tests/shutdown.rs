@@ -11,11 +11,7 @@ use std::time::Duration;
 async fn peers_hear_of_a_shutdown_and_running_calls_are_answered() {
     let (routes, mut gate) = gated_router();
     let p = pair_with(routes, Router::new(), drpc::Config::default()).await;
-    let running = {
-        let s = p.session.clone();
-        tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
-    };
-    within("handler start", gate.started.recv()).await.unwrap();
+    let running = call_waiting(&p.session, &mut gate).await;
 
     let server = p.server.clone();
     let shutdown = tokio::spawn(async move { server.shutdown(Duration::from_secs(30)).await });
@@ -47,11 +43,7 @@ async fn peers_hear_of_a_shutdown_and_running_calls_are_answered() {
 async fn the_grace_period_ends_a_shutdown() {
     let (routes, mut gate) = gated_router();
     let p = pair_with(routes, Router::new(), drpc::Config::default()).await;
-    let stuck = {
-        let s = p.session.clone();
-        tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
-    };
-    within("handler start", gate.started.recv()).await.unwrap();
+    let stuck = call_waiting(&p.session, &mut gate).await;
     within("shutdown", p.server.shutdown(Duration::from_millis(200))).await;
     let err = within("stuck call", stuck).await.unwrap().unwrap_err();
     assert_eq!(err.code(), Code::CONNECTION_CLOSED, "{err}");
@@ -62,11 +54,7 @@ async fn the_grace_period_ends_a_shutdown() {
 async fn a_second_close_ends_a_shutdown_at_once() {
     let (routes, mut gate) = gated_router();
     let p = pair_with(routes, Router::new(), drpc::Config::default()).await;
-    let stuck = {
-        let s = p.session.clone();
-        tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await })
-    };
-    within("handler start", gate.started.recv()).await.unwrap();
+    let stuck = call_waiting(&p.session, &mut gate).await;
     let server = p.server.clone();
     let first = tokio::spawn(async move { server.shutdown(Duration::from_secs(3600)).await });
     within("going-away notice", p.session.going_away()).await;

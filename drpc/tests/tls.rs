@@ -86,10 +86,9 @@ async fn client_certificates_can_be_required() {
     // judged the client's certificate, so the refusal may arrive as the
     // dial's error or as the session's close reason; it never serves.
     // Without redial, which would retry the refused handshake.
-    let mut config = Config::default();
+    let mut config = no_redial();
     config.transport.tls =
         TlsConfig::default().with_client(tls::client_config(&certs.ca, None).unwrap());
-    config.redial.enabled = false;
     let anonymous = Endpoint::builder().config(config).build().unwrap();
     match anonymous.dial(&addr).await {
         Err(e) => assert_eq!(e.code(), Code::DIAL_FAILED, "{e}"),

@@ -335,3 +335,22 @@ pub fn gated_router() -> (Router, Gate) {
     .unwrap();
     (r, Gate { started, release })
 }
+
+/// The default config with redial off, for tests about how a session ends.
+pub fn no_redial() -> Config {
+    let mut config = Config::default();
+    config.redial.enabled = false;
+    config
+}
+
+/// Starts a `/wait` call (see [`gated_router`]) on `session` and returns
+/// once its handler runs.
+pub async fn call_waiting(
+    session: &Session,
+    gate: &mut Gate,
+) -> tokio::task::JoinHandle<Result<u8, Status>> {
+    let s = session.clone();
+    let call = tokio::spawn(async move { s.call::<_, u8>("/wait", &()).await });
+    within("handler start", gate.started.recv()).await.unwrap();
+    call
+}

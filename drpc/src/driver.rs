@@ -714,25 +714,24 @@ fn call_outcome(
     })
 }
 
-fn on_call(session: &Session, conn: &Arc<Conn>, msg: Message, arrived: Instant) {
-    let Message { header, body } = msg;
+fn on_call(session: &Session, conn: &Arc<Conn>, mut msg: Message, arrived: Instant) {
     let ep = &session.shared.ep;
-    let seq = header.seq;
-    let codec = header.codec;
-    let early = check_header(&header, &ep.config)
+    let seq = msg.header.seq;
+    let codec = msg.header.codec;
+    let checked = check_sizes(&msg.header, &ep.config)
         .and_then(|()| {
             session
                 .plugins()
-                .try_each(|p| p.after_read_call_header(session, &header))
+                .try_each(|p| p.after_read_call_header(session, &mut msg))
         })
-        .and_then(|()| {
-            ep.router
-                .find_call(&header.service_method)
-                .cloned()
-                .ok_or_else(|| {
-                    Status::not_found(format!("no handler for {}", header.service_method))
-                })
-        });
+        .and_then(|()| check_filters(&msg.header));
+    let Message { header, body } = msg;
+    let early = checked.and_then(|()| {
+        ep.router
+            .find_call(&header.service_method)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("no handler for {}", header.service_method)))
+    });
     let admitted = early.and_then(|route| Ok((route, ep.limiter.admit(session)?)));
     let (route, permit) = match admitted {
         Ok(admitted) => admitted,
@@ -781,18 +780,18 @@ fn on_call(session: &Session, conn: &Arc<Conn>, msg: Message, arrived: Instant) 
     });
 }
 
-/// What every incoming call and push must pass before anything else runs:
-/// no transfer filters (protocol version 1 defines none, so a filtered body
-/// cannot be read), and a service method and meta within the endpoint's
-/// limits.
-fn check_header(header: &Header, config: &Config) -> Result<(), Status> {
-    if !header.filters.is_empty() {
-        return Err(Status::bad_message(format!(
+/// Protocol version 1 defines no transfer filters: a filter still recorded
+/// once the read hooks ran (none of them reversed it) leaves a body that
+/// cannot be read, so the message gets a clear 400 instead.
+fn check_filters(header: &Header) -> Result<(), Status> {
+    if header.filters.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::bad_message(format!(
             "transfer filters {:?} are not supported by this endpoint",
             &header.filters[..]
-        )));
+        )))
     }
-    check_sizes(header, config)
 }
 
 /// The service method and meta limits of [`Config`], checked on what
@@ -816,18 +815,20 @@ pub(crate) fn check_sizes(header: &Header, config: &Config) -> Result<(), Status
     Ok(())
 }
 
-fn on_reply(session: &Session, msg: Message) {
+fn on_reply(session: &Session, mut msg: Message) {
     match session.shared.pending.take(msg.header.seq) {
         Some(waiter) => {
-            let outcome =
-                match check_header(&msg.header, &session.shared.ep.config).and_then(|()| {
+            let checked = check_sizes(&msg.header, &session.shared.ep.config)
+                .and_then(|()| {
                     session
                         .plugins()
-                        .try_each(|p| p.after_read_reply_header(session, &msg.header))
-                }) {
-                    Ok(()) => Outcome::Reply(msg),
-                    Err(status) => Outcome::Failed(status),
-                };
+                        .try_each(|p| p.after_read_reply_header(session, &mut msg))
+                })
+                .and_then(|()| check_filters(&msg.header));
+            let outcome = match checked {
+                Ok(()) => Outcome::Reply(msg),
+                Err(status) => Outcome::Failed(status),
+            };
             let _ = waiter.send(outcome);
         }
         None => tracing::debug!(
@@ -838,13 +839,15 @@ fn on_reply(session: &Session, msg: Message) {
     }
 }
 
-fn on_push(session: &Session, conn: &Conn, msg: Message) {
+fn on_push(session: &Session, conn: &Conn, mut msg: Message) {
+    let refused = check_sizes(&msg.header, &session.shared.ep.config)
+        .and_then(|()| {
+            session
+                .plugins()
+                .try_each(|p| p.after_read_push_header(session, &mut msg))
+        })
+        .and_then(|()| check_filters(&msg.header));
     let Message { header, body } = msg;
-    let refused = check_header(&header, &session.shared.ep.config).and_then(|()| {
-        session
-            .plugins()
-            .try_each(|p| p.after_read_push_header(session, &header))
-    });
     if let Err(status) = refused {
         tracing::debug!(session = %session.id(), method = %header.service_method, %status, "push refused by a plugin");
         return;

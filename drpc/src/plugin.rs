@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use drpc::{Plugin, Session, Status};
-//! use drpc::proto::Header;
+//! use drpc::proto::Message;
 //!
 //! /// Refuses every call whose meta lacks an `api-key`.
 //! struct RequireKey;
@@ -22,8 +22,8 @@
 //!     fn name(&self) -> &str {
 //!         "require-key"
 //!     }
-//!     fn after_read_call_header(&self, _: &Session, header: &Header) -> Result<(), Status> {
-//!         match header.meta.get("api-key") {
+//!     fn after_read_call_header(&self, _: &Session, msg: &mut Message) -> Result<(), Status> {
+//!         match msg.header.meta.get("api-key") {
 //!             Some(_) => Ok(()),
 //!             None => Err(Status::unauthorized("api-key meta is required")),
 //!         }
@@ -180,11 +180,14 @@ pub trait Plugin: Send + Sync + 'static {
     /// which no other reading hook sees.
     fn before_read_header(&self, session: &Session) {}
 
-    /// After a call's header was read, before its body is decoded or a
-    /// handler chosen: the cheap place to refuse a call.
+    /// After a call was read, before its body is decoded or a handler
+    /// chosen: the cheap place to refuse a call. The hook may also rewrite
+    /// the message before it is routed: its service method, meta, body or
+    /// transfer filters (a plugin that reverses a filter removes its id; a
+    /// filter left in place when the hooks are done is answered with 400).
     ///
     /// Errors: no handler runs; the call is answered with this status.
-    fn after_read_call_header(&self, session: &Session, header: &Header) -> Result<(), Status> {
+    fn after_read_call_header(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
         Ok(())
     }
 
@@ -196,10 +199,11 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
-    /// After a reply's header was read, before it is handed to the caller.
+    /// After a reply was read, before it is handed to the caller (who
+    /// decodes its body); the hook may rewrite it, as for calls.
     ///
     /// Errors: the call ends with this status instead of the reply.
-    fn after_read_reply_header(&self, session: &Session, header: &Header) -> Result<(), Status> {
+    fn after_read_reply_header(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
         Ok(())
     }
 
@@ -210,10 +214,11 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
-    /// After a push's header was read, before its body is decoded.
+    /// After a push was read, before its body is decoded or a handler
+    /// chosen; the hook may rewrite it, as for calls.
     ///
     /// Errors: the push is dropped (logged at debug level); no handler runs.
-    fn after_read_push_header(&self, session: &Session, header: &Header) -> Result<(), Status> {
+    fn after_read_push_header(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
         Ok(())
     }
 

@@ -94,15 +94,18 @@ impl Plugin for Recorder {
     fn before_read_header(&self, _: &Session) {
         self.push("before_read_header")
     }
-    fn after_read_call_header(&self, _: &Session, h: &Header) -> Result<(), Status> {
-        self.push(format!("after_read_call_header {}", h.service_method));
+    fn after_read_call_header(&self, _: &Session, m: &mut Message) -> Result<(), Status> {
+        self.push(format!(
+            "after_read_call_header {}",
+            m.header.service_method
+        ));
         Ok(())
     }
     fn after_read_call_body(&self, ctx: &CallCtx) -> Result<(), Status> {
         self.push(format!("after_read_call_body {}", ctx.service_method()));
         Ok(())
     }
-    fn after_read_reply_header(&self, _: &Session, _: &Header) -> Result<(), Status> {
+    fn after_read_reply_header(&self, _: &Session, _: &mut Message) -> Result<(), Status> {
         self.push("after_read_reply_header");
         Ok(())
     }
@@ -110,8 +113,11 @@ impl Plugin for Recorder {
         self.push("after_read_reply_body");
         Ok(())
     }
-    fn after_read_push_header(&self, _: &Session, h: &Header) -> Result<(), Status> {
-        self.push(format!("after_read_push_header {}", h.service_method));
+    fn after_read_push_header(&self, _: &Session, m: &mut Message) -> Result<(), Status> {
+        self.push(format!(
+            "after_read_push_header {}",
+            m.header.service_method
+        ));
         Ok(())
     }
     fn after_read_push_body(&self, ctx: &PushCtx) -> Result<(), Status> {
@@ -338,19 +344,19 @@ impl Plugin for Refuse {
     fn before_write_push(&self, _: &Session, _: &mut Message) -> Result<(), Status> {
         self.check("before_write_push")
     }
-    fn after_read_call_header(&self, _: &Session, _: &Header) -> Result<(), Status> {
+    fn after_read_call_header(&self, _: &Session, _: &mut Message) -> Result<(), Status> {
         self.check("after_read_call_header")
     }
     fn after_read_call_body(&self, _: &CallCtx) -> Result<(), Status> {
         self.check("after_read_call_body")
     }
-    fn after_read_reply_header(&self, _: &Session, _: &Header) -> Result<(), Status> {
+    fn after_read_reply_header(&self, _: &Session, _: &mut Message) -> Result<(), Status> {
         self.check("after_read_reply_header")
     }
     fn after_read_reply_body(&self, _: &Session, _: &Header) -> Result<(), Status> {
         self.check("after_read_reply_body")
     }
-    fn after_read_push_header(&self, _: &Session, _: &Header) -> Result<(), Status> {
+    fn after_read_push_header(&self, _: &Session, _: &mut Message) -> Result<(), Status> {
         self.check("after_read_push_header")
     }
     fn after_read_push_body(&self, _: &PushCtx) -> Result<(), Status> {

@@ -1,5 +1,5 @@
 use drpc::plugin::BoxFuture;
-use drpc::proto::Header;
+use drpc::proto::{Header, Message};
 use drpc::{Plugin, Session, Status};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -123,17 +123,17 @@ impl Plugin for Counters {
         bump(&self.pushes_sent);
     }
 
-    fn after_read_call_header(&self, _: &Session, _: &Header) -> Result<(), Status> {
+    fn after_read_call_header(&self, _: &Session, _: &mut Message) -> Result<(), Status> {
         bump(&self.calls_received);
         Ok(())
     }
 
-    fn after_read_reply_header(&self, _: &Session, _: &Header) -> Result<(), Status> {
+    fn after_read_reply_header(&self, _: &Session, _: &mut Message) -> Result<(), Status> {
         bump(&self.replies_received);
         Ok(())
     }
 
-    fn after_read_push_header(&self, _: &Session, _: &Header) -> Result<(), Status> {
+    fn after_read_push_header(&self, _: &Session, _: &mut Message) -> Result<(), Status> {
         bump(&self.pushes_received);
         Ok(())
     }

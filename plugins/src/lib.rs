@@ -7,10 +7,13 @@
 //! |---|---|
 //! | [`Counters`] | counts sessions, calls, replies and pushes in each direction |
 //! | [`Heartbeat`] | pings idle sessions and closes ones silent too long |
+//! | [`IgnoreCase`] | routes calls and pushes whatever the case of their service method |
 #![warn(missing_docs)]
 
 mod counters;
 mod heartbeat;
+mod ignore_case;
 
 pub use counters::{Counters, CountersSnapshot};
 pub use heartbeat::Heartbeat;
+pub use ignore_case::IgnoreCase;

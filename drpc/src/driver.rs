@@ -780,9 +780,10 @@ fn on_call(session: &Session, conn: &Arc<Conn>, mut msg: Message, arrived: Insta
     });
 }
 
-/// Protocol version 1 defines no transfer filters: a filter still recorded
-/// once the read hooks ran (none of them reversed it) leaves a body that
-/// cannot be read, so the message gets a clear 400 instead.
+/// The core reverses no transfer filters itself (plugins do, such as
+/// drpc-plugins' `Compression`): a filter still recorded once the read
+/// hooks ran leaves a body that cannot be read, so the message gets a clear
+/// 400 instead.
 fn check_filters(header: &Header) -> Result<(), Status> {
     if header.filters.is_empty() {
         Ok(())

@@ -5,15 +5,20 @@
 //!
 //! | plugin | what it does |
 //! |---|---|
+//! | [`Compression`] | gzip and zstd transfer filters (features `gzip`, `zstd`) |
 //! | [`Counters`] | counts sessions, calls, replies and pushes in each direction |
 //! | [`Heartbeat`] | pings idle sessions and closes ones silent too long |
 //! | [`IgnoreCase`] | routes calls and pushes whatever the case of their service method |
 #![warn(missing_docs)]
 
+#[cfg(any(feature = "gzip", feature = "zstd"))]
+mod compression;
 mod counters;
 mod heartbeat;
 mod ignore_case;
 
+#[cfg(any(feature = "gzip", feature = "zstd"))]
+pub use compression::{Compression, Filter};
 pub use counters::{Counters, CountersSnapshot};
 pub use heartbeat::Heartbeat;
 pub use ignore_case::IgnoreCase;

@@ -8,6 +8,7 @@
 //! | [`Compression`] | gzip and zstd transfer filters (features `gzip`, `zstd`) |
 //! | [`Counters`] | counts sessions, calls, replies and pushes in each direction |
 //! | [`Heartbeat`] | pings idle sessions and closes ones silent too long |
+//! | [`Metrics`] | calls, pushes, latencies, sessions and bytes through the `metrics` facade |
 //! | [`IgnoreCase`] | routes calls and pushes whatever the case of their service method |
 #![warn(missing_docs)]
 
@@ -16,7 +17,9 @@ mod compression;
 mod counters;
 mod heartbeat;
 mod ignore_case;
+mod metrics;
 
+pub use self::metrics::Metrics;
 #[cfg(any(feature = "gzip", feature = "zstd"))]
 pub use compression::{Compression, Filter};
 pub use counters::{Counters, CountersSnapshot};

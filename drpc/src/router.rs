@@ -188,6 +188,23 @@ impl Router {
         Ok(self)
     }
 
+    /// Like [`Router::call_fallback`], but the handler returns the reply
+    /// body already encoded, sent as it is in the codec the handler sets
+    /// with [`CallCtx::set_reply_codec`] (by default the call's): for
+    /// pass-through, such as a proxy.
+    pub fn call_fallback_raw<F, Fut>(&mut self, handler: F) -> Result<&mut Self, RouteError>
+    where
+        F: Fn(CallCtx) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
+    {
+        if self.call_fallback.is_some() {
+            return Err(RouteError::Duplicate(String::new()));
+        }
+        self.call_fallback = Some(raw_call(handler));
+        self.order.push((String::new(), RouteKind::CallFallback));
+        Ok(self)
+    }
+
     /// Sets the handler of pushes whose service method has no route. Without
     /// one, such pushes are dropped and logged at debug level.
     pub fn push_fallback<F, Fut>(&mut self, handler: F) -> Result<&mut Self, RouteError>

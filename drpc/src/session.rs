@@ -454,6 +454,36 @@ impl Session {
         })
     }
 
+    /// Calls `service_method` with a body that is already encoded, and
+    /// returns the reply's body as it came, undecoded: the codec in `opts`
+    /// (or the default) is only recorded in the call, and the reply says
+    /// which codec its body is in. For pass-through, such as a proxy.
+    ///
+    /// Errors: as [`Session::call_with`]; the peer's status comes back with
+    /// its code and message unchanged.
+    pub async fn call_raw(
+        &self,
+        service_method: &str,
+        body: Bytes,
+        opts: CallOptions,
+    ) -> Result<Reply<Bytes>, Status> {
+        let config = &self.shared.ep.config;
+        let mut header = Header::call(0, service_method);
+        header.codec = opts.codec.unwrap_or(config.default_codec);
+        header.meta = opts.meta;
+        let timeout = opts.timeout.unwrap_or(config.default_timeout);
+        let reply = self
+            .call_message(service_method, Message::new(header, body), timeout)
+            .await?;
+        self.plugins()
+            .try_each(|p| p.after_read_reply_body(self, &reply.header))?;
+        Ok(Reply {
+            value: reply.body,
+            meta: reply.header.meta,
+            codec: reply.header.codec,
+        })
+    }
+
     /// Sends `msg` (a call header and encoded body for `method`; its seq is
     /// assigned here) and waits up to `timeout` for a successful reply.
     pub(crate) async fn call_message(
@@ -524,9 +554,24 @@ impl Session {
         arg: &A,
         opts: PushOptions,
     ) -> Result<(), Status> {
+        let codec = opts.codec.unwrap_or(self.shared.ep.config.default_codec);
+        let body = encode_arg(codec, arg, service_method)?;
+        self.push_raw(service_method, body, opts.codec(codec)).await
+    }
+
+    /// Pushes a body that is already encoded, as it is: the codec in `opts`
+    /// (or the default) is only recorded in the message, for the receiver
+    /// to decode with. For pass-through, such as a proxy.
+    ///
+    /// Errors: as [`Session::push_with`].
+    pub async fn push_raw(
+        &self,
+        service_method: &str,
+        body: Bytes,
+        opts: PushOptions,
+    ) -> Result<(), Status> {
         let config = &self.shared.ep.config;
         let codec = opts.codec.unwrap_or(config.default_codec);
-        let body = encode_arg(codec, arg, service_method)?;
         if body.len() >= config.max_frame_len {
             return Err(Status::message_too_large(format!(
                 "push body of {} bytes exceeds the frame limit of {} bytes",

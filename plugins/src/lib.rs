@@ -9,6 +9,7 @@
 //! | [`Counters`] | counts sessions, calls, replies and pushes in each direction |
 //! | [`Heartbeat`] | pings idle sessions and closes ones silent too long |
 //! | [`Metrics`] | calls, pushes, latencies, sessions and bytes through the `metrics` facade |
+//! | [`Proxy`] | forwards calls and pushes with no route to another endpoint, answers unchanged |
 //! | [`IgnoreCase`] | routes calls and pushes whatever the case of their service method |
 #![warn(missing_docs)]
 
@@ -18,6 +19,7 @@ mod counters;
 mod heartbeat;
 mod ignore_case;
 mod metrics;
+mod proxy;
 
 pub use self::metrics::Metrics;
 #[cfg(any(feature = "gzip", feature = "zstd"))]
@@ -25,3 +27,4 @@ pub use compression::{Compression, Filter};
 pub use counters::{Counters, CountersSnapshot};
 pub use heartbeat::Heartbeat;
 pub use ignore_case::IgnoreCase;
+pub use proxy::Proxy;

@@ -1,0 +1,99 @@
+//! The proxy over real sockets: client → gateway → upstream, with bodies,
+//! codecs, meta and statuses passed back unchanged.
+
+use drpc::{CallCtx, CallOptions, Code, CodecId, Endpoint, PushCtx, Router, Status};
+use drpc_plugins::Proxy;
+use std::time::Duration;
+
+async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .expect("did not happen in time")
+}
+
+#[tokio::test]
+async fn unknown_calls_and_pushes_reach_the_upstream_and_answers_come_back_unchanged() {
+    // The upstream, which has the real routes.
+    let (tx, mut pushed) = tokio::sync::mpsc::unbounded_channel();
+    let mut r = Router::new();
+    r.call("/math/add", |ctx: CallCtx, (a, b): (i64, i64)| async move {
+        let who = ctx.meta().get("who").unwrap_or("nobody").to_string();
+        ctx.set_reply_meta("seen-by", "upstream");
+        ctx.set_reply_meta("who", &who);
+        Ok::<_, Status>(a + b)
+    })
+    .unwrap();
+    r.call("/as_json", |ctx: CallCtx, v: i64| async move {
+        ctx.set_reply_codec(CodecId::Json);
+        Ok::<_, Status>(v)
+    })
+    .unwrap();
+    r.call("/fail", |_: CallCtx, _: ()| async move {
+        Err::<(), _>(Status::new(Code(1234), "the upstream's own reason"))
+    })
+    .unwrap();
+    r.push("/note", move |ctx: PushCtx, s: String| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send((s, ctx.meta().get("k").map(str::to_string)));
+        }
+    })
+    .unwrap();
+    let upstream = Endpoint::builder().router(r).build().unwrap();
+    let up_addr = upstream.listen("tcp://127.0.0.1:0").await.unwrap();
+
+    // The gateway: one route of its own, everything else forwarded.
+    let gateway_client = Endpoint::builder().build().unwrap();
+    let up = gateway_client.dial(&up_addr).await.unwrap();
+    let mut g = Router::new();
+    g.call("/local", |_: CallCtx, _: ()| async move {
+        Ok::<_, Status>("gateway")
+    })
+    .unwrap();
+    Proxy::new(up).install(&mut g).unwrap();
+    let gateway = Endpoint::builder().router(g).build().unwrap();
+    let g_addr = gateway.listen("tcp://127.0.0.1:0").await.unwrap();
+
+    let client = Endpoint::builder().build().unwrap();
+    let s = client.dial(&g_addr).await.unwrap();
+    let here: String = s.call("/local", &()).await.unwrap();
+    assert_eq!(here, "gateway");
+
+    let reply = s
+        .call_with::<_, i64>("/math/add", &(40, 2), CallOptions::new().meta("who", "me"))
+        .await
+        .unwrap();
+    assert_eq!(reply.value, 42);
+    assert_eq!(reply.meta.get("seen-by"), Some("upstream"));
+    assert_eq!(
+        reply.meta.get("who"),
+        Some("me"),
+        "call meta reached the upstream"
+    );
+
+    // Codecs both ways: a JSON call, and a reply in the codec the upstream chose.
+    let reply = s
+        .call_with::<_, i64>("/as_json", &7, CallOptions::new().codec(CodecId::Json))
+        .await
+        .unwrap();
+    assert_eq!((reply.value, reply.codec), (7, CodecId::Json));
+
+    let err = s.call::<_, ()>("/fail", &()).await.unwrap_err();
+    assert_eq!(err.code(), Code(1234));
+    assert_eq!(err.message(), "the upstream's own reason");
+    let err = s.call::<_, ()>("/nowhere", &()).await.unwrap_err();
+    assert_eq!(err.code(), Code::NOT_FOUND, "the upstream's 404, passed on");
+
+    s.push_with("/note", &"hi", drpc::PushOptions::new().meta("k", "v"))
+        .await
+        .unwrap();
+    assert_eq!(
+        within(pushed.recv()).await.unwrap(),
+        ("hi".to_string(), Some("v".to_string()))
+    );
+
+    client.close().await;
+    gateway.close().await;
+    gateway_client.close().await;
+    upstream.close().await;
+}

@@ -2,6 +2,7 @@
 //! redials and gets a new one behind the same `Session` handle; everything
 //! here belongs to one connection and ends with it.
 
+use crate::early::Early;
 use crate::outbox::Outbox;
 use crate::Status;
 use drpc_socket::Addr;
@@ -27,6 +28,8 @@ pub(crate) struct Conn {
     /// or it refused the connection (503).
     pub(crate) notice: OnceLock<Status>,
     pub(crate) notice_signal: CancellationToken,
+    /// Calls and pushes held until the connection's hooks pass.
+    pub(crate) early: Early,
 }
 
 impl Conn {
@@ -41,6 +44,7 @@ impl Conn {
             drop_reason: OnceLock::new(),
             notice: OnceLock::new(),
             notice_signal: CancellationToken::new(),
+            early: Early::default(),
         }
     }
 }

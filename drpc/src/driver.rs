@@ -3,6 +3,7 @@
 
 use crate::conn::Conn;
 use crate::context::{CallCtx, PushCtx};
+use crate::early::Offer;
 use crate::endpoint::EndpointInner;
 use crate::outbox::Outbox;
 use crate::pending::Outcome;
@@ -52,12 +53,19 @@ pub(crate) async fn establish(
         return Err(status);
     }
 
+    let link_conn = link.conn.clone();
     let (ready_tx, ready_rx) = oneshot::channel();
     ep.tasks
         .spawn(drive(session.clone(), link, wr, Hooks::Establish(ready_rx)));
 
     let hooks = run_connect_hooks(&session, origin).await;
     let refused = hooks.as_ref().err().cloned();
+    if refused.is_none() {
+        // Established from here on, before the session is handed out, so
+        // `take_handshake` on it fails at once (the driver, which runs the
+        // held messages, learns of the verdict through `ready_tx`).
+        link_conn.early.established.cancel();
+    }
     let _ = ready_tx.send(hooks);
     match refused {
         None if session.is_healthy() => Ok(session),
@@ -345,6 +353,17 @@ async fn run(
         stop_reaper,
     };
 
+    // The reader starts before the hooks run, so they can hear the peer
+    // (a reply to a hook's call, say); incoming calls and pushes wait in
+    // `conn.early` until the hooks pass.
+    let framer_r = ep.proto.framer(&ep.frame_limits());
+    let mut reader = ep.tasks.spawn(read_loop(
+        session.clone(),
+        conn.clone(),
+        rd,
+        framer_r,
+        stop_read.clone(),
+    ));
     let verdict = async {
         match hooks {
             Hooks::Establish(ready) => ready
@@ -361,32 +380,32 @@ async fn run(
     };
     // A close asked for while the connection hooks still run (by a hook
     // itself, or by the endpoint closing) must not wait for them to finish.
-    let verdict = tokio::select! {
-        v = verdict => v,
+    let refused = tokio::select! {
+        v = verdict => v.err().map(|status| (Ending::Abrupt(status.clone()), status)),
+        r = &mut reader => {
+            let status = joined(r);
+            crate::early::refuse_held(session, &conn, &status);
+            return (Ending::Abrupt(status), false, running);
+        }
         _ = session.shared.close_requested.cancelled() => {
+            let status = Status::connection_closed("closed before the session was established");
             let _ = conn.outbox.force_send(Outbound::Msg(going_away_notice()));
-            return (
-                Ending::Graceful(Status::connection_closed("closed before the session was established")),
-                false,
-                running,
-            );
+            Some((Ending::Graceful(status.clone()), status))
         }
         _ = session.shared.abort_requested.cancelled() => {
-            return (Ending::Abort(session.abort_status()), false, running);
+            Some((Ending::Abort(session.abort_status()), session.abort_status()))
         }
     };
-    if let Err(status) = verdict {
-        return (Ending::Abrupt(status), false, running);
+    if let Some((ending, status)) = refused {
+        // Nothing more is taken in; what the peer sent meanwhile is
+        // answered with the refusal, and no handler of it runs.
+        stop_read.cancel();
+        let _ = reader.await;
+        crate::early::refuse_held(session, &conn, &status);
+        return (ending, false, running);
     }
+    conn.early.established.cancel();
 
-    let framer_r = ep.proto.framer(&ep.frame_limits());
-    let mut reader = ep.tasks.spawn(read_loop(
-        session.clone(),
-        conn.clone(),
-        rd,
-        framer_r,
-        stop_read.clone(),
-    ));
     let mut reader_done = false;
     let ending = tokio::select! {
         r = &mut reader => {
@@ -504,6 +523,10 @@ async fn read_loop(
     // One clock reading per read instead of one per message.
     let mut arrived = Instant::now();
     let frame_timeout = session.shared.ep.config.frame_timeout;
+    let hold_limit = session.shared.ep.config.max_frame_len;
+    // Whether the connection's hooks have passed and what they held back
+    // has been dispatched; from then on messages go straight to handlers.
+    let mut drained = false;
     loop {
         let mut announced = false;
         // When the first bytes of the frame being read arrived.
@@ -528,6 +551,11 @@ async fn read_loop(
             let read = tokio::select! {
                 biased;
                 _ = stop.cancelled() => return None,
+                _ = conn.early.established.cancelled(), if !drained => {
+                    drained = true;
+                    dispatch_held(&session, &conn);
+                    continue;
+                }
                 r = rd.read_buf(&mut buf) => r,
                 _ = tokio::time::sleep_until(started + frame_timeout), if mid_frame => {
                     return Some(Status::deadline_exceeded(format!(
@@ -561,6 +589,20 @@ async fn read_loop(
                 }
             }
         };
+        let msg = match msg.header.kind {
+            Kind::Call | Kind::Push if !drained => {
+                match conn.early.offer(msg, arrived, hold_limit, &stop).await {
+                    Offer::Held => continue,
+                    Offer::Stopped => return None,
+                    Offer::Established(msg) => {
+                        drained = true;
+                        dispatch_held(&session, &conn);
+                        msg
+                    }
+                }
+            }
+            _ => msg,
+        };
         match msg.header.kind {
             Kind::Call => on_call(&session, &conn, msg, arrived),
             // Seq 0 is never a call's, so a reply with it is a notice about
@@ -581,6 +623,17 @@ async fn read_loop(
             },
             Kind::Reply => on_reply(&session, msg),
             Kind::Push => on_push(&session, &conn, msg),
+        }
+    }
+}
+
+/// Runs the calls and pushes held while the connection was being
+/// established, in the order they arrived.
+fn dispatch_held(session: &Session, conn: &Arc<Conn>) {
+    for (msg, arrived) in conn.early.take_all() {
+        match msg.header.kind {
+            Kind::Call => on_call(session, conn, msg, arrived),
+            _ => on_push(session, conn, msg),
         }
     }
 }

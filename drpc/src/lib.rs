@@ -57,6 +57,7 @@ mod config;
 mod conn;
 mod context;
 mod driver;
+mod early;
 mod endpoint;
 mod limits;
 mod options;
@@ -71,6 +72,7 @@ mod storage;
 
 pub use config::Config;
 pub use context::{CallCtx, Incoming, PushCtx};
+pub use early::HandshakeMessage;
 pub use endpoint::{Endpoint, EndpointBuilder, ToAddr};
 pub use limits::{Limits, Rate};
 pub use options::{CallOptions, PushOptions, Reply};

@@ -106,8 +106,11 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
-    /// After a dial connected, before any message from the peer is read.
-    /// The session can already send.
+    /// After a dial connected, before the session is handed to the caller.
+    /// The session can already call and push, and replies are read, so the
+    /// hook can talk to the peer (present a credential, say); incoming calls
+    /// and pushes wait until every connection hook has passed (see
+    /// [`Session::take_handshake`]). Runs again on each redial.
     ///
     /// Errors: the session is closed with this status as its reason and
     /// the dial fails with it.
@@ -122,10 +125,13 @@ pub trait Plugin: Send + Sync + 'static {
     /// After a dial failed, with the status the dial returns.
     fn after_dial_fail(&self, addr: &Addr, status: &Status, is_redial: bool) {}
 
-    /// After a connection is accepted, before any message from the peer is
-    /// read. The session can already send.
+    /// After a connection is accepted. The session can already call and
+    /// push; incoming calls and pushes are held, and no handler runs, until
+    /// every connection hook has passed. A hook reads what the peer sends
+    /// meanwhile with [`Session::take_handshake`].
     ///
-    /// Errors: the session is closed with this status as its reason.
+    /// Errors: the session is closed with this status as its reason, and
+    /// the calls the peer sent meanwhile are answered with it.
     fn after_accept<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), Status>> {
         Box::pin(async { Ok(()) })
     }

@@ -288,25 +288,36 @@ async fn accept_and_close_hooks_always_pair() {
                 continue;
             }
         };
+        // A call that reached a refused session before the refusal is
+        // answered with it (401); one that came later finds it closed.
         match s.call::<_, i64>("/math/add", &Add { a: i, b: 0 }).await {
             Ok(v) => {
                 assert_eq!(v, i);
                 kept.push(s);
             }
-            Err(e) => assert_eq!(e.code(), Code::CONNECTION_CLOSED, "{e}"),
+            Err(e) => assert!(
+                [Code::CONNECTION_CLOSED, Code::UNAUTHORIZED].contains(&e.code()),
+                "{e}"
+            ),
         }
     }
     assert_eq!(kept.len(), 8);
     within("client close", client.close()).await;
     within("server close", server.close()).await;
-    for (name, c, opened) in [
-        ("first", &first, 12),
-        ("second", &second, 8),
-        ("dialer", &dialer, 12),
-    ] {
+    for (name, c, opened) in [("first", &first, 12), ("second", &second, 8)] {
         assert_eq!(c.opened.load(Ordering::SeqCst), opened, "{name} opened");
         assert_eq!(c.closed.load(Ordering::SeqCst), opened, "{name} closed");
     }
+    // A refused connection can be over before the dialer's hook starts (the
+    // dialer reads while its hooks run, and sees the close); then the hook
+    // does not run at all. Either way its hooks pair.
+    let dialed = dialer.opened.load(Ordering::SeqCst);
+    assert!((8..=12).contains(&dialed), "dialer opened {dialed}");
+    assert_eq!(
+        dialer.closed.load(Ordering::SeqCst),
+        dialed,
+        "dialer closed"
+    );
 }
 
 /// Refuses at one named hook with 1001.

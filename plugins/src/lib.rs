@@ -5,6 +5,7 @@
 //!
 //! | plugin | what it does |
 //! |---|---|
+//! | [`Auth`] | dialers present a credential, acceptors check it before any handler runs |
 //! | [`Compression`] | gzip and zstd transfer filters (features `gzip`, `zstd`) |
 //! | [`Counters`] | counts sessions, calls, replies and pushes in each direction |
 //! | [`Heartbeat`] | pings idle sessions and closes ones silent too long |
@@ -13,6 +14,7 @@
 //! | [`IgnoreCase`] | routes calls and pushes whatever the case of their service method |
 #![warn(missing_docs)]
 
+mod auth;
 #[cfg(any(feature = "gzip", feature = "zstd"))]
 mod compression;
 mod counters;
@@ -22,6 +24,7 @@ mod metrics;
 mod proxy;
 
 pub use self::metrics::Metrics;
+pub use auth::{Auth, Authenticated, AUTH_METHOD};
 #[cfg(any(feature = "gzip", feature = "zstd"))]
 pub use compression::{Compression, Filter};
 pub use counters::{Counters, CountersSnapshot};

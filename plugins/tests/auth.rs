@@ -1,0 +1,301 @@
+//! Auth over real sockets: credentials checked before any handler runs,
+//! refusals answered with 401, identities reaching handlers, and the
+//! credential presented again on every redial.
+
+use drpc::{CallCtx, Code, Config, Endpoint, PushCtx, Router, Session, Status};
+use drpc_plugins::{Auth, Authenticated};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen in time"))
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct User(String);
+
+/// What the server's handlers saw.
+#[derive(Default)]
+struct Seen {
+    calls: AtomicUsize,
+    pushes: AtomicUsize,
+}
+
+/// A server whose checker knows two tokens; `/record` (a call and a push)
+/// records that a handler ran, `/whoami` answers with the identity.
+async fn server(
+    timeout: Duration,
+) -> (Endpoint, drpc::Addr, Arc<Seen>, mpsc::UnboundedReceiver<()>) {
+    let seen = Arc::new(Seen::default());
+    let (pushed_tx, pushed) = mpsc::unbounded_channel();
+    let mut r = Router::new();
+    let s = seen.clone();
+    r.call("/record", move |_: CallCtx, _: ()| {
+        s.calls.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Status>(()) }
+    })
+    .unwrap();
+    let s = seen.clone();
+    r.push("/record", move |_: PushCtx, _: ()| {
+        s.pushes.fetch_add(1, Ordering::SeqCst);
+        let _ = pushed_tx.send(());
+        async {}
+    })
+    .unwrap();
+    r.call("/whoami", |ctx: CallCtx, _: ()| async move {
+        let user = ctx
+            .session()
+            .value::<Authenticated<User>>()
+            .ok_or_else(|| Status::internal("no identity on an accepted session"))?;
+        Ok::<_, Status>(user.0 .0)
+    })
+    .unwrap();
+    let auth = Auth::new()
+        .timeout(timeout)
+        .checker(|_: Session, token: String| async move {
+            match token.as_str() {
+                "alice-1" | "alice-2" => Ok(User("alice".into())),
+                "bob" => Ok(User("bob".into())),
+                _ => Err(format!("unknown token {token:?}")),
+            }
+        });
+    let ep = Endpoint::builder().router(r).plugin(auth).build().unwrap();
+    let addr = ep.listen("tcp://127.0.0.1:0").await.unwrap();
+    (ep, addr, seen, pushed)
+}
+
+fn no_redial() -> Config {
+    let mut config = Config::default();
+    config.redial.enabled = false;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_session_gets_the_identity_its_credential_proves() {
+    let (server, addr, _, _) = server(Duration::from_secs(10)).await;
+    let alice = Endpoint::builder()
+        .plugin(Auth::new().credential("alice-1"))
+        .build()
+        .unwrap();
+    let bob = Endpoint::builder()
+        .plugin(Auth::new().credential("bob"))
+        .build()
+        .unwrap();
+    let a = alice.dial(&addr).await.unwrap();
+    let b = bob.dial(&addr).await.unwrap();
+    assert_eq!(a.call::<_, String>("/whoami", &()).await.unwrap(), "alice");
+    assert_eq!(b.call::<_, String>("/whoami", &()).await.unwrap(), "bob");
+    alice.close().await;
+    bob.close().await;
+    server.close().await;
+}
+
+/// Sends a push and a call to `/record` from its dial hook, before the
+/// credential (which the `Auth` added after it presents).
+struct Eager(mpsc::UnboundedSender<Result<(), Status>>);
+
+impl drpc::Plugin for Eager {
+    fn after_dial<'a>(
+        &'a self,
+        s: &'a Session,
+        _: bool,
+    ) -> drpc::plugin::BoxFuture<'a, Result<(), Status>> {
+        Box::pin(async move {
+            s.push("/record", &()).await?;
+            // The reply can only come after the credential is judged, so the
+            // call waits on a task of its own.
+            let (s, tx) = (s.clone(), self.0.clone());
+            tokio::spawn(async move {
+                let _ = tx.send(s.call::<_, ()>("/record", &()).await);
+            });
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_credential_fails_the_dial_with_401_and_runs_nothing() {
+    let (server, addr, seen, mut pushed) = server(Duration::from_secs(10)).await;
+    let (tx, mut eager) = mpsc::unbounded_channel();
+    let mallory = Endpoint::builder()
+        .plugin(Eager(tx))
+        .plugin(Auth::new().credential("guess"))
+        .build()
+        .unwrap();
+    let refused = within("the dial", mallory.dial(&addr)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::UNAUTHORIZED, "{refused}");
+    assert!(
+        refused.message().contains("unknown token \"guess\""),
+        "{refused}"
+    );
+    assert_eq!(mallory.session_count(), 0);
+    // The call sent before the credential is answered with the refusal, or
+    // ends with the session it was on, which closed for that refusal.
+    let early = within("the early call", eager.recv()).await.unwrap();
+    let err = early.unwrap_err();
+    assert!(
+        err.code() == Code::UNAUTHORIZED
+            || (err.code() == Code::CONNECTION_CLOSED && err.message().contains("guess")),
+        "{err}"
+    );
+
+    // The handlers do run for an authenticated peer: only its push and
+    // call are ever recorded.
+    let alice = Endpoint::builder()
+        .plugin(Auth::new().credential("alice-1"))
+        .build()
+        .unwrap();
+    let a = alice.dial(&addr).await.unwrap();
+    a.push("/record", &()).await.unwrap();
+    a.call::<_, ()>("/record", &()).await.unwrap();
+    within("alice's push", pushed.recv()).await.unwrap();
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.pushes.load(Ordering::SeqCst), 1);
+    mallory.close().await;
+    alice.close().await;
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_handler_of_an_unauthenticated_session_runs() {
+    let (server, addr, seen, mut pushed) = server(Duration::from_millis(300)).await;
+    // A peer with no credential at all: its dial completes (it has no hook
+    // to wait for), and it pushes and calls at once.
+    let rogue = Endpoint::builder().config(no_redial()).build().unwrap();
+    let s = rogue.dial(&addr).await.unwrap();
+    s.push("/record", &()).await.unwrap();
+    let err = within("the call", s.call::<_, ()>("/record", &()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::UNAUTHORIZED, "{err}");
+    assert!(err.message().contains("no credential"), "{err}");
+    within("the refused session to close", s.closed()).await;
+
+    // The same handlers do run for an authenticated peer, so the zeros
+    // below are the handlers never running, not them being unreachable.
+    let alice = Endpoint::builder()
+        .plugin(Auth::new().credential("alice-1"))
+        .build()
+        .unwrap();
+    let a = alice.dial(&addr).await.unwrap();
+    a.push("/record", &()).await.unwrap();
+    a.call::<_, ()>("/record", &()).await.unwrap();
+    within("alice's push", pushed.recv()).await.unwrap();
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.pushes.load(Ordering::SeqCst), 1);
+    rogue.close().await;
+    alice.close().await;
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credential_is_presented_again_on_every_redial() {
+    let (server, addr, _, _) = server(Duration::from_secs(10)).await;
+    let (presented_tx, mut presented) = mpsc::unbounded_channel();
+    let dials = Arc::new(AtomicUsize::new(0));
+    let auth = Auth::new().credential_with(move |_| {
+        // A fresh token for each connection, as a short-lived one would be.
+        let n = dials.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = presented_tx.send(n);
+        async move { Ok(format!("alice-{n}")) }
+    });
+    let client = Endpoint::builder().plugin(auth).build().unwrap();
+    let s = client.dial(&addr).await.unwrap();
+    assert_eq!(within("first", presented.recv()).await, Some(1));
+    assert_eq!(s.call::<_, String>("/whoami", &()).await.unwrap(), "alice");
+
+    // Drop the connection as if it broke: the session redials and presents
+    // its next token on the new connection.
+    s.disconnect(Status::connection_closed("test: drop the connection"));
+    assert_eq!(within("the redial's", presented.recv()).await, Some(2));
+    assert_eq!(
+        within(
+            "a call after the redial",
+            s.call::<_, String>("/whoami", &())
+        )
+        .await
+        .unwrap(),
+        "alice"
+    );
+    client.close().await;
+    server.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialer_whose_peer_does_not_check_carries_on() {
+    let mut r = Router::new();
+    r.call("/ping", |_: CallCtx, _: ()| async {
+        Ok::<_, Status>("pong")
+    })
+    .unwrap();
+    let server = Endpoint::builder().router(r).build().unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let client = Endpoint::builder()
+        .plugin(Auth::new().credential("anything"))
+        .build()
+        .unwrap();
+    let s = client.dial(&addr).await.unwrap();
+    assert_eq!(s.call::<_, String>("/ping", &()).await.unwrap(), "pong");
+    client.close().await;
+    server.close().await;
+}
+
+/// The exchange in docs/PROTOCOL.md section 10.1, byte for byte, against an
+/// acceptor written from the spec alone (a bare TCP socket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credential_goes_over_the_wire_as_the_spec_shows() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CALL: &str = "00 00 00 28 01 01 04 00 00 00 00 01 00 00 27 10 00 00 00 00 \
+                        00 0b 2f 5f 64 72 70 63 2f 61 75 74 68 00 00 00 00 00 \
+                        73 33 63 72 65 74";
+    const ACCEPTED: &str = "00 00 00 17 01 02 04 00 00 00 00 01 00 00 00 00 00 00 00 00 \
+                            00 00 00 00 00 00 00";
+    const REFUSED: &str = "00 00 00 19 01 02 04 00 00 00 00 01 00 00 00 00 00 00 01 91 \
+                           00 00 00 02 6e 6f 00 00 00";
+    let unhex = |s: &str| -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("tcp://{}", listener.local_addr().unwrap());
+    let client = Endpoint::builder()
+        .config(no_redial())
+        .plugin(
+            Auth::new()
+                .credential("s3cret")
+                .timeout(Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    for (answer, accepted) in [(ACCEPTED, true), (REFUSED, false)] {
+        let dial = tokio::spawn({
+            let (client, addr) = (client.clone(), addr.clone());
+            async move { client.dial(addr.as_str()).await }
+        });
+        let (mut sock, _) = within("accept", listener.accept()).await.unwrap();
+        let mut call = vec![0u8; unhex(CALL).len()];
+        within("the credential", sock.read_exact(&mut call))
+            .await
+            .unwrap();
+        assert_eq!(call, unhex(CALL));
+        sock.write_all(&unhex(answer)).await.unwrap();
+        let dialed = within("the dial", dial).await.unwrap();
+        match dialed {
+            Ok(session) => {
+                assert!(accepted);
+                session.close().await;
+            }
+            Err(status) => {
+                assert!(!accepted, "{status}");
+                assert_eq!(status.code(), Code::UNAUTHORIZED);
+                assert_eq!(status.message(), "no");
+            }
+        }
+    }
+    client.close().await;
+}

@@ -1,5 +1,7 @@
 //! What handlers receive.
 
+use crate::session::HANDLER_OF;
+use crate::storage::Storage;
 use crate::{Session, Status};
 use bytes::Bytes;
 use drpc_codec::CodecId;
@@ -19,6 +21,8 @@ pub struct Incoming {
     session: Session,
     header: Header,
     body: Bytes,
+    /// Plugins' values for this one message.
+    values: Mutex<Storage>,
 }
 
 impl Incoming {
@@ -57,6 +61,67 @@ impl Incoming {
     /// body on demand. Fails with 400.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Status> {
         decode_body(self.codec(), &self.body, self.service_method())
+    }
+
+    /// Stores `value` with this message, replacing (and returning) any
+    /// value of the same type: state a plugin keeps for one call or push,
+    /// from a read hook to [`Plugin::after_push_handler`] or to the calls
+    /// the handler makes (see [`Incoming::with_current`]). It goes away
+    /// with the message.
+    ///
+    /// [`Plugin::after_push_handler`]: crate::Plugin::after_push_handler
+    pub fn set_value<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        self.values.lock().insert(value)
+    }
+
+    /// A clone of the stored value of type `T`, if any.
+    pub fn value<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.values.lock().get::<T>().cloned()
+    }
+
+    /// Removes and returns the stored value of type `T`.
+    pub fn remove_value<T: Send + Sync + 'static>(&self) -> Option<T> {
+        self.values.lock().remove::<T>()
+    }
+
+    /// Runs `f` with the call or push whose handler is running on this
+    /// task, or `None` outside any handler.
+    ///
+    /// This is how a plugin links what a handler sends to what it is
+    /// handling: a hook such as [`Plugin::before_write_call`] runs on the
+    /// caller's task, so when a handler calls another service, the hook
+    /// sees the incoming message here (the `Tracing` plugin of
+    /// drpc-plugins carries the trace on this way). A task the handler
+    /// spawns is not the handler's: there it is `None`.
+    ///
+    /// [`Plugin::before_write_call`]: crate::Plugin::before_write_call
+    ///
+    /// ```
+    /// use drpc::{Incoming, Plugin, Session, Status};
+    /// use drpc::proto::Message;
+    ///
+    /// /// Passes an incoming `request-id` on to the calls its handler makes.
+    /// struct RequestId;
+    ///
+    /// impl Plugin for RequestId {
+    ///     fn before_write_call(&self, _: &Session, msg: &mut Message) -> Result<(), Status> {
+    ///         let id = Incoming::with_current(|incoming| {
+    ///             incoming.and_then(|m| m.meta().get("request-id")).map(str::to_string)
+    ///         });
+    ///         if let Some(id) = id {
+    ///             msg.header.meta.insert("request-id", id);
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    pub fn with_current<R>(f: impl FnOnce(Option<&Incoming>) -> R) -> R {
+        // A clone of the handle (an `Arc`), so `f` runs outside the
+        // task-local's borrow.
+        match HANDLER_OF.try_with(|h| h.incoming.clone()) {
+            Ok(Some(handled)) => f(Some(handled.incoming())),
+            _ => f(None),
+        }
     }
 }
 
@@ -98,6 +163,7 @@ impl CallCtx {
                     session,
                     header,
                     body,
+                    values: Mutex::default(),
                 },
                 deadline,
                 reply: Mutex::new(ReplyParts::default()),
@@ -177,6 +243,7 @@ impl PushCtx {
                 session,
                 header,
                 body,
+                values: Mutex::default(),
             }),
         }
     }

@@ -10,7 +10,7 @@ use crate::pending::Outcome;
 use crate::plugin::BoxFuture;
 use crate::redial::Backoff;
 use crate::router::CallOutput;
-use crate::session::{error_reply, Outbound, HANDLER_OF, MAX_DEADLINE_AHEAD};
+use crate::session::{error_reply, Handled, Handling, Outbound, HANDLER_OF, MAX_DEADLINE_AHEAD};
 use crate::{Code, Config, Session, Status};
 use bytes::BytesMut;
 use drpc_proto::{Framer, Header, Kind, Message, ProtoError};
@@ -734,9 +734,13 @@ fn protocol_error(session: &Session, conn: &Conn, err: ProtoError) -> Status {
 /// there (with that task's waker) is what futures are built for.
 fn poll_inline<T>(
     session: &Session,
+    handled: &Handled,
     fut: &mut BoxFuture<'static, T>,
 ) -> Option<std::thread::Result<T>> {
-    let me = Arc::as_ptr(&session.shared) as usize;
+    let me = Handling {
+        session: Arc::as_ptr(&session.shared) as usize,
+        incoming: Some(handled.clone()),
+    };
     let mut cx = Context::from_waker(Waker::noop());
     HANDLER_OF.sync_scope(me, || {
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
@@ -799,7 +803,8 @@ fn on_call(session: &Session, conn: &Arc<Conn>, mut msg: Message, arrived: Insta
     let deadline = arrived + timeout.min(MAX_DEADLINE_AHEAD);
     let ctx = CallCtx::new(session.clone(), header, body, deadline);
     let mut fut = route(ctx.clone());
-    if let Some(result) = poll_inline(session, &mut fut) {
+    let handled = Handled::Call(ctx.clone());
+    if let Some(result) = poll_inline(session, &handled, &mut fut) {
         drop(permit);
         let out = call_outcome(session, &ctx, result);
         session.queue_reply(
@@ -813,7 +818,7 @@ fn on_call(session: &Session, conn: &Arc<Conn>, mut msg: Message, arrived: Insta
         return;
     }
     let (s, c) = (session.clone(), conn.clone());
-    session.spawn_handler(conn, async move {
+    session.spawn_handler(conn, Some(handled), async move {
         let _permit = permit;
         let out = match timeout_at(deadline, AssertUnwindSafe(fut).catch_unwind()).await {
             Ok(result) => call_outcome(&s, &ctx, result),
@@ -916,19 +921,25 @@ fn on_push(session: &Session, conn: &Conn, mut msg: Message) {
         tracing::debug!(session = %session.id(), method = %header.service_method, "no handler for push; dropped");
         return;
     };
-    let method = header.service_method.clone();
-    let mut fut = route(PushCtx::new(session.clone(), header, body));
+    let ctx = PushCtx::new(session.clone(), header, body);
+    let started = Instant::now();
+    let mut fut = route(ctx.clone());
+    let handled = Handled::Push(ctx.clone());
     let report = move |session: &Session, result: std::thread::Result<()>| {
         if let Err(panic) = result {
-            tracing::error!(session = %session.id(), %method, panic = panic_message(&panic), "push handler panicked");
+            tracing::error!(session = %session.id(), method = %ctx.service_method(), panic = panic_message(&panic), "push handler panicked");
         }
+        let elapsed = started.elapsed();
+        session
+            .plugins()
+            .each(|p| p.after_push_handler(&ctx, elapsed));
     };
-    if let Some(result) = poll_inline(session, &mut fut) {
+    if let Some(result) = poll_inline(session, &handled, &mut fut) {
         report(session, result);
         return;
     }
     let s = session.clone();
-    session.spawn_handler(conn, async move {
+    session.spawn_handler(conn, Some(handled), async move {
         report(&s, AssertUnwindSafe(fut).catch_unwind().await);
     });
 }

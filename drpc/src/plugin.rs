@@ -37,6 +37,7 @@ use drpc_socket::Addr;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A boxed future, as async hooks return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -61,6 +62,21 @@ pub struct RouteInfo<'a> {
     pub path: &'a str,
     /// What kind of route it is.
     pub kind: RouteKind,
+}
+
+/// How a call this side made ended, as [`Plugin::after_call_end`] sees it.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct CallEnd<'a> {
+    /// The call's seq on its session.
+    pub seq: u32,
+    /// The service method called.
+    pub service_method: &'a str,
+    /// The outcome: OK when the peer answered with status 0, else the
+    /// status the caller gets (the peer's, or a local one such as 408).
+    pub status: &'a Status,
+    /// From when the call got its seq to its end.
+    pub elapsed: Duration,
 }
 
 /// Hook methods the endpoint runs; see the [module docs](self).
@@ -155,6 +171,14 @@ pub trait Plugin: Send + Sync + 'static {
     /// are final and go to the socket with the next write).
     fn after_write_call(&self, session: &Session, header: &Header) {}
 
+    /// After a call this side made has ended, however it ended: answered by
+    /// the peer (with status 0 or another), or ended here by its deadline,
+    /// the session closing, a plugin's refusal or the caller dropping it
+    /// (499). Runs exactly once for every call that got a seq, so a plugin
+    /// that keeps state per call from `before_write_call` can always free
+    /// it here.
+    fn after_call_end(&self, session: &Session, end: &CallEnd<'_>) {}
+
     /// Before a reply is queued for writing; may change the message.
     ///
     /// Errors: the reply is replaced by an error reply with this status and
@@ -235,6 +259,10 @@ pub trait Plugin: Send + Sync + 'static {
     fn after_read_push_body(&self, ctx: &PushCtx) -> Result<(), Status> {
         Ok(())
     }
+
+    /// After a push's handler finished (or panicked), `elapsed` after it
+    /// started. Not run for a handler cancelled by an abrupt close.
+    fn after_push_handler(&self, ctx: &PushCtx, elapsed: Duration) {}
 }
 
 /// The ordered plugin list of an endpoint.

@@ -6,9 +6,9 @@ use crate::driver::check_sizes;
 use crate::endpoint::EndpointInner;
 use crate::outbox::SendError;
 use crate::pending::{Outcome, Pending};
-use crate::plugin::Plugins;
+use crate::plugin::{CallEnd, Plugins};
 use crate::storage::Storage;
-use crate::{CallOptions, Code, Endpoint, PushOptions, Reply, Status};
+use crate::{CallCtx, CallOptions, Code, Endpoint, PushCtx, PushOptions, Reply, Status};
 use bytes::Bytes;
 use drpc_codec::CodecId;
 use drpc_proto::{Header, Message, Meta};
@@ -109,9 +109,34 @@ const CLOSED: u8 = 2;
 const REDIALING: u8 = 3;
 
 tokio::task_local! {
-    /// The session whose handler is running on this task (its address), so
-    /// that `close` called from a handler does not wait for itself.
-    pub(crate) static HANDLER_OF: usize;
+    /// The handler running on this task: its session, so that `close`
+    /// called from a handler does not wait for itself, and the message it
+    /// handles, for [`Incoming::with_current`](crate::Incoming::with_current).
+    pub(crate) static HANDLER_OF: Handling;
+}
+
+/// What [`HANDLER_OF`] holds.
+#[derive(Clone)]
+pub(crate) struct Handling {
+    /// The session's address.
+    pub(crate) session: usize,
+    pub(crate) incoming: Option<Handled>,
+}
+
+/// The message a handler handles.
+#[derive(Clone)]
+pub(crate) enum Handled {
+    Call(CallCtx),
+    Push(PushCtx),
+}
+
+impl Handled {
+    pub(crate) fn incoming(&self) -> &crate::Incoming {
+        match self {
+            Self::Call(c) => c,
+            Self::Push(p) => p,
+        }
+    }
 }
 
 impl Session {
@@ -343,6 +368,22 @@ impl Session {
         self.shared.storage.lock().get::<T>().cloned()
     }
 
+    /// A clone of the stored value of type `T`, storing `make()` first if
+    /// there is none. Atomic, so hooks running at once on the reader and
+    /// the writer agree on one value (a plugin's per-session table, say).
+    pub fn value_or_insert_with<T: Clone + Send + Sync + 'static>(
+        &self,
+        make: impl FnOnce() -> T,
+    ) -> T {
+        let mut storage = self.shared.storage.lock();
+        if let Some(v) = storage.get::<T>() {
+            return v.clone();
+        }
+        let v = make();
+        storage.insert(v.clone());
+        v
+    }
+
     /// Runs `f` on the stored value of type `T` (or `None`) without cloning it.
     pub fn with_value<T: Send + Sync + 'static, O>(&self, f: impl FnOnce(Option<&T>) -> O) -> O {
         f(self.shared.storage.lock().get::<T>())
@@ -364,7 +405,7 @@ impl Session {
     pub async fn close(&self) {
         self.shared.close_requested.cancel();
         let own = HANDLER_OF
-            .try_with(|addr| *addr == Arc::as_ptr(&self.shared) as usize)
+            .try_with(|h| h.session == Arc::as_ptr(&self.shared) as usize)
             .unwrap_or(false);
         if !own {
             self.closed().await;
@@ -497,38 +538,51 @@ impl Session {
         Self::check_notice(&conn)?;
         msg.header.timeout = Some(timeout);
         let (tx, rx) = oneshot::channel();
-        msg.header.seq = self.shared.pending.register(tx, deadline)?;
+        let seq = self.shared.pending.register(tx, deadline)?;
+        msg.header.seq = seq;
         // Frees the entry however this future ends: error, deadline or drop.
         let mut entry = PendingEntry {
             session: self,
-            seq: msg.header.seq,
+            seq,
             answered: false,
+            method,
+            started: Instant::now(),
+            ended: false,
         };
-        self.plugins()
-            .try_each(|p| p.before_write_call(self, &mut msg))?;
-        check_sizes(&msg.header, &self.shared.ep.config)?;
-        self.enqueue(&conn, Outbound::Msg(msg), deadline, method)
-            .await?;
-        let outcome = rx.await;
-        // Whatever ended the wait already removed the entry.
-        entry.answered = true;
-        let reply = match outcome {
-            Ok(Outcome::Reply(reply)) => reply,
-            Ok(Outcome::Failed(status)) => return Err(status),
-            Ok(Outcome::Expired) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "no reply to {method} within {timeout:?}"
-                )))
+        let result = async {
+            self.plugins()
+                .try_each(|p| p.before_write_call(self, &mut msg))?;
+            check_sizes(&msg.header, &self.shared.ep.config)?;
+            self.enqueue(&conn, Outbound::Msg(msg), deadline, method)
+                .await?;
+            let outcome = rx.await;
+            // Whatever ended the wait already removed the entry.
+            entry.answered = true;
+            let reply = match outcome {
+                Ok(Outcome::Reply(reply)) => reply,
+                Ok(Outcome::Failed(status)) => return Err(status),
+                Ok(Outcome::Expired) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no reply to {method} within {timeout:?}"
+                    )))
+                }
+                Err(_) => return Err(self.closed_status()),
+            };
+            if reply.header.status_code != Code::OK.0 {
+                return Err(Status::new(
+                    Code(reply.header.status_code),
+                    reply.header.status_message.to_string(),
+                ));
             }
-            Err(_) => return Err(self.closed_status()),
-        };
-        if reply.header.status_code != Code::OK.0 {
-            return Err(Status::new(
-                Code(reply.header.status_code),
-                reply.header.status_message.to_string(),
-            ));
+            Ok(reply)
         }
-        Ok(reply)
+        .await;
+        let ok = Status::ok();
+        entry.end(match &result {
+            Ok(_) => &ok,
+            Err(status) => status,
+        });
+        result
     }
 
     /// Pushes `arg` to the peer's handler for `service_method`, with the
@@ -624,7 +678,7 @@ impl Session {
             Ok(()) => {}
             Err(SendError::Full(out)) => {
                 let (s, c) = (self.clone(), conn.clone());
-                self.spawn_handler(conn, async move {
+                self.spawn_handler(conn, None, async move {
                     if c.outbox.send(out).await.is_err() {
                         tracing::debug!(session = %s.id(), seq, "reply not sent: the session closed");
                     }
@@ -642,10 +696,14 @@ impl Session {
     pub(crate) fn spawn_handler(
         &self,
         conn: &Conn,
+        handled: Option<Handled>,
         fut: impl Future<Output = ()> + Send + 'static,
     ) {
         let abort = conn.abort_handlers.clone();
-        let me = Arc::as_ptr(&self.shared) as usize;
+        let me = Handling {
+            session: Arc::as_ptr(&self.shared) as usize,
+            incoming: handled,
+        };
         let task = conn.handlers.track_future(HANDLER_OF.scope(me, async move {
             tokio::select! {
                 biased;
@@ -788,12 +846,37 @@ struct PendingEntry<'a> {
     session: &'a Session,
     seq: u32,
     answered: bool,
+    method: &'a str,
+    started: Instant,
+    /// Whether the call-end hooks ran.
+    ended: bool,
+}
+
+impl PendingEntry<'_> {
+    /// Runs the call-end hooks, once.
+    fn end(&mut self, status: &Status) {
+        if std::mem::replace(&mut self.ended, true) {
+            return;
+        }
+        let end = CallEnd {
+            seq: self.seq,
+            service_method: self.method,
+            status,
+            elapsed: self.started.elapsed(),
+        };
+        self.session
+            .plugins()
+            .each(|p| p.after_call_end(self.session, &end));
+    }
 }
 
 impl Drop for PendingEntry<'_> {
     fn drop(&mut self) {
         if !self.answered {
             self.session.shared.pending.remove(self.seq);
+        }
+        if !self.ended {
+            self.end(&Status::canceled("the caller stopped waiting for the call"));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Metrics through the `metrics` facade.
 
-use drpc::plugin::BoxFuture;
-use drpc::proto::{Header, Message};
+use drpc::plugin::{BoxFuture, CallEnd};
+use drpc::proto::Message;
 use drpc::{Plugin, Session, Status};
 use metrics::{counter, gauge, histogram};
 use std::collections::HashMap;
@@ -25,9 +25,10 @@ use std::time::Instant;
 ///
 /// A call the endpoint has no route for is labelled `method="(unrouted)"`,
 /// so a peer cannot grow the label set by calling made-up methods. A call
-/// made that ends without a reply (its deadline, a closed session) is not
-/// recorded as made. `examples/metrics.rs` serves these in the Prometheus
-/// text format.
+/// made is recorded however it ends: with the peer's status, or with the
+/// local one when it ends without a reply (408 for its deadline, 102 for a
+/// closed session, 499 when the caller stopped waiting).
+/// `examples/metrics.rs` serves these in the Prometheus text format.
 ///
 /// ```
 /// let endpoint = drpc::Endpoint::builder()
@@ -46,7 +47,6 @@ pub struct Metrics {
 #[derive(Default)]
 struct InFlight {
     handled: Mutex<HashMap<u32, (Instant, String)>>,
-    made: Mutex<HashMap<u32, (Instant, String)>>,
 }
 
 impl Metrics {
@@ -146,33 +146,24 @@ impl Plugin for Metrics {
         Ok(())
     }
 
-    fn after_write_call(&self, session: &Session, header: &Header) {
-        if let Some(t) = Self::in_flight(session) {
-            if let Ok(mut t) = t.made.lock() {
-                t.insert(
-                    header.seq,
-                    (Instant::now(), header.service_method.to_string()),
-                );
-            }
-        }
-    }
-
     fn before_write_call(&self, _: &Session, msg: &mut Message) -> Result<(), Status> {
         body_out(msg);
         Ok(())
     }
 
-    fn after_read_reply_header(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+    fn after_read_reply_header(&self, _: &Session, msg: &mut Message) -> Result<(), Status> {
         body_in(msg);
-        let started =
-            Self::in_flight(session).and_then(|t| t.made.lock().ok()?.remove(&msg.header.seq));
-        if let Some((at, method)) = started {
-            let status = msg.header.status_code.to_string();
-            histogram!("drpc_call_seconds", "method" => method.clone())
-                .record(at.elapsed().as_secs_f64());
-            counter!("drpc_calls_made_total", "method" => method, "status" => status).increment(1);
-        }
         Ok(())
+    }
+
+    fn after_call_end(&self, _: &Session, end: &CallEnd<'_>) {
+        // Every call made, however it ended: a deadline passed here counts
+        // as 408 like one the peer answered with 408.
+        let method = end.service_method.to_string();
+        let status = end.status.code().0.to_string();
+        histogram!("drpc_call_seconds", "method" => method.clone())
+            .record(end.elapsed.as_secs_f64());
+        counter!("drpc_calls_made_total", "method" => method, "status" => status).increment(1);
     }
 
     fn before_write_push(&self, _: &Session, msg: &mut Message) -> Result<(), Status> {

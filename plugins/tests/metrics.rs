@@ -58,6 +58,11 @@ async fn calls_pushes_sessions_and_latencies_are_recorded() {
         Ok::<_, Status>(x * 2)
     })
     .unwrap();
+    r.call("/never", |_: CallCtx, _: ()| async move {
+        std::future::pending::<()>().await;
+        Ok::<_, Status>(())
+    })
+    .unwrap();
     r.push("/note", move |_: PushCtx, _: String| {
         let tx = tx.clone();
         async move {
@@ -82,6 +87,15 @@ async fn calls_pushes_sessions_and_latencies_are_recorded() {
     }
     let _ = s.call::<_, ()>("/made/up/1", &()).await.unwrap_err();
     let _ = s.call::<_, ()>("/made/up/2", &()).await.unwrap_err();
+    // Ends by its deadline here, with no reply: still a call made.
+    let _ = s
+        .call_with::<_, ()>(
+            "/never",
+            &(),
+            drpc::CallOptions::new().timeout(Duration::from_millis(20)),
+        )
+        .await
+        .unwrap_err();
     s.push("/note", &"hi").await.unwrap();
     within(pushed.recv()).await.unwrap();
 
@@ -110,6 +124,14 @@ async fn calls_pushes_sessions_and_latencies_are_recorded() {
             &["method=/double", "status=0"]
         ),
         5
+    );
+    assert_eq!(
+        counter(
+            &snap,
+            "drpc_calls_made_total",
+            &["method=/never", "status=408"]
+        ),
+        1
     );
     assert_eq!(
         counter(&snap, "drpc_pushes_received_total", &["method=/note"]),

@@ -11,6 +11,7 @@
 //! | [`Heartbeat`] | pings idle sessions and closes ones silent too long |
 //! | [`Metrics`] | calls, pushes, latencies, sessions and bytes through the `metrics` facade |
 //! | [`Proxy`] | forwards calls and pushes with no route to another endpoint, answers unchanged |
+//! | [`Tracing`] | a `tracing` span per call and push on both sides, W3C `traceparent` in meta so chains are one trace |
 //! | [`IgnoreCase`] | routes calls and pushes whatever the case of their service method |
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ mod heartbeat;
 mod ignore_case;
 mod metrics;
 mod proxy;
+mod trace;
 
 pub use self::metrics::Metrics;
 pub use auth::{Auth, Authenticated, AUTH_METHOD};
@@ -31,3 +33,4 @@ pub use counters::{Counters, CountersSnapshot};
 pub use heartbeat::Heartbeat;
 pub use ignore_case::IgnoreCase;
 pub use proxy::Proxy;
+pub use trace::{TraceContext, Tracing, TRACEPARENT};

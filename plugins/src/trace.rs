@@ -1,0 +1,363 @@
+//! Tracing: a span per call and push on both sides, and W3C trace context
+//! carried in meta so that a chain of calls across endpoints is one trace.
+
+use drpc::plugin::CallEnd;
+use drpc::proto::{Header, Message};
+use drpc::{CallCtx, Incoming, Plugin, PushCtx, Session, Status};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::field::Empty;
+use tracing::Span;
+
+/// The meta key of the trace context, as W3C Trace Context names its
+/// header (docs/PROTOCOL.md, section 10.2).
+pub const TRACEPARENT: &str = "traceparent";
+
+/// A W3C trace context: the trace, the span within it, and its flags
+/// (bit 0: sampled). Written in meta as
+/// `00-<trace id, 32 hex>-<span id, 16 hex>-<flags, 2 hex>`.
+///
+/// ```
+/// use drpc_plugins::TraceContext;
+///
+/// let tc = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+/// assert_eq!(tc.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+/// assert_eq!(tc.span_id, 0x00f067aa0ba902b7);
+/// assert!(tc.sampled());
+/// assert_eq!(tc.to_string(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// assert_eq!(TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceContext {
+    /// The trace every span of one request chain shares; never 0.
+    pub trace_id: u128,
+    /// This span; never 0.
+    pub span_id: u64,
+    /// The trace flags; bit 0 says the trace is sampled.
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// Parses a `traceparent` value. `None` for anything that is not a
+    /// valid one (wrong lengths, upper-case or non-hex digits, all-zero
+    /// ids, version `ff`); a receiver then starts a new trace. A version
+    /// above 00 is read for its first four fields, as the standard asks.
+    pub fn parse(value: &str) -> Option<Self> {
+        let mut parts = value.split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        let more = parts.next().is_some();
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !hex(version, 2) || version == "ff" || (version == "00" && more) {
+            return None;
+        }
+        if !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+            return None;
+        }
+        let tc = Self {
+            trace_id: u128::from_str_radix(trace, 16).ok()?,
+            span_id: u64::from_str_radix(span, 16).ok()?,
+            flags: u8::from_str_radix(flags, 16).ok()?,
+        };
+        (tc.trace_id != 0 && tc.span_id != 0).then_some(tc)
+    }
+
+    /// A new trace, sampled.
+    pub fn new_root() -> Self {
+        Self {
+            trace_id: fastrand::u128(1..),
+            span_id: fastrand::u64(1..),
+            flags: 1,
+        }
+    }
+
+    /// A new span in the same trace, with the same flags.
+    pub fn child(&self) -> Self {
+        Self {
+            span_id: fastrand::u64(1..),
+            ..*self
+        }
+    }
+
+    /// Whether the sampled flag is set.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+}
+
+impl fmt::Display for TraceContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+}
+
+/// A `tracing` span for every call and push, on both sides, linked across
+/// endpoints by W3C trace context in meta.
+///
+/// | span | where | ends |
+/// |---|---|---|
+/// | `drpc.call` | a call this side makes | when the call ends, however (reply, deadline, close) |
+/// | `drpc.handle` | a call this side answers | when the reply is queued |
+/// | `drpc.push` | a push this side sends | when it is handed to the session (a push has no answer) |
+/// | `drpc.push.handle` | a push this side handles | when the handler finishes |
+///
+/// Every span has the fields `session`, `seq`, `method`, `trace_id`,
+/// `span_id` and `parent_id` (hex, as in `traceparent`), and, when it ends,
+/// `status` (the status code, 0 for success) and `elapsed_us`; a failed
+/// one also gets `error` with the status message. They are at INFO level,
+/// with target `drpc`.
+///
+/// Calls and pushes carry their span's context in the `traceparent` meta
+/// entry. A call or push made *from a handler* becomes a child of the span
+/// of the message being handled, so a chain A → B → C is one trace; one
+/// made elsewhere starts a new trace, unless the caller put a valid
+/// `traceparent` in its meta, which then is the parent. Inside a handler,
+/// [`Tracing::current`] gives the handled message's context, for logs or
+/// for propagating it by hand to a task the handler spawns.
+///
+/// ```
+/// use drpc::{CallCtx, Endpoint, Router, Status};
+/// use drpc_plugins::Tracing;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut routes = Router::new();
+/// routes.call("/trace_id", |_: CallCtx, _: ()| async move {
+///     let tc = Tracing::current().expect("set for every handled call");
+///     Ok::<_, Status>(format!("{:032x}", tc.trace_id))
+/// })?;
+/// let server = Endpoint::builder().router(routes).plugin(Tracing::new()).build()?;
+/// let addr = server.listen("tcp://127.0.0.1:0").await?;
+/// let client = Endpoint::builder().build()?;
+/// let session = client.dial(&addr).await?;
+///
+/// // The client sets the trace by hand here; with `Tracing` on its own
+/// // endpoint it would start one (or continue the one it is handling).
+/// let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+/// let reply = session
+///     .call_with::<_, String>("/trace_id", &(), drpc::CallOptions::new().meta("traceparent", traceparent))
+///     .await?;
+/// assert_eq!(reply.value, "4bf92f3577b34da6a3ce929d0e0e4736");
+/// # client.close().await; server.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tracing {
+    _private: (),
+}
+
+/// Spans open on one session, by seq.
+#[derive(Default)]
+struct Open {
+    made: Mutex<HashMap<u32, Span>>,
+    handled: Mutex<HashMap<u32, Handling>>,
+}
+
+struct Handling {
+    span: Span,
+    started: Instant,
+    tc: TraceContext,
+}
+
+impl Tracing {
+    /// The plugin; it has no settings (filter its spans with the `tracing`
+    /// subscriber, by target `drpc` and the span names above).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The trace context of the call or push whose handler is running on
+    /// this task, if the handling endpoint has this plugin.
+    pub fn current() -> Option<TraceContext> {
+        Incoming::with_current(|m| m.and_then(|m| m.value::<TraceContext>()))
+    }
+
+    fn open(session: &Session) -> Arc<Open> {
+        session.value_or_insert_with(|| Arc::new(Open::default()))
+    }
+}
+
+/// The parent of an outgoing message: a valid `traceparent` the sender set
+/// by hand, else the message being handled on this task.
+fn outgoing_parent(msg: &Message) -> Option<TraceContext> {
+    msg.header
+        .meta
+        .get(TRACEPARENT)
+        .and_then(TraceContext::parse)
+        .or_else(Tracing::current)
+}
+
+fn incoming_parent(header: &Header) -> Option<TraceContext> {
+    header.meta.get(TRACEPARENT).and_then(TraceContext::parse)
+}
+
+fn context_for(parent: Option<TraceContext>) -> TraceContext {
+    parent
+        .map(|p| p.child())
+        .unwrap_or_else(TraceContext::new_root)
+}
+
+/// The four kinds of span.
+#[derive(Clone, Copy)]
+enum Kind {
+    Call,
+    Handle,
+    Push,
+    PushHandle,
+}
+
+/// A span of `kind` for `header`, with its ids.
+fn span(
+    kind: Kind,
+    session: &Session,
+    header: &Header,
+    tc: &TraceContext,
+    parent: Option<TraceContext>,
+) -> Span {
+    // Span names must be literals, so one macro spells the fields once.
+    macro_rules! drpc_span {
+        ($name:literal) => {
+            tracing::info_span!(
+                target: "drpc",
+                $name,
+                session = %session.id(),
+                seq = header.seq,
+                method = %header.service_method,
+                trace_id = %format_args!("{:032x}", tc.trace_id),
+                span_id = %format_args!("{:016x}", tc.span_id),
+                parent_id = Empty,
+                status = Empty,
+                elapsed_us = Empty,
+                error = Empty,
+            )
+        };
+    }
+    let span = match kind {
+        Kind::Call => drpc_span!("drpc.call"),
+        Kind::Handle => drpc_span!("drpc.handle"),
+        Kind::Push => drpc_span!("drpc.push"),
+        Kind::PushHandle => drpc_span!("drpc.push.handle"),
+    };
+    if let Some(p) = parent {
+        span.record("parent_id", format_args!("{:016x}", p.span_id));
+    }
+    span
+}
+
+fn finish(span: &Span, code: i32, message: &str, elapsed: Duration) {
+    span.record("status", code);
+    span.record("elapsed_us", elapsed.as_micros() as u64);
+    if code != 0 {
+        span.record("error", message);
+    }
+}
+
+impl Plugin for Tracing {
+    fn name(&self) -> &str {
+        "tracing"
+    }
+
+    fn before_write_call(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+        let parent = outgoing_parent(msg);
+        let tc = context_for(parent);
+        let span = span(Kind::Call, session, &msg.header, &tc, parent);
+        msg.header.meta.insert(TRACEPARENT, tc.to_string());
+        lock(&Self::open(session).made).insert(msg.header.seq, span);
+        Ok(())
+    }
+
+    fn after_call_end(&self, session: &Session, end: &CallEnd<'_>) {
+        let span = session
+            .value::<Arc<Open>>()
+            .and_then(|open| lock(&open.made).remove(&end.seq));
+        if let Some(span) = span {
+            finish(
+                &span,
+                end.status.code().0,
+                end.status.message(),
+                end.elapsed,
+            );
+        }
+    }
+
+    fn after_read_call_header(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+        let parent = incoming_parent(&msg.header);
+        let tc = context_for(parent);
+        let span = span(Kind::Handle, session, &msg.header, &tc, parent);
+        let handling = Handling {
+            span,
+            started: Instant::now(),
+            tc,
+        };
+        lock(&Self::open(session).handled).insert(msg.header.seq, handling);
+        Ok(())
+    }
+
+    fn after_read_call_body(&self, ctx: &CallCtx) -> Result<(), Status> {
+        // The handler is about to run: give it (and the calls it makes) the
+        // context of its span.
+        let tc = ctx
+            .session()
+            .value::<Arc<Open>>()
+            .and_then(|open| lock(&open.handled).get(&ctx.seq()).map(|h| h.tc));
+        if let Some(tc) = tc {
+            ctx.set_value(tc);
+        }
+        Ok(())
+    }
+
+    fn before_write_reply(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+        let handling = session
+            .value::<Arc<Open>>()
+            .and_then(|open| lock(&open.handled).remove(&msg.header.seq));
+        if let Some(h) = handling {
+            finish(
+                &h.span,
+                msg.header.status_code,
+                &msg.header.status_message,
+                h.started.elapsed(),
+            );
+        }
+        Ok(())
+    }
+
+    fn before_write_push(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+        let parent = outgoing_parent(msg);
+        let tc = context_for(parent);
+        let span = span(Kind::Push, session, &msg.header, &tc, parent);
+        msg.header.meta.insert(TRACEPARENT, tc.to_string());
+        finish(&span, 0, "", Duration::ZERO);
+        Ok(())
+    }
+
+    fn after_read_push_body(&self, ctx: &PushCtx) -> Result<(), Status> {
+        ctx.set_value(context_for(incoming_parent(ctx.header())));
+        Ok(())
+    }
+
+    fn after_push_handler(&self, ctx: &PushCtx, elapsed: Duration) {
+        // A push whose body did not decode never got a context.
+        let parent = incoming_parent(ctx.header());
+        let tc = ctx
+            .value::<TraceContext>()
+            .unwrap_or_else(|| context_for(parent));
+        let span = span(Kind::PushHandle, ctx.session(), ctx.header(), &tc, parent);
+        finish(&span, 0, "", elapsed);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

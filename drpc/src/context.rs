@@ -21,8 +21,9 @@ pub struct Incoming {
     session: Session,
     header: Header,
     body: Bytes,
-    /// Plugins' values for this one message.
-    values: Mutex<Storage>,
+    /// Plugins' values for this one message; made on first use, as most
+    /// messages never have any.
+    values: Mutex<Option<Storage>>,
 }
 
 impl Incoming {
@@ -71,17 +72,20 @@ impl Incoming {
     ///
     /// [`Plugin::after_push_handler`]: crate::Plugin::after_push_handler
     pub fn set_value<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {
-        self.values.lock().insert(value)
+        self.values
+            .lock()
+            .get_or_insert_with(Storage::default)
+            .insert(value)
     }
 
     /// A clone of the stored value of type `T`, if any.
     pub fn value<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        self.values.lock().get::<T>().cloned()
+        self.values.lock().as_ref()?.get::<T>().cloned()
     }
 
     /// Removes and returns the stored value of type `T`.
     pub fn remove_value<T: Send + Sync + 'static>(&self) -> Option<T> {
-        self.values.lock().remove::<T>()
+        self.values.lock().as_mut()?.remove::<T>()
     }
 
     /// Runs `f` with the call or push whose handler is running on this

@@ -274,6 +274,10 @@ impl Plugins {
         Self(list.into())
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<dyn Plugin>> {
         self.0.iter()
     }

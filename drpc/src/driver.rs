@@ -10,7 +10,9 @@ use crate::pending::Outcome;
 use crate::plugin::BoxFuture;
 use crate::redial::Backoff;
 use crate::router::CallOutput;
-use crate::session::{error_reply, Handled, Handling, Outbound, HANDLER_OF, MAX_DEADLINE_AHEAD};
+use crate::session::{
+    error_reply, Handled, Handling, Outbound, HANDLER_OF, IN_CONNECT_HOOK, MAX_DEADLINE_AHEAD,
+};
 use crate::{Code, Config, Session, Status};
 use bytes::BytesMut;
 use drpc_proto::{Framer, Header, Kind, Message, ProtoError};
@@ -65,6 +67,7 @@ pub(crate) async fn establish(
         // `take_handshake` on it fails at once (the driver, which runs the
         // held messages, learns of the verdict through `ready_tx`).
         link_conn.early.established.cancel();
+        session.shared.conn_changed.notify_waiters();
     }
     let _ = ready_tx.send(hooks);
     match refused {
@@ -116,8 +119,12 @@ async fn run_connect_hooks(session: &Session, origin: Origin) -> Result<(), Stat
             return Err(session.closed_status());
         }
         let verdict = match origin {
-            Origin::Accepted => p.after_accept(session).await,
-            Origin::Dialed => p.after_dial(session, false).await,
+            Origin::Accepted => IN_CONNECT_HOOK.scope((), p.after_accept(session)).await,
+            Origin::Dialed => {
+                IN_CONNECT_HOOK
+                    .scope((), p.after_dial(session, false))
+                    .await
+            }
         };
         if let Err(status) = verdict {
             tracing::debug!(session = %session.id(), plugin = p.name(), %status, "connection refused by a plugin");
@@ -131,7 +138,7 @@ async fn run_connect_hooks(session: &Session, origin: Origin) -> Result<(), Stat
 /// first connection's already were, and the close hooks pair with those.
 async fn run_redial_hooks(session: &Session) -> Result<(), Status> {
     for p in session.plugins().iter() {
-        if let Err(status) = p.after_dial(session, true).await {
+        if let Err(status) = IN_CONNECT_HOOK.scope((), p.after_dial(session, true)).await {
             tracing::debug!(session = %session.id(), plugin = p.name(), %status, "redialed connection refused by a plugin");
             return Err(status);
         }
@@ -405,6 +412,8 @@ async fn run(
         return (ending, false, running);
     }
     conn.early.established.cancel();
+    // Calls made meanwhile by others than the hooks may go now.
+    session.shared.conn_changed.notify_waiters();
 
     let mut reader_done = false;
     let ending = tokio::select! {

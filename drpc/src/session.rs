@@ -77,7 +77,7 @@ pub(crate) struct SessionShared {
     /// The live connection; `None` while a dialed session redials.
     conn: RwLock<Option<Arc<Conn>>>,
     /// Wakes calls waiting for a connection when it changes.
-    conn_changed: Notify,
+    pub(crate) conn_changed: Notify,
     /// The addresses of the latest connection, kept through a redial.
     addrs: Mutex<(Addr, Addr)>,
     /// This side's calls waiting for replies. It outlives a connection: a
@@ -113,6 +113,13 @@ tokio::task_local! {
     /// called from a handler does not wait for itself, and the message it
     /// handles, for [`Incoming::with_current`](crate::Incoming::with_current).
     pub(crate) static HANDLER_OF: Handling;
+}
+
+tokio::task_local! {
+    /// Set while a connection hook runs: its calls and pushes may use a
+    /// connection that is not yet established (they are how it gets
+    /// established); everyone else's wait until it is.
+    pub(crate) static IN_CONNECT_HOOK: ();
 }
 
 /// What [`HANDLER_OF`] holds.
@@ -242,25 +249,32 @@ impl Session {
                 _ = &mut changed => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(Status::deadline_exceeded(format!(
-                        "{what}: the session was redialing and had no connection before the deadline"
+                        "{what}: the session had no usable connection before the deadline (it was redialing, or its connection hooks were still running)"
                     )));
                 }
             }
         }
     }
 
-    /// The connection calls may use now: `Some` when there is one (also
-    /// while a redialed one runs its hooks), `None` while redialing, an
+    /// The connection calls may use now: `Some` when there is one whose
+    /// connection hooks have passed (or, for the hooks themselves, one
+    /// still running them), `None` while redialing or establishing, an
     /// error once closing or closed.
     fn usable_conn(&self) -> Result<Option<Arc<Conn>>, Status> {
         match self.shared.state.load(Ordering::Acquire) {
-            // A connection the peer is shutting down, when a redial will
-            // follow: wait for the next one rather than fail.
             ACTIVE | REDIALING => Ok(self.conn().filter(|c| {
-                !(c.notice
+                // A redialed connection is not used before its hooks pass
+                // (an auth plugin's credential must go first).
+                let ready =
+                    c.early.established.is_cancelled() || IN_CONNECT_HOOK.try_with(|_| ()).is_ok();
+                // A connection the peer is shutting down, when a redial will
+                // follow: wait for the next one rather than fail.
+                let leaving = c
+                    .notice
                     .get()
                     .is_some_and(|n| n.code() == Code::CONNECTION_CLOSED)
-                    && self.redials_after_shutdown())
+                    && self.redials_after_shutdown();
+                ready && !leaving
             })),
             _ => Err(self.closed_status()),
         }

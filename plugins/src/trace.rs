@@ -113,11 +113,12 @@ impl fmt::Display for TraceContext {
 /// | `drpc.push` | a push this side sends | when it is handed to the session (a push has no answer) |
 /// | `drpc.push.handle` | a push this side handles | when the handler finishes |
 ///
-/// Every span has the fields `session`, `seq`, `method`, `trace_id`,
-/// `span_id` and `parent_id` (hex, as in `traceparent`), and, when it ends,
-/// `status` (the status code, 0 for success) and `elapsed_us`; a failed
-/// one also gets `error` with the status message. They are at INFO level,
-/// with target `drpc`.
+/// Every span has the fields `session`, `seq` (0 for pushes), `method`,
+/// `trace_id`, `span_id` and `parent_id` (hex, as in `traceparent`), and,
+/// when it ends, `status` (the status code, 0 for success) and
+/// `elapsed_us` (the time taken; none for a push sent, which returns once
+/// queued); a failed one also gets `error` with the status message. They
+/// are at INFO level, with target `drpc`.
 ///
 /// Calls and pushes carry their span's context in the `traceparent` meta
 /// entry. A call or push made *from a handler* becomes a child of the span
@@ -256,9 +257,11 @@ fn span(
     span
 }
 
-fn finish(span: &Span, code: i32, message: &str, elapsed: Duration) {
+fn finish(span: &Span, code: i32, message: &str, elapsed: Option<Duration>) {
     span.record("status", code);
-    span.record("elapsed_us", elapsed.as_micros() as u64);
+    if let Some(elapsed) = elapsed {
+        span.record("elapsed_us", elapsed.as_micros() as u64);
+    }
     if code != 0 {
         span.record("error", message);
     }
@@ -287,7 +290,7 @@ impl Plugin for Tracing {
                 &span,
                 end.status.code().0,
                 end.status.message(),
-                end.elapsed,
+                Some(end.elapsed),
             );
         }
     }
@@ -327,7 +330,7 @@ impl Plugin for Tracing {
                 &h.span,
                 msg.header.status_code,
                 &msg.header.status_message,
-                h.started.elapsed(),
+                Some(h.started.elapsed()),
             );
         }
         Ok(())
@@ -338,7 +341,8 @@ impl Plugin for Tracing {
         let tc = context_for(parent);
         let span = span(Kind::Push, session, &msg.header, &tc, parent);
         msg.header.meta.insert(TRACEPARENT, tc.to_string());
-        finish(&span, 0, "", Duration::ZERO);
+        // Handed to the session: there is nothing more to wait for.
+        finish(&span, 0, "", None);
         Ok(())
     }
 
@@ -354,7 +358,7 @@ impl Plugin for Tracing {
             .value::<TraceContext>()
             .unwrap_or_else(|| context_for(parent));
         let span = span(Kind::PushHandle, ctx.session(), ctx.header(), &tc, parent);
-        finish(&span, 0, "", elapsed);
+        finish(&span, 0, "", Some(elapsed));
     }
 }
 

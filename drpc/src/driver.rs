@@ -851,7 +851,7 @@ fn on_call(session: &Session, conn: &Arc<Conn>, mut msg: Message, arrived: Insta
 /// drpc-plugins' `Compression`): a filter still recorded once the read
 /// hooks ran leaves a body that cannot be read, so the message gets a clear
 /// 400 instead.
-fn check_filters(header: &Header) -> Result<(), Status> {
+pub(crate) fn check_filters(header: &Header) -> Result<(), Status> {
     if header.filters.is_empty() {
         Ok(())
     } else {

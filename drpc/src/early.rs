@@ -10,6 +10,7 @@
 //! hook refuses the connection.
 
 use crate::conn::Conn;
+use crate::driver::{check_filters, check_sizes};
 use crate::session::Session;
 use crate::Status;
 use bytes::Bytes;
@@ -152,13 +153,15 @@ impl Session {
     /// Until every connection hook has passed, the session holds incoming
     /// calls and pushes instead of running their handlers; the ones not
     /// taken run, in order, once the hooks pass, or are answered with the
-    /// refusing hook's status if one refuses. The read hooks of plugins do
-    /// not run for a taken message. A taken call must be answered with
-    /// [`HandshakeMessage::reply`] (dropping it answers 500).
+    /// refusing hook's status if one refuses. Plugins' read-header hooks
+    /// run on a taken message as on any other (so a compressed body comes
+    /// out decompressed), but no handler runs for it. A taken call must be
+    /// answered with [`HandshakeMessage::reply`] (dropping it answers 500).
     ///
     /// Errors: 408 when nothing arrives within `within`; 102 when the
     /// session closes first; 500 when called outside a connection hook
-    /// (the session is already established, or has no connection).
+    /// (the session is already established, or has no connection); a read
+    /// hook's refusal of the message (a call is answered with it, too).
     ///
     /// [`Plugin::after_accept`]: crate::Plugin::after_accept
     /// [`Plugin::after_dial`]: crate::Plugin::after_dial
@@ -201,11 +204,7 @@ impl Session {
             tokio::pin!(changed);
             changed.as_mut().enable();
             if let Some(msg) = conn.early.take(service_method) {
-                return Ok(HandshakeMessage {
-                    session: self.clone(),
-                    conn: conn.clone(),
-                    msg: Some(msg),
-                });
+                return self.read_handshake(&conn, msg);
             }
             if conn.early.established.is_cancelled() {
                 return Err(Status::internal(
@@ -224,6 +223,37 @@ impl Session {
                 _ = conn.drop_requested.cancelled() => {
                     return Err(Status::connection_closed("the connection was dropped"));
                 }
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Runs the read-header hooks on a taken message, as for any other (a
+    /// compressed body is decompressed, say); a refusal answers a call with
+    /// it, and is returned.
+    fn read_handshake(
+        &self,
+        conn: &Arc<Conn>,
+        mut msg: Message,
+    ) -> Result<HandshakeMessage, Status> {
+        let plugins = self.plugins();
+        let checked = check_sizes(&msg.header, &self.shared.ep.config)
+            .and_then(|()| match msg.header.kind {
+                Kind::Call => plugins.try_each(|p| p.after_read_call_header(self, &mut msg)),
+                _ => plugins.try_each(|p| p.after_read_push_header(self, &mut msg)),
+            })
+            .and_then(|()| check_filters(&msg.header));
+        let taken = HandshakeMessage {
+            session: self.clone(),
+            conn: conn.clone(),
+            msg: Some(msg),
+        };
+        match checked {
+            Ok(()) => Ok(taken),
+            Err(status) => {
+                taken.reply_raw(Err(status.clone()), Meta::default());
+                Err(status)
             }
         }
     }

@@ -404,3 +404,48 @@ async fn a_flood_before_the_credential_is_held_in_bounds_and_every_call_ends() {
     rogue.close().await;
     server.close().await;
 }
+
+#[cfg(feature = "zstd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_credential_is_compressed_and_still_checked() {
+    use drpc_plugins::{Compression, Filter};
+    // A token over the compression threshold, as a signed JWT can be.
+    let token = "a".repeat(4096);
+    let expected = token.clone();
+    let server = Endpoint::builder()
+        .router({
+            let mut r = Router::new();
+            r.call("/whoami", |ctx: CallCtx, _: ()| async move {
+                let user = ctx.session().value::<Authenticated<User>>();
+                Ok::<_, Status>(user.map(|u| u.0 .0).unwrap_or_default())
+            })
+            .unwrap();
+            r
+        })
+        .plugin(Compression::new(Filter::Zstd))
+        .plugin(Auth::new().checker(move |_: Session, t: String| {
+            let ok = t == expected;
+            async move {
+                if ok {
+                    Ok(User("jwt-holder".into()))
+                } else {
+                    Err(format!("a token of {} bytes that is not the one", t.len()))
+                }
+            }
+        }))
+        .build()
+        .unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let client = Endpoint::builder()
+        .plugin(Compression::new(Filter::Zstd))
+        .plugin(Auth::new().credential(token))
+        .build()
+        .unwrap();
+    let s = client.dial(&addr).await.unwrap();
+    assert_eq!(
+        s.call::<_, String>("/whoami", &()).await.unwrap(),
+        "jwt-holder"
+    );
+    client.close().await;
+    server.close().await;
+}

@@ -231,7 +231,7 @@ async fn a_refusing_accept_hook_answers_the_held_calls_with_its_status() {
                 let call = s.call::<_, ()>("/wait", &());
                 tokio::pin!(call);
                 // Polled once, the call is queued for writing.
-                let first = futures_poll_once(call.as_mut()).await;
+                let first = poll_once(call.as_mut()).await;
                 let _ = sent_tx.send(());
                 match first {
                     Some(result) => result,
@@ -255,7 +255,7 @@ async fn a_refusing_accept_hook_answers_the_held_calls_with_its_status() {
 }
 
 /// Polls `fut` once: its output if it is ready at once.
-async fn futures_poll_once<F: std::future::Future + Unpin>(mut fut: F) -> Option<F::Output> {
+async fn poll_once<F: std::future::Future + Unpin>(mut fut: F) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
         std::task::Poll::Ready(match std::pin::Pin::new(&mut fut).poll(cx) {
             std::task::Poll::Ready(v) => Some(v),

@@ -68,6 +68,28 @@ async fn server(
     (ep, addr, seen, pushed)
 }
 
+/// Alice, who is authenticated, pushes and calls `/record`: the handlers
+/// do run for her, and hers are the only messages they ever recorded. So a
+/// zero before her is the handlers never running for the refused peer, not
+/// them being unreachable.
+async fn only_alices_messages_are_recorded(
+    addr: &drpc::Addr,
+    seen: &Seen,
+    pushed: &mut mpsc::UnboundedReceiver<()>,
+) {
+    let alice = Endpoint::builder()
+        .plugin(Auth::new().credential("alice-1"))
+        .build()
+        .unwrap();
+    let a = alice.dial(addr).await.unwrap();
+    a.push("/record", &()).await.unwrap();
+    a.call::<_, ()>("/record", &()).await.unwrap();
+    within("alice's push", pushed.recv()).await.unwrap();
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.pushes.load(Ordering::SeqCst), 1);
+    alice.close().await;
+}
+
 fn no_redial() -> Config {
     let mut config = Config::default();
     config.redial.enabled = false;
@@ -147,20 +169,8 @@ async fn a_wrong_credential_fails_the_dial_with_401_and_runs_nothing() {
         "{err}"
     );
 
-    // The handlers do run for an authenticated peer: only its push and
-    // call are ever recorded.
-    let alice = Endpoint::builder()
-        .plugin(Auth::new().credential("alice-1"))
-        .build()
-        .unwrap();
-    let a = alice.dial(&addr).await.unwrap();
-    a.push("/record", &()).await.unwrap();
-    a.call::<_, ()>("/record", &()).await.unwrap();
-    within("alice's push", pushed.recv()).await.unwrap();
-    assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
-    assert_eq!(seen.pushes.load(Ordering::SeqCst), 1);
+    only_alices_messages_are_recorded(&addr, &seen, &mut pushed).await;
     mallory.close().await;
-    alice.close().await;
     server.close().await;
 }
 
@@ -179,20 +189,8 @@ async fn no_handler_of_an_unauthenticated_session_runs() {
     assert!(err.message().contains("no credential"), "{err}");
     within("the refused session to close", s.closed()).await;
 
-    // The same handlers do run for an authenticated peer, so the zeros
-    // below are the handlers never running, not them being unreachable.
-    let alice = Endpoint::builder()
-        .plugin(Auth::new().credential("alice-1"))
-        .build()
-        .unwrap();
-    let a = alice.dial(&addr).await.unwrap();
-    a.push("/record", &()).await.unwrap();
-    a.call::<_, ()>("/record", &()).await.unwrap();
-    within("alice's push", pushed.recv()).await.unwrap();
-    assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
-    assert_eq!(seen.pushes.load(Ordering::SeqCst), 1);
+    only_alices_messages_are_recorded(&addr, &seen, &mut pushed).await;
     rogue.close().await;
-    alice.close().await;
     server.close().await;
 }
 

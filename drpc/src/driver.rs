@@ -63,11 +63,10 @@ pub(crate) async fn establish(
     let hooks = run_connect_hooks(&session, origin).await;
     let refused = hooks.as_ref().err().cloned();
     if refused.is_none() {
-        // Established from here on, before the session is handed out, so
-        // `take_handshake` on it fails at once (the driver, which runs the
-        // held messages, learns of the verdict through `ready_tx`).
-        link_conn.early.established.cancel();
-        session.shared.conn_changed.notify_waiters();
+        // Before the session is handed out, so `take_handshake` on it
+        // fails at once (the driver learns of the verdict through
+        // `ready_tx`, and marks it too).
+        mark_established(&session, &link_conn);
     }
     let _ = ready_tx.send(hooks);
     match refused {
@@ -144,6 +143,13 @@ async fn run_redial_hooks(session: &Session) -> Result<(), Status> {
         }
     }
     Ok(())
+}
+
+/// Every connection hook passed: the reader runs what it held, and calls
+/// made meanwhile by others than the hooks may go now.
+fn mark_established(session: &Session, conn: &Conn) {
+    conn.early.established.cancel();
+    session.shared.conn_changed.notify_waiters();
 }
 
 /// Why a connection is ending, and how.
@@ -411,9 +417,7 @@ async fn run(
         crate::early::refuse_held(session, &conn, &status);
         return (ending, false, running);
     }
-    conn.early.established.cancel();
-    // Calls made meanwhile by others than the hooks may go now.
-    session.shared.conn_changed.notify_waiters();
+    mark_established(session, &conn);
 
     let mut reader_done = false;
     let ending = tokio::select! {
@@ -931,17 +935,20 @@ fn on_push(session: &Session, conn: &Conn, mut msg: Message) {
         return;
     };
     let ctx = PushCtx::new(session.clone(), header, body);
-    let started = Instant::now();
+    // No clock reading when no plugin would see it.
+    let started = (!session.plugins().is_empty()).then(Instant::now);
     let mut fut = route(ctx.clone());
     let handled = Handled::Push(ctx.clone());
     let report = move |session: &Session, result: std::thread::Result<()>| {
         if let Err(panic) = result {
             tracing::error!(session = %session.id(), method = %ctx.service_method(), panic = panic_message(&panic), "push handler panicked");
         }
-        let elapsed = started.elapsed();
-        session
-            .plugins()
-            .each(|p| p.after_push_handler(&ctx, elapsed));
+        if let Some(started) = started {
+            let elapsed = started.elapsed();
+            session
+                .plugins()
+                .each(|p| p.after_push_handler(&ctx, elapsed));
+        }
     };
     if let Some(result) = poll_inline(session, &handled, &mut fut) {
         report(session, result);

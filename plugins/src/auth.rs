@@ -29,6 +29,10 @@ type Checker = Arc<dyn Fn(Session, String) -> BoxFuture<'static, Result<(), Stri
 ///   identity is stored on the session as [`Authenticated<T>`], for
 ///   handlers to read.
 ///
+/// The credential travels in the clear as the body of a call (see
+/// docs/PROTOCOL.md, section 10.1): dial `tls://` or `quic://` wherever the
+/// network is not trusted, so it reaches only the server you meant.
+///
 /// One endpoint may do both: its dialed sessions present, its accepted ones
 /// check. A dialer whose peer does not check (it has no `Auth`) carries on:
 /// the peer answers the credential with 404.

@@ -1,7 +1,7 @@
 //! Tracing: a span per call and push on both sides, and W3C trace context
 //! carried in meta so that a chain of calls across endpoints is one trace.
 
-use drpc::plugin::CallEnd;
+use drpc::plugin::{BoxFuture, CallEnd};
 use drpc::proto::{Header, Message};
 use drpc::{CallCtx, Incoming, Plugin, PushCtx, Session, Status};
 use std::collections::HashMap;
@@ -270,6 +270,29 @@ fn finish(span: &Span, code: i32, message: &str, elapsed: Option<Duration>) {
 impl Plugin for Tracing {
     fn name(&self) -> &str {
         "tracing"
+    }
+
+    fn after_dial<'a>(
+        &'a self,
+        session: &'a Session,
+        is_redial: bool,
+    ) -> BoxFuture<'a, Result<(), Status>> {
+        if is_redial {
+            // Calls handled on the lost connection that were never answered
+            // (their handlers were cancelled) end here; the new connection
+            // starts its seqs afresh.
+            let open = Self::open(session);
+            let stale: Vec<Handling> = lock(&open.handled).drain().map(|(_, h)| h).collect();
+            for h in stale {
+                finish(
+                    &h.span,
+                    drpc::Code::CONNECTION_CLOSED.0,
+                    "the connection was lost before the reply",
+                    Some(h.started.elapsed()),
+                );
+            }
+        }
+        Box::pin(async { Ok(()) })
     }
 
     fn before_write_call(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {

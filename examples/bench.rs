@@ -2,7 +2,7 @@
 //! the same kind of socket: the ceiling. Run it with:
 //!
 //! ```text
-//! cargo run --release --example bench -- [--secs 2] [--inflight 1,10,100] [--body 581] [--rounds 3] [--only drpc|ceiling] [--transport tcp|unix|tls|quic|quic-single|kcp|all] [--big 0]
+//! cargo run --release --example bench -- [--secs 2] [--inflight 1,10,100] [--body 581] [--rounds 3] [--only drpc|ceiling] [--transport tcp|unix|tls|quic|quic-single|kcp|all] [--big 0] [--plugins none|tracing,metrics,counters]
 //! ```
 //!
 //! `--big N` adds one caller that echoes an N-byte body back to back on the
@@ -15,6 +15,11 @@
 //! bare echo over TCP, so every ratio compares a transport with the same
 //! yardstick. TLS and QUIC use a certificate made at start-up;
 //! `quic-single` is QUIC with `StreamMode::Single` on both sides.
+//!
+//! `--plugins` puts built-in plugins on both endpoints, to measure what they
+//! cost (no `tracing` subscriber or `metrics` recorder is installed, so this
+//! is the cost of the hooks themselves: trace context made and carried,
+//! per-call tables, labels).
 //!
 //! Each in-flight level runs `--rounds` times, ceiling and drpc back to back
 //! in every round; calls/s is the median over the rounds (a loaded 2-core
@@ -54,6 +59,7 @@ struct Args {
     only: Option<String>,
     transports: Vec<String>,
     big: usize,
+    plugins: Vec<String>,
 }
 
 const TRANSPORTS: [&str; 6] = ["tcp", "unix", "tls", "quic", "quic-single", "kcp"];
@@ -67,6 +73,7 @@ fn parse_args() -> Args {
         only: None,
         transports: vec!["tcp".to_string()],
         big: 0,
+        plugins: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,6 +101,20 @@ fn parse_args() -> Args {
                         .collect()
                 }
             }
+            "--plugins" => {
+                args.plugins = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty() && *p != "none")
+                    .map(|p| {
+                        assert!(
+                            ["tracing", "metrics", "counters"].contains(&p),
+                            "unknown plugin {p}"
+                        );
+                        p.to_string()
+                    })
+                    .collect()
+            }
             "--big" => args.big = value.parse().expect("--big takes a byte count"),
             "--body" => args.body = value.parse().expect("--body takes a byte count"),
             "--inflight" => {
@@ -110,6 +131,17 @@ fn parse_args() -> Args {
         }
     }
     args
+}
+
+/// An endpoint builder with the plugins of `--plugins`.
+fn builder(plugins: &[String]) -> drpc::EndpointBuilder {
+    plugins
+        .iter()
+        .fold(Endpoint::builder(), |b, p| match p.as_str() {
+            "tracing" => b.plugin(drpc_plugins::Tracing::new()),
+            "metrics" => b.plugin(drpc_plugins::Metrics::default()),
+            _ => b.plugin(drpc_plugins::Counters::default()),
+        })
 }
 
 fn single_thread_runtime() -> tokio::runtime::Runtime {
@@ -356,6 +388,7 @@ fn main() {
     };
     let server_config = config.clone();
     let transports = args.transports.clone();
+    let server_plugins = args.plugins.clone();
     let server = std::thread::spawn(move || {
         single_thread_runtime().block_on(async move {
             let mut router = Router::new();
@@ -365,14 +398,14 @@ fn main() {
                     |ctx: CallCtx| async move { Ok(ctx.body().clone()) },
                 )
                 .unwrap();
-            let endpoint = Endpoint::builder()
+            let endpoint = builder(&server_plugins)
                 .config(server_config.clone())
                 .router(router.clone())
                 .build()
                 .unwrap();
             let mut single_config = server_config.clone();
             single_config.transport.quic.streams = StreamMode::Single;
-            let single = Endpoint::builder()
+            let single = builder(&server_plugins)
                 .config(single_config)
                 .router(router.clone())
                 .build()
@@ -400,8 +433,11 @@ fn main() {
     single_thread_runtime().block_on(async move {
         let mut single_config = config.clone();
         single_config.transport.quic.streams = StreamMode::Single;
-        let client = Endpoint::builder().config(config).build().unwrap();
-        let single = Endpoint::builder().config(single_config).build().unwrap();
+        let client = builder(&args.plugins).config(config).build().unwrap();
+        let single = builder(&args.plugins)
+            .config(single_config)
+            .build()
+            .unwrap();
         let mut drpc = Vec::new();
         for (t, addr) in args.transports.iter().zip(&drpc_addrs) {
             // The mode is the sender's choice, so each side sets its own.

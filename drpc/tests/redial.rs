@@ -223,7 +223,9 @@ async fn a_refused_handshake_is_retried_like_any_failure() {
     first.crash();
     // The new server refuses the first two connections. A call that goes
     // out on one of them fails with 102 (it is never re-sent); the session
-    // itself redials until a connection is taken.
+    // itself redials until a connection is taken. The first call may also
+    // go out on the crashed connection, if the client has not yet read its
+    // end: one failure per connection, three at most.
     let second = Crashable::start(format!("tcp://{}", addr.target()), 2);
     let mut failures = 0;
     let sum = loop {
@@ -237,7 +239,7 @@ async fn a_refused_handshake_is_retried_like_any_failure() {
             Err(e) => {
                 assert_eq!(e.code(), Code::CONNECTION_CLOSED, "{e}");
                 failures += 1;
-                assert!(failures <= 2, "more failures than refusals: {e}");
+                assert!(failures <= 3, "more failures than lost connections: {e}");
             }
         }
     };

@@ -24,8 +24,12 @@
 //! ```
 #![warn(missing_docs)]
 
+mod blob;
 mod raw;
 
+pub use blob::Blob;
+
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
@@ -213,6 +217,12 @@ impl CodecId {
             Self::Raw => Raw::encode_into(value, out),
             Self::Text => Text::encode_into(value, out),
         }
+    }
+
+    /// Decodes a value from a received body with this codec, so that every
+    /// [`Blob`] in it is a slice of `body` rather than a copy.
+    pub fn decode_shared<T: DeserializeOwned>(self, body: &Bytes) -> Result<T, CodecError> {
+        blob::with_source(body, || self.decode(body))
     }
 
     /// Decodes a value from `bytes` with this codec.

@@ -88,3 +88,61 @@ fn codec_ids_are_stable() {
     assert_eq!(CodecId::from_u8(0), None);
     assert_eq!(CodecId::from_u8(5), None);
 }
+
+#[test]
+fn blobs_decode_as_slices_of_the_body_in_every_codec_that_can() {
+    #[derive(Serialize, Deserialize)]
+    struct Upload {
+        name: String,
+        data: Blob,
+    }
+    let data = Blob::from(vec![9u8; 300]);
+    let v = Upload {
+        name: "f".into(),
+        data: data.clone(),
+    };
+    let body = Bytes::from(CodecId::MsgPack.encode(&v).unwrap());
+    let back: Upload = CodecId::MsgPack.decode_shared(&body).unwrap();
+    assert_eq!(back.data, data);
+    assert!(
+        body.as_ptr_range().contains(&back.data.as_ptr()),
+        "a field is a slice too"
+    );
+    // Without the body to slice, it is a copy.
+    let copied: Upload = CodecId::MsgPack.decode(&body).unwrap();
+    assert!(!body.as_ptr_range().contains(&copied.data.as_ptr()));
+
+    let raw = Bytes::from(CodecId::Raw.encode(&data).unwrap());
+    let back: Blob = CodecId::Raw.decode_shared(&raw).unwrap();
+    assert_eq!(back.as_ptr(), raw.as_ptr());
+
+    // JSON carries it as a list of numbers, decoded into a copy.
+    let json = Bytes::from(CodecId::Json.encode(&Blob::from(&b"hi"[..])).unwrap());
+    assert_eq!(&json[..], b"[104,105]");
+    let back: Blob = CodecId::Json.decode_shared(&json).unwrap();
+    assert_eq!(&back[..], b"hi");
+}
+
+#[test]
+fn a_nested_decode_restores_the_outer_source() {
+    #[derive(Deserialize)]
+    struct Outer {
+        inner: Blob,
+        tail: Blob,
+    }
+    let inner_body = Bytes::from(CodecId::MsgPack.encode(&Blob::from(vec![1u8; 8])).unwrap());
+    let outer = Bytes::from(
+        CodecId::MsgPack
+            .encode(&(Blob(inner_body.clone()), Blob::from(vec![2u8; 8])))
+            .unwrap(),
+    );
+    let decoded: (Blob, Blob) = CodecId::MsgPack.decode_shared(&outer).unwrap();
+    let nested: Blob = CodecId::MsgPack.decode_shared(&decoded.0).unwrap();
+    assert_eq!(&nested[..], &[1u8; 8]);
+    let again: Outer = CodecId::MsgPack
+        .decode_shared(&outer)
+        .map(|(inner, tail): (Blob, Blob)| Outer { inner, tail })
+        .unwrap();
+    assert!(outer.as_ptr_range().contains(&again.tail.as_ptr()));
+    assert_eq!(again.inner.len(), inner_body.len());
+}

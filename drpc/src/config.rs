@@ -93,11 +93,14 @@ pub struct Config {
     /// hashed, logged or echoed at length.
     pub max_method_len: usize,
 
-    /// The most meta a message may carry: keys and values together, in
-    /// bytes. More is answered (or refused before sending) with 413.
+    /// The most meta a message may carry, counted as its pairs take on the
+    /// wire: 4 length bytes per pair plus its key and value. More is
+    /// answered (or refused before sending) with 413.
     ///
     /// Default 16 KiB: room for trace context and a few tokens (a JWT is
-    /// about 1 KiB), small enough that bulk data goes in the body.
+    /// about 1 KiB), small enough that bulk data goes in the body. Counting
+    /// the length bytes bounds the number of pairs (at most 4,096), so a
+    /// message's meta never costs more to hold than it took on the wire.
     pub max_meta_len: usize,
 
     /// How a dialed session redials after losing its connection. See

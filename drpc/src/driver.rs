@@ -553,6 +553,11 @@ async fn read_loop(
             match framer.decode(&mut buf) {
                 Ok(Some(msg)) => break msg,
                 Ok(None) => {}
+                Err(e) if !e.is_fatal() => {
+                    header_too_large(&session, &conn, e);
+                    announced = false;
+                    continue;
+                }
                 Err(e) => return Some(protocol_error(&session, &conn, e)),
             }
             let offered = sizer.prepare(&mut buf);
@@ -740,6 +745,29 @@ fn protocol_error(session: &Session, conn: &Conn, err: ProtoError) -> Status {
     status.with_cause(err)
 }
 
+/// A call whose method or meta is over its limit is answered with 413; any
+/// other message is dropped. The frame was consumed, so reading goes on.
+fn header_too_large(session: &Session, conn: &Arc<Conn>, err: ProtoError) {
+    if let ProtoError::HeaderTooLarge {
+        kind: Kind::Call,
+        seq,
+        ..
+    } = err
+    {
+        let status = Status::message_too_large(err.to_string());
+        session.queue_reply(
+            conn,
+            seq,
+            session.shared.ep.config.default_codec,
+            session.shared.ep.config.default_codec,
+            Default::default(),
+            Err(status),
+        );
+    } else {
+        tracing::debug!(session = %session.id(), error = %err, "message dropped");
+    }
+}
+
 /// Polls a handler once, right here on the reader. Most handlers that do no
 /// I/O finish on their first poll, and answering them here saves a task
 /// spawn per message, the largest cost on the hot path. `None` means the
@@ -876,7 +904,7 @@ pub(crate) fn check_sizes(header: &Header, config: &Config) -> Result<(), Status
             config.max_method_len
         )));
     }
-    let meta: usize = header.meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let meta = header.meta.wire_len();
     if meta > config.max_meta_len {
         return Err(Status::message_too_large(format!(
             "meta of {meta} bytes ({} entries) is over the limit of {} bytes",

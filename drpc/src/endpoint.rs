@@ -420,9 +420,9 @@ impl EndpointInner {
     }
 
     pub(crate) fn frame_limits(&self) -> FrameLimits {
-        FrameLimits {
-            max_frame_len: self.config.max_frame_len,
-        }
+        FrameLimits::new(self.config.max_frame_len)
+            .with_method_len(self.config.max_method_len)
+            .with_meta_len(self.config.max_meta_len)
     }
 
     /// Registers a new session under its peer address (suffixed if taken).

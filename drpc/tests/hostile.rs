@@ -274,10 +274,11 @@ async fn half_a_frame_then_silence_is_closed_after_the_frame_timeout() {
 /// Writes `msg` on a raw connection and reads the reply frame.
 async fn raw_call(raw: &mut TcpStream, msg: &drpc::proto::Message) -> drpc::proto::Message {
     let mut wire = BytesMut::new();
-    RawProto
-        .framer(&FrameLimits::default())
-        .encode(msg, &mut wire)
-        .unwrap();
+    // A peer with no method or meta limits of its own.
+    let unlimited = FrameLimits::default()
+        .with_method_len(usize::MAX)
+        .with_meta_len(usize::MAX);
+    RawProto.framer(&unlimited).encode(msg, &mut wire).unwrap();
     raw.write_all(&wire).await.unwrap();
     let mut framer = RawProto.framer(&FrameLimits::default());
     let mut buf = BytesMut::new();
@@ -301,17 +302,27 @@ async fn oversize_service_methods_and_meta_are_refused_with_413() {
     let call = drpc::proto::Message::new(drpc::proto::Header::call(1, long.as_str()), add.clone());
     let reply = raw_call(&mut raw, &call).await;
     assert_eq!((reply.header.seq, reply.header.status_code), (1, 413));
-    assert!(reply
-        .header
-        .status_message
-        .contains("service method of 2001 bytes"));
+    assert!(
+        reply
+            .header
+            .status_message
+            .contains("service method is over its limit: 2001 bytes, the most is 1024"),
+        "{reply:?}"
+    );
 
     let mut call =
         drpc::proto::Message::new(drpc::proto::Header::call(2, "/math/add"), add.clone());
     call.header.meta.insert("blob", "y".repeat(20_000));
     let reply = raw_call(&mut raw, &call).await;
     assert_eq!((reply.header.seq, reply.header.status_code), (2, 413));
-    assert!(reply.header.status_message.contains("meta of 20004 bytes"));
+    // The meta counts its length bytes: 4 + 4 + 20,000.
+    assert!(
+        reply
+            .header
+            .status_message
+            .contains("meta is over its limit: 20008 bytes, the most is 16384"),
+        "{reply:?}"
+    );
 
     // The session is still there: a proper call on it is answered.
     let call = drpc::proto::Message::new(drpc::proto::Header::call(3, "/math/add"), add);

@@ -44,18 +44,53 @@ use bytes::BytesMut;
 pub const DEFAULT_MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 
 /// Bounds a framer enforces on every frame it reads or writes.
+///
+/// Every limit is inclusive: a value of `n` allows exactly `n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FrameLimits {
     /// The largest frame, in bytes, counting everything the proto writes for
     /// one message (for [`RawProto`], the 4-byte length prefix too).
-    /// Defaults to [`DEFAULT_MAX_FRAME_LEN`].
+    /// Defaults to [`DEFAULT_MAX_FRAME_LEN`]. A larger frame is fatal to the
+    /// stream ([`ProtoError::FrameTooLarge`]).
     pub max_frame_len: usize,
+    /// The longest service method, in bytes of UTF-8. Default 1 KiB.
+    pub max_method_len: usize,
+    /// The most meta, counted as its pairs take on the wire: for each pair,
+    /// 4 length bytes plus its key and value. Counting the length bytes
+    /// bounds the number of pairs too, so a message's meta never costs more
+    /// than this to hold. Default 16 KiB.
+    pub max_meta_len: usize,
+}
+
+impl FrameLimits {
+    /// Limits with `max_frame_len` and the default method and meta limits.
+    pub fn new(max_frame_len: usize) -> Self {
+        Self {
+            max_frame_len,
+            ..Self::default()
+        }
+    }
+
+    /// Sets the method limit.
+    pub fn with_method_len(mut self, max: usize) -> Self {
+        self.max_method_len = max;
+        self
+    }
+
+    /// Sets the meta limit.
+    pub fn with_meta_len(mut self, max: usize) -> Self {
+        self.max_meta_len = max;
+        self
+    }
 }
 
 impl Default for FrameLimits {
     fn default() -> Self {
         Self {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_method_len: 1024,
+            max_meta_len: 16 * 1024,
         }
     }
 }
@@ -80,8 +115,10 @@ pub trait Framer: Send + 'static {
     ///
     /// Returns `Ok(None)` when `src` holds only part of a message; the caller
     /// reads more bytes into `src` and tries again. A framer may reserve room
-    /// in `src` for the rest of a frame it has validated. After an error the
-    /// stream is out of step and the connection must be closed.
+    /// in `src` for the rest of a frame it has validated. After an error for
+    /// which [`ProtoError::is_fatal`] is true the stream is out of step and
+    /// the connection must be closed; after any other error the frame has
+    /// been consumed and the next one can be decoded.
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtoError>;
 }
 
@@ -117,4 +154,29 @@ pub enum ProtoError {
     /// A field of an outgoing message does not fit its wire encoding.
     #[error("cannot encode message: {0}")]
     Unencodable(String),
+    /// The service method or the meta is over its limit in
+    /// [`FrameLimits`]. Not fatal: a decoder has consumed the whole frame,
+    /// so a call can be answered with 413 and the stream goes on.
+    #[error("{what} is over its limit: {len} bytes, the most is {max}")]
+    HeaderTooLarge {
+        /// `service method` or `meta`.
+        what: &'static str,
+        /// Its size, counted as the limit counts it.
+        len: usize,
+        /// The limit.
+        max: usize,
+        /// The kind of the message.
+        kind: Kind,
+        /// Its seq.
+        seq: u32,
+    },
+}
+
+impl ProtoError {
+    /// Whether the stream is out of step after this error, so the
+    /// connection must be closed. Only [`ProtoError::HeaderTooLarge`] is
+    /// not (and [`ProtoError::Unencodable`], which only encoding returns).
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Self::HeaderTooLarge { .. } | Self::Unencodable(_))
+    }
 }

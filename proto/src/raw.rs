@@ -86,12 +86,14 @@ impl Framer for RawFramer {
         let filter_count = u8::try_from(h.filters.len())
             .map_err(|_| too_long("filter list", h.filters.len(), u8::MAX as usize))?;
         let meta_count = u16_len("meta count", h.meta.len())?;
-        let mut meta_bytes = 0usize;
-        for (k, v) in h.meta.iter() {
-            u16_len("meta key", k.len())?;
-            u16_len("meta value", v.len())?;
-            meta_bytes += 4 + k.len() + v.len();
+        if h.meta.as_wire().is_none() {
+            for (k, v) in h.meta.iter() {
+                u16_len("meta key", k.len())?;
+                u16_len("meta value", v.len())?;
+            }
         }
+        let meta_bytes = h.meta.wire_len();
+        self.check_header(h.kind, h.seq, h.service_method.len(), meta_bytes)?;
         let frame_len = (PREFIX + MIN_BODY_OF_FRAME) as u64
             + h.service_method.len() as u64
             + h.status_message.len() as u64
@@ -125,11 +127,16 @@ impl Framer for RawFramer {
         dst.put_u8(filter_count);
         dst.put_slice(&h.filters);
         dst.put_u16(meta_count);
-        for (k, v) in h.meta.iter() {
-            dst.put_u16(k.len() as u16);
-            dst.put_slice(k.as_bytes());
-            dst.put_u16(v.len() as u16);
-            dst.put_slice(v.as_bytes());
+        match h.meta.as_wire() {
+            Some(wire) => dst.put_slice(wire),
+            None => {
+                for (k, v) in h.meta.iter() {
+                    dst.put_u16(k.len() as u16);
+                    dst.put_slice(k.as_bytes());
+                    dst.put_u16(v.len() as u16);
+                    dst.put_slice(v.as_bytes());
+                }
+            }
         }
         dst.put_slice(&msg.body);
         Ok(())
@@ -166,7 +173,36 @@ impl Framer for RawFramer {
         }
         let mut frame = src.split_to(total).freeze();
         frame.advance(PREFIX);
-        parse_frame(frame).map(Some)
+        let msg = parse_frame(frame)?;
+        let h = &msg.header;
+        self.check_header(h.kind, h.seq, h.service_method.len(), h.meta.wire_len())?;
+        Ok(Some(msg))
+    }
+}
+
+impl RawFramer {
+    /// The method and meta limits, the same both ways.
+    fn check_header(
+        &self,
+        kind: Kind,
+        seq: u32,
+        method: usize,
+        meta: usize,
+    ) -> Result<(), ProtoError> {
+        let over = |what, len, max| ProtoError::HeaderTooLarge {
+            what,
+            len,
+            max,
+            kind,
+            seq,
+        };
+        if method > self.limits.max_method_len {
+            return Err(over("service method", method, self.limits.max_method_len));
+        }
+        if meta > self.limits.max_meta_len {
+            return Err(over("meta", meta, self.limits.max_meta_len));
+        }
+        Ok(())
     }
 }
 
@@ -244,16 +280,24 @@ fn parse_frame(frame: Bytes) -> Result<Message, ProtoError> {
     let status_message = c.string("status message")?;
     let filter_count = c.u8("filter count")? as usize;
     let filters = c.bytes(filter_count, "filter list")?;
-    let meta_count = c.u16("meta count")? as usize;
-    let mut meta = Meta::new();
-    // Every pair takes at least 4 bytes, so this bounds the reservation by
-    // what the frame really holds.
-    meta.reserve(meta_count.min(c.buf.remaining() / 4));
-    for _ in 0..meta_count {
-        let key = c.string("meta key")?;
-        let value = c.string("meta value")?;
-        meta.push_raw(key, value);
+    let meta_count = c.u16("meta count")?;
+    // The pairs stay in their wire form, a slice of the frame: find where
+    // they end, then check them in place.
+    let mut end = 0usize;
+    for _ in 0..2 * u32::from(meta_count) {
+        let len = c
+            .buf
+            .get(end..end + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            .ok_or_else(|| ProtoError::Malformed("meta runs past the end of the frame".into()))?;
+        end += 2 + len;
+        if end > c.buf.len() {
+            return Err(ProtoError::Malformed(
+                "meta runs past the end of the frame".into(),
+            ));
+        }
     }
+    let meta = Meta::from_wire(c.buf.split_to(end), meta_count).map_err(ProtoError::Malformed)?;
     Ok(Message {
         header: Header {
             kind,

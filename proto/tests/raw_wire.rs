@@ -163,7 +163,7 @@ fn huge_declared_length_is_refused_before_allocation() {
 
 #[test]
 fn outgoing_frames_over_the_limit_are_refused() {
-    let mut f = RawProto.framer(&FrameLimits { max_frame_len: 64 });
+    let mut f = RawProto.framer(&FrameLimits::new(64));
     let msg = Message::new(Header::call(3, "/x"), vec![0u8; 64]);
     let mut out = BytesMut::new();
     let err = f.encode(&msg, &mut out).unwrap_err();
@@ -215,6 +215,103 @@ fn bad_fields_are_named() {
         framer().decode(&mut BytesMut::from(&bad[..])),
         Err(ProtoError::Malformed(_))
     ));
+}
+
+/// A call frame for `/m` (seq 5) with `pairs` empty meta pairs.
+fn call_with_empty_pairs(pairs: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[1, 1, 1, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0]);
+    f.extend_from_slice(&[0, 2, b'/', b'm', 0, 0, 0]);
+    f.extend_from_slice(&pairs.to_be_bytes());
+    for _ in 0..pairs {
+        f.extend_from_slice(&[0, 0, 0, 0]);
+    }
+    let mut frame = (f.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&f);
+    frame
+}
+
+#[test]
+fn meta_counts_its_length_bytes_and_over_the_limit_is_not_fatal() {
+    // 65,535 empty pairs: no key or value bytes, but 262,140 bytes of
+    // lengths, far over the 16 KiB default.
+    let mut buf = BytesMut::from(&call_with_empty_pairs(u16::MAX)[..]);
+    buf.extend_from_slice(&encode(&example_call()));
+    let mut f = framer();
+    let err = f.decode(&mut buf).unwrap_err();
+    assert_eq!(
+        err,
+        ProtoError::HeaderTooLarge {
+            what: "meta",
+            len: 4 * u16::MAX as usize,
+            max: 16 * 1024,
+            kind: Kind::Call,
+            seq: 5,
+        }
+    );
+    assert!(!err.is_fatal());
+    // The frame was consumed: the next one decodes.
+    assert_eq!(f.decode(&mut buf).unwrap().unwrap(), example_call());
+
+    // The limit is inclusive: 4,096 empty pairs are exactly 16 KiB.
+    let mut buf = BytesMut::from(&call_with_empty_pairs(4096)[..]);
+    let msg = f.decode(&mut buf).unwrap().unwrap();
+    assert_eq!(msg.header.meta.len(), 4096);
+    assert_eq!(msg.header.meta.wire_len(), 16 * 1024);
+    let mut buf = BytesMut::from(&call_with_empty_pairs(4097)[..]);
+    assert!(matches!(
+        f.decode(&mut buf),
+        Err(ProtoError::HeaderTooLarge { what: "meta", .. })
+    ));
+}
+
+#[test]
+fn the_method_limit_holds_both_ways_and_is_inclusive() {
+    let limits = FrameLimits::default().with_method_len(4);
+    let mut f = RawProto.framer(&limits);
+    let mut out = BytesMut::new();
+    f.encode(&Message::new(Header::push("/abc"), Bytes::new()), &mut out)
+        .unwrap();
+    assert!(f.decode(&mut out).unwrap().is_some());
+    let long = Message::new(Header::call(2, "/abcd"), Bytes::new());
+    let err = f.encode(&long, &mut out).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProtoError::HeaderTooLarge {
+                what: "service method",
+                len: 5,
+                max: 4,
+                seq: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(out.is_empty(), "nothing is written for a refused message");
+    // Written by a peer with a larger limit, it is refused on reading.
+    let mut wire = BytesMut::from(&encode(&long)[..]);
+    assert!(matches!(
+        f.decode(&mut wire),
+        Err(ProtoError::HeaderTooLarge {
+            kind: Kind::Call,
+            seq: 2,
+            ..
+        })
+    ));
+    assert!(wire.is_empty());
+}
+
+#[test]
+fn received_meta_stays_in_the_frame_and_encodes_unchanged() {
+    let bytes = encode(&example_call());
+    let msg = framer()
+        .decode(&mut BytesMut::from(&bytes[..]))
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.header.meta.get("k"), Some("v"));
+    // Forwarded as it came, byte for byte.
+    assert_eq!(encode(&msg), bytes);
 }
 
 #[test]

@@ -1,18 +1,18 @@
 //! What handlers receive.
 
-use crate::session::HANDLER_OF;
-use crate::storage::Storage;
-use crate::{Session, Status};
+use crate::runtime::scope;
+use crate::session::Session;
+use crate::values::{decode_body, Status, Storage};
 use bytes::Bytes;
 use drpc_codec::CodecId;
 use drpc_proto::{Header, Meta};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::any::Any;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 /// An incoming call or push: its session, header and raw body. Both
 /// [`CallCtx`] and [`PushCtx`] dereference to it, so these accessors work on
@@ -122,10 +122,14 @@ impl Incoming {
     pub fn with_current<R>(f: impl FnOnce(Option<&Incoming>) -> R) -> R {
         // A clone of the handle (an `Arc`), so `f` runs outside the
         // task-local's borrow.
-        match HANDLER_OF.try_with(|h| h.incoming.clone()) {
-            Ok(Some(handled)) => f(Some(handled.incoming())),
-            _ => f(None),
-        }
+        let current = scope::message();
+        let incoming = current.as_deref().and_then(|m| {
+            let m: &dyn Any = m;
+            m.downcast_ref::<CallInner>()
+                .map(|c| &c.msg)
+                .or_else(|| m.downcast_ref::<Incoming>())
+        });
+        f(incoming)
     }
 }
 
@@ -141,6 +145,9 @@ impl std::fmt::Debug for Incoming {
 /// The context of an incoming call: the message (see [`Incoming`], which
 /// this dereferences to), its deadline, and the settings of its reply.
 /// Cheap to clone.
+///
+/// The deadline is a [`std::time::Instant`], measured from when the call
+/// was read, plus the timeout the caller sent (or the endpoint's default).
 #[derive(Clone, Debug)]
 pub struct CallCtx {
     inner: Arc<CallInner>,
@@ -188,9 +195,14 @@ impl CallCtx {
 
     /// The time left until [`CallCtx::deadline`], zero once it has passed.
     pub fn remaining(&self) -> Duration {
-        self.inner
-            .deadline
-            .saturating_duration_since(Instant::now())
+        // tokio's clock, so a test on a paused clock sees its own time.
+        let now = tokio::time::Instant::now().into_std();
+        self.inner.deadline.saturating_duration_since(now)
+    }
+
+    /// The message as an `Arc` of anything, for the handler scope.
+    pub(crate) fn as_any(&self) -> Arc<dyn Any + Send + Sync> {
+        self.inner.clone()
     }
 
     /// Adds a key/value pair to the reply's meta.
@@ -253,24 +265,17 @@ impl PushCtx {
     }
 }
 
+impl PushCtx {
+    /// The message as an `Arc` of anything, for the handler scope.
+    pub(crate) fn as_any(&self) -> Arc<dyn Any + Send + Sync> {
+        self.inner.clone()
+    }
+}
+
 impl Deref for PushCtx {
     type Target = Incoming;
 
     fn deref(&self) -> &Incoming {
         &self.inner
     }
-}
-
-pub(crate) fn decode_body<T: DeserializeOwned>(
-    codec: CodecId,
-    body: &[u8],
-    what: &str,
-) -> Result<T, Status> {
-    codec.decode(body).map_err(|e| {
-        Status::bad_message(format!(
-            "cannot decode the {codec} body of {what} as {}: {e}",
-            std::any::type_name::<T>()
-        ))
-        .with_cause(e)
-    })
 }

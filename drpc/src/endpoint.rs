@@ -1,17 +1,16 @@
-//! The endpoint: configuration, router, plugins, listeners and live sessions.
+//! The endpoint on top of everything: building one, listening, dialing,
+//! serving a connection the application already has, shutting down.
 
-use crate::driver::{establish, Origin};
-use crate::limits::Limiter;
+use crate::engine::establish::{establish, Origin};
 use crate::plugin::{Plugin, Plugins, RouteInfo};
-use crate::{Code, Config, Limits, Router, Session, Status};
-use drpc_proto::{FrameLimits, Proto, RawProto};
-use drpc_socket::{Addr, Listener, SocketError};
-use parking_lot::Mutex;
-use std::collections::HashMap;
+use crate::router::Router;
+use crate::session::Session;
+use crate::shared::{Dialer, Endpoint, EndpointShared, SocketDialer};
+use crate::values::{Code, Config, Status};
+use drpc_proto::{Proto, RawProto};
+use drpc_socket::{Addr, Listener, Socket, SocketError};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// Something that names an address: `&str`, `String` or [`Addr`].
 pub trait ToAddr {
@@ -43,64 +42,6 @@ impl<T: ToAddr + ?Sized> ToAddr for &T {
     }
 }
 
-/// The runtime object a process owns: it listens and dials at the same time,
-/// and every connection, either way, becomes a symmetric [`Session`].
-///
-/// An `Endpoint` is a cheap, cloneable handle. It must be used inside a
-/// tokio runtime, and it serves until [`Endpoint::close`] is called (or the
-/// runtime shuts down): dropping the handle does not close it.
-///
-/// ```no_run
-/// # async fn demo() -> Result<(), drpc::Status> {
-/// use drpc::{CallCtx, Endpoint, Router, Status};
-///
-/// let mut router = Router::new();
-/// router
-///     .call("/echo", |_: CallCtx, s: String| async move { Ok::<_, Status>(s) })
-///     .unwrap();
-/// let server = Endpoint::builder().router(router).build()?;
-/// let addr = server.listen("tcp://127.0.0.1:0").await?;
-///
-/// let client = Endpoint::builder().build()?;
-/// let session = client.dial(&addr).await?;
-/// let back: String = session.call("/echo", "hi").await?;
-/// assert_eq!(back, "hi");
-/// client.close().await;
-/// server.close().await;
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct Endpoint {
-    inner: Arc<EndpointInner>,
-}
-
-pub(crate) struct EndpointInner {
-    pub(crate) config: Config,
-    pub(crate) proto: Arc<dyn Proto>,
-    pub(crate) router: Router,
-    pub(crate) plugins: Plugins,
-    pub(crate) limiter: Limiter,
-    sessions: Mutex<Sessions>,
-    /// Every task the endpoint starts, so close can wait for all of them.
-    pub(crate) tasks: TaskTracker,
-    /// Stops the accept loops (and redials).
-    pub(crate) shutdown: CancellationToken,
-    /// Cancelled when close has finished.
-    closed: CancellationToken,
-    /// Cancelled by a second close while the first runs: stop waiting for
-    /// handlers and writers, close at once.
-    pub(crate) hurry: CancellationToken,
-    /// How long a graceful close waits for handlers and writers: the
-    /// config's `close_grace`, or what [`Endpoint::shutdown`] was given.
-    grace: Mutex<Duration>,
-}
-
-struct Sessions {
-    by_id: HashMap<Arc<str>, Session>,
-    closing: bool,
-    next_suffix: u64,
-}
-
 /// Builds an [`Endpoint`]; made by [`Endpoint::builder`].
 #[must_use]
 pub struct EndpointBuilder {
@@ -108,6 +49,7 @@ pub struct EndpointBuilder {
     proto: Arc<dyn Proto>,
     router: Router,
     plugins: Vec<Arc<dyn Plugin>>,
+    dialer: Arc<dyn Dialer>,
 }
 
 impl EndpointBuilder {
@@ -143,6 +85,16 @@ impl EndpointBuilder {
         self
     }
 
+    /// Sets how addresses become connections, for every dial and redial
+    /// (default: the transport the address scheme names). A test can hand
+    /// out in-memory sockets here, and serve their other ends with
+    /// [`Endpoint::serve`], to run sessions, redials included, on tokio's
+    /// paused clock.
+    pub fn dialer(mut self, dialer: impl Dialer) -> Self {
+        self.dialer = Arc::new(dialer);
+        self
+    }
+
     /// Builds the endpoint, running every plugin's
     /// [`after_register`](Plugin::after_register) for each route and then
     /// [`after_build`](Plugin::after_build).
@@ -160,8 +112,6 @@ impl EndpointBuilder {
             return Err(Status::internal("config.write_queue must be at least 1"));
         }
         let mut config = self.config;
-        let config_limits = config.limits;
-        let config_grace = config.close_grace;
         // A QUIC batch holds whole frames; the transport must accept the
         // largest batch this endpoint's writer can make.
         config.transport.fit_batches(
@@ -172,25 +122,18 @@ impl EndpointBuilder {
         let plugins = Plugins::new(self.plugins);
         for (path, kind) in self.router.routes() {
             plugins.try_each(|p| p.after_register(RouteInfo { path, kind }))?;
+            for p in self.router.group_plugins() {
+                p.after_register(RouteInfo { path, kind })?;
+            }
         }
         let endpoint = Endpoint {
-            inner: Arc::new(EndpointInner {
+            inner: Arc::new(EndpointShared::new(
                 config,
-                proto: self.proto,
-                router: self.router,
+                self.proto,
+                self.router.seal(),
                 plugins,
-                limiter: Limiter::new(config_limits),
-                sessions: Mutex::new(Sessions {
-                    by_id: HashMap::new(),
-                    closing: false,
-                    next_suffix: 1,
-                }),
-                tasks: TaskTracker::new(),
-                shutdown: CancellationToken::new(),
-                closed: CancellationToken::new(),
-                hurry: CancellationToken::new(),
-                grace: Mutex::new(config_grace),
-            }),
+                self.dialer,
+            )),
         };
         endpoint.inner.plugins.each(|p| p.after_build(&endpoint));
         Ok(endpoint)
@@ -205,16 +148,8 @@ impl Endpoint {
             proto: Arc::new(RawProto),
             router: Router::new(),
             plugins: Vec::new(),
+            dialer: Arc::new(SocketDialer),
         }
-    }
-
-    pub(crate) fn from_inner(inner: Arc<EndpointInner>) -> Self {
-        Self { inner }
-    }
-
-    /// The endpoint's configuration.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
     }
 
     /// Starts accepting sessions on `addr` and returns the bound address
@@ -274,6 +209,18 @@ impl Endpoint {
         Ok(local)
     }
 
+    /// Serves a connection the application already has (an accepted socket
+    /// from elsewhere, one end of an in-memory pipe): it becomes a session
+    /// of this endpoint exactly as an accepted one does, accept hooks
+    /// included. Returns the session once the hooks pass.
+    ///
+    /// Errors: the refusing hook's status, 503 past the session limit, 102
+    /// when the endpoint is closed.
+    pub async fn serve(&self, socket: Socket) -> Result<Session, Status> {
+        self.check_open()?;
+        establish(&self.inner, socket, Origin::Accepted, None).await
+    }
+
     /// Connects to the endpoint listening at `addr` and returns the session.
     /// If its connection later breaks, the session dials `addr` again (see
     /// [`Config::redial`]).
@@ -289,73 +236,29 @@ impl Endpoint {
         let addr = addr
             .to_addr()
             .map_err(|e| Status::dial_failed(e.to_string()).with_cause(e))?;
+        let inner = &self.inner;
         let result = async {
-            self.inner
-                .plugins
-                .try_each(|p| p.before_dial(&addr, false))?;
-            let socket = match tokio::time::timeout(
-                self.inner.config.dial_timeout,
-                drpc_socket::dial(&addr, &self.inner.config.transport),
-            )
-            .await
-            {
+            inner.plugins.try_each(|p| p.before_dial(&addr, false))?;
+            let dial = inner.dialer.dial(&addr, &inner.config);
+            let socket = match tokio::time::timeout(inner.config.dial_timeout, dial).await {
                 Ok(Ok(socket)) => socket,
                 Ok(Err(e)) => return Err(Status::dial_failed(e.to_string()).with_cause(e)),
                 Err(_) => {
                     return Err(Status::dial_failed(format!(
                         "dial {addr}: no connection within {:?}",
-                        self.inner.config.dial_timeout
+                        inner.config.dial_timeout
                     )))
                 }
             };
-            establish(&self.inner, socket, Origin::Dialed, Some(addr.clone())).await
+            establish(inner, socket, Origin::Dialed, Some(addr.clone())).await
         }
         .await;
         if let Err(status) = &result {
-            self.inner
+            inner
                 .plugins
                 .each(|p| p.after_dial_fail(&addr, status, false));
         }
         result
-    }
-
-    /// The overload limits in force.
-    pub fn limits(&self) -> Limits {
-        self.inner.limiter.get()
-    }
-
-    /// Changes the overload limits while running. Lower limits apply to new
-    /// sessions and calls; nothing running is cut short.
-    pub fn set_limits(&self, limits: Limits) {
-        self.inner.limiter.set(limits);
-    }
-
-    /// How many calls this endpoint's handlers are running now.
-    pub fn calls_running(&self) -> usize {
-        self.inner.limiter.running()
-    }
-
-    /// The live session with `id`.
-    pub fn session(&self, id: &str) -> Option<Session> {
-        self.inner.sessions.lock().by_id.get(id).cloned()
-    }
-
-    /// How many sessions are live.
-    pub fn session_count(&self) -> usize {
-        self.inner.sessions.lock().by_id.len()
-    }
-
-    /// A snapshot of the live sessions.
-    pub fn sessions(&self) -> Vec<Session> {
-        self.inner.sessions.lock().by_id.values().cloned().collect()
-    }
-
-    /// Runs `f` on every live session (on a snapshot, so `f` may close
-    /// sessions or open new ones).
-    pub fn for_each_session(&self, mut f: impl FnMut(&Session)) {
-        for s in self.sessions() {
-            f(&s);
-        }
     }
 
     /// Closes the endpoint gracefully, waiting up to [`Config::close_grace`]:
@@ -369,26 +272,27 @@ impl Endpoint {
     /// 1. stops accepting;
     /// 2. tells every connected peer it is going away (a connection notice,
     ///    docs/PROTOCOL.md section 3.1), so peers stop starting calls on
-    ///    these sessions at once instead of finding out later;
+    ///    these sessions at once instead of finding out later; a call that
+    ///    crosses the notice is answered with 102;
     /// 3. lets running handlers finish and sends their replies;
-    /// 4. closes every session and waits until every task the endpoint
-    ///    started has ended.
+    /// 4. ends every connection's stream and waits until each transport has
+    ///    finished its own close (a QUIC close sent and drained, KCP end
+    ///    markers acknowledged), and until every task the endpoint started
+    ///    has ended.
     ///
-    /// When `grace` runs out, handlers still running are cancelled and the
-    /// close completes. Calling `close` or `shutdown` again while this runs
-    /// closes at once the same way; once it has finished, they return at
-    /// once. Further listens and dials fail with 102.
+    /// When it returns, nothing of the endpoint runs any more: a process
+    /// may exit at once. When `grace` runs out, handlers still running are
+    /// cancelled and the close completes. Calling `close` or `shutdown`
+    /// again while this runs closes at once the same way; once it has
+    /// finished, they return at once. Further listens and dials fail with
+    /// 102.
     pub async fn shutdown(&self, grace: Duration) {
-        let first = {
-            let mut sessions = self.inner.sessions.lock();
-            !std::mem::replace(&mut sessions.closing, true)
-        };
-        if !first {
+        if !self.inner.begin_closing() {
             self.inner.hurry.cancel();
             self.inner.closed.cancelled().await;
             return;
         }
-        *self.inner.grace.lock() = grace;
+        self.inner.set_grace(grace);
         self.inner.plugins.each(|p| p.before_close(self));
         self.inner.shutdown.cancel();
         let sessions = self.sessions();
@@ -399,93 +303,11 @@ impl Endpoint {
         self.inner.closed.cancel();
     }
 
-    /// Whether [`Endpoint::close`] has begun.
-    pub fn is_closed(&self) -> bool {
-        self.inner.sessions.lock().closing
-    }
-
     fn check_open(&self) -> Result<(), Status> {
         if self.is_closed() {
             Err(Status::connection_closed("the endpoint is closed"))
         } else {
             Ok(())
         }
-    }
-}
-
-impl EndpointInner {
-    /// How long a graceful close waits now.
-    pub(crate) fn grace(&self) -> Duration {
-        *self.grace.lock()
-    }
-
-    pub(crate) fn frame_limits(&self) -> FrameLimits {
-        FrameLimits::new(self.config.max_frame_len)
-            .with_method_len(self.config.max_method_len)
-            .with_meta_len(self.config.max_meta_len)
-    }
-
-    /// Registers a new session under its peer address (suffixed if taken).
-    pub(crate) fn add_session(&self, session: &Session) -> Result<(), Status> {
-        let mut sessions = self.sessions.lock();
-        if sessions.closing {
-            return Err(Status::connection_closed("the endpoint is closing"));
-        }
-        let max = self.limiter.max_sessions();
-        if sessions.by_id.len() >= max {
-            return Err(Status::overloaded(format!(
-                "the endpoint already serves {max} sessions (Limits::max_sessions)"
-            )));
-        }
-        let base = session.peer_addr().to_string();
-        let mut id: Arc<str> = Arc::from(base.as_str());
-        while sessions.by_id.contains_key(&id) {
-            let n = sessions.next_suffix;
-            sessions.next_suffix += 1;
-            id = Arc::from(format!("{base}#{n}"));
-        }
-        *session.shared.id.lock() = id.clone();
-        sessions.by_id.insert(id, session.clone());
-        Ok(())
-    }
-
-    pub(crate) fn rename_session(&self, session: &Session, new_id: Arc<str>) -> Result<(), Status> {
-        let mut sessions = self.sessions.lock();
-        let mut id = session.shared.id.lock();
-        if *id == new_id {
-            return Ok(());
-        }
-        match sessions.by_id.get(&*id) {
-            Some(s) if s == session => {}
-            _ => return Err(Status::connection_closed("cannot rename a closed session")),
-        }
-        if sessions.by_id.contains_key(&new_id) {
-            return Err(Status::new(
-                Code::WRONG_CONNECTION,
-                format!("session id {new_id:?} is already in use on this endpoint"),
-            ));
-        }
-        sessions.by_id.remove(&*id);
-        sessions.by_id.insert(new_id.clone(), session.clone());
-        *id = new_id;
-        Ok(())
-    }
-
-    pub(crate) fn remove_session(&self, session: &Session) {
-        let mut sessions = self.sessions.lock();
-        let id = session.shared.id.lock().clone();
-        if sessions.by_id.get(&id).is_some_and(|s| s == session) {
-            sessions.by_id.remove(&id);
-        }
-    }
-}
-
-impl std::fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("sessions", &self.session_count())
-            .field("proto", &self.inner.proto.name())
-            .field("closed", &self.is_closed())
-            .finish()
     }
 }

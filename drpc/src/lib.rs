@@ -53,39 +53,34 @@
 //! formats), [`codec`] (body codecs) and [`socket`] (transports).
 #![warn(missing_docs)]
 
-mod config;
-mod conn;
+// Layers, imports one way (drpc/tests/layers.rs checks it): `values` at the
+// bottom; `core`, the protocol logic without I/O; `runtime`, the tokio
+// pieces of one connection; the public types (session, context, plugin,
+// router, shared); `engine`, the only code that spawns tasks and touches
+// sockets; `endpoint` on top.
 mod context;
-mod driver;
-mod early;
+mod core;
 mod endpoint;
-mod limits;
-mod options;
-mod outbox;
-mod pending;
+mod engine;
 pub mod plugin;
-mod redial;
 mod router;
+mod runtime;
 mod session;
-mod status;
-mod storage;
+mod shared;
+mod values;
 
-pub use config::Config;
 pub use context::{CallCtx, Incoming, PushCtx};
-pub use early::HandshakeMessage;
-pub use endpoint::{Endpoint, EndpointBuilder, ToAddr};
-pub use limits::{Limits, Rate};
-pub use options::{CallOptions, PushOptions, Reply};
+pub use endpoint::{EndpointBuilder, ToAddr};
 pub use plugin::Plugin;
-pub use redial::Redial;
 pub use router::{Group, RouteError, Router};
-pub use session::{Session, SessionState};
-pub use status::{Code, Status};
+pub use session::{HandshakeMessage, Session, SessionState};
+pub use shared::{Dialer, Endpoint};
+pub use values::{CallOptions, Code, Config, Limits, PushOptions, Rate, Redial, Reply, Status};
 
 pub use drpc_codec as codec;
 pub use drpc_proto as proto;
 pub use drpc_socket as socket;
 
-pub use drpc_codec::CodecId;
+pub use drpc_codec::{Blob, CodecId};
 pub use drpc_proto::Meta;
 pub use drpc_socket::Addr;

@@ -31,7 +31,10 @@
 //! }
 //! ```
 
-use crate::{CallCtx, Endpoint, PushCtx, Session, Status};
+use crate::context::{CallCtx, PushCtx};
+use crate::session::Session;
+use crate::shared::Endpoint;
+use crate::values::Status;
 use drpc_proto::{Header, Message};
 use drpc_socket::Addr;
 use std::future::Future;
@@ -231,8 +234,8 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
-    /// After a reply was read, before it is handed to the caller (who
-    /// decodes its body); the hook may rewrite it, as for calls.
+    /// After a reply arrived, before its body is decoded (on the caller's
+    /// task); the hook may rewrite it, as for calls.
     ///
     /// Errors: the call ends with this status instead of the reply.
     fn after_read_reply_header(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
@@ -265,9 +268,83 @@ pub trait Plugin: Send + Sync + 'static {
     /// After a push's handler finished (or panicked), `elapsed` after it
     /// started. Not run for a handler cancelled by an abrupt close.
     fn after_push_handler(&self, ctx: &PushCtx, elapsed: Duration) {}
+
+    // ----- per call -----
+
+    /// A call of the peer arrived (its header is read, nothing else is
+    /// done yet): returns this plugin's state for that one call, if it keeps
+    /// any. The state lives exactly as long as the call: it sees the
+    /// handler about to run and the reply about to be written, and it is
+    /// dropped when the call ends, however it ends (answered, refused,
+    /// cancelled, its connection lost). Nothing is keyed by seq, so nothing
+    /// can leak from one call, or one connection, to another. For a plugin
+    /// of a route group, the call starts when it is routed.
+    ///
+    /// Errors: the call is answered with this status; no handler runs.
+    fn handle_call(
+        &self,
+        session: &Session,
+        msg: &Message,
+    ) -> Result<Option<Box<dyn HandledCall>>, Status> {
+        Ok(None)
+    }
+
+    /// This side is about to make a call (its seq is set, nothing is
+    /// written): returns this plugin's state for that one call, if it keeps
+    /// any; it may change the message, as [`Plugin::before_write_call`]
+    /// (which runs just before it). The state sees the reply and ends with
+    /// the call, however it ends.
+    ///
+    /// Errors: the call fails with this status; nothing is sent.
+    fn make_call(
+        &self,
+        session: &Session,
+        msg: &mut Message,
+    ) -> Result<Option<Box<dyn MadeCall>>, Status> {
+        Ok(None)
+    }
 }
 
-/// The ordered plugin list of an endpoint.
+/// A plugin's state for one call this side handles; see
+/// [`Plugin::handle_call`]. Dropping it is the end of the call.
+#[allow(unused_variables)]
+pub trait HandledCall: Send + 'static {
+    /// The body is decoded and the handler is about to run (not called
+    /// when the call is refused before).
+    ///
+    /// Errors: the handler does not run; the call is answered with this
+    /// status.
+    fn before_handler(&mut self, ctx: &CallCtx) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// The reply (a success or an error) is about to be queued; it may be
+    /// changed. Runs before the endpoint's [`Plugin::before_write_reply`].
+    ///
+    /// Errors: the reply is replaced by an error reply with this status.
+    fn before_reply(&mut self, reply: &mut Message) -> Result<(), Status> {
+        Ok(())
+    }
+}
+
+/// A plugin's state for one call this side makes; see
+/// [`Plugin::make_call`].
+#[allow(unused_variables)]
+pub trait MadeCall: Send + 'static {
+    /// The reply arrived, with any status; it may be changed (its body
+    /// decompressed, say) before it is decoded. Runs before the endpoint's
+    /// [`Plugin::after_read_reply_header`].
+    ///
+    /// Errors: the call ends with this status instead.
+    fn on_reply(&mut self, reply: &mut Message) -> Result<(), Status> {
+        Ok(())
+    }
+
+    /// The call ended, however it ended; runs exactly once.
+    fn end(self: Box<Self>, end: &CallEnd<'_>) {}
+}
+
+/// An ordered plugin list: an endpoint's, or a route group's.
 #[derive(Clone, Default)]
 pub(crate) struct Plugins(Arc<[Arc<dyn Plugin>]>);
 
@@ -294,5 +371,13 @@ impl Plugins {
 
     pub(crate) fn each(&self, mut f: impl FnMut(&dyn Plugin)) {
         self.0.iter().for_each(|p| f(&**p));
+    }
+}
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|p| p.name()))
+            .finish()
     }
 }

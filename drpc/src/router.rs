@@ -1,7 +1,10 @@
-//! Routes from service methods to handlers.
+//! Routes from service methods to handlers, and the plugins of route
+//! groups. The router only maps: decoding arguments is part of a route,
+//! but running plugins around it is the dispatcher's business.
 
-use crate::plugin::{BoxFuture, RouteKind};
-use crate::{CallCtx, PushCtx, Status};
+use crate::context::{CallCtx, PushCtx};
+use crate::plugin::{BoxFuture, Plugin, Plugins, RouteKind};
+use crate::values::Status;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
@@ -11,8 +14,23 @@ use std::sync::Arc;
 
 /// What a call handler produces: the encoded reply body, or a status.
 pub(crate) type CallOutput = Result<Bytes, Status>;
-pub(crate) type CallFn = Arc<dyn Fn(CallCtx) -> BoxFuture<'static, CallOutput> + Send + Sync>;
-pub(crate) type PushFn = Arc<dyn Fn(PushCtx) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// A call route, erased: decodes the argument at once (a 400 comes back
+/// here, before anything runs) and returns the handler's future, not yet
+/// polled, so the dispatcher runs the body hooks in between.
+pub(crate) type CallFn =
+    Arc<dyn Fn(&CallCtx) -> Result<BoxFuture<'static, CallOutput>, Status> + Send + Sync>;
+/// A push route, erased the same way.
+pub(crate) type PushFn =
+    Arc<dyn Fn(&PushCtx) -> Result<BoxFuture<'static, ()>, Status> + Send + Sync>;
+
+/// A route as the dispatcher finds it: the handler and the plugins of the
+/// groups it belongs to.
+#[derive(Clone)]
+pub(crate) struct Route<F> {
+    pub(crate) handler: F,
+    pub(crate) plugins: Plugins,
+}
 
 /// Why a route could not be registered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +90,12 @@ impl std::error::Error for RouteError {}
 /// ```
 #[derive(Default, Clone)]
 pub struct Router {
-    calls: FxHashMap<Box<str>, CallFn>,
-    pushes: FxHashMap<Box<str>, PushFn>,
-    call_fallback: Option<CallFn>,
-    push_fallback: Option<PushFn>,
+    calls: FxHashMap<Box<str>, Route<CallFn>>,
+    pushes: FxHashMap<Box<str>, Route<PushFn>>,
+    call_fallback: Option<Route<CallFn>>,
+    push_fallback: Option<Route<PushFn>>,
+    /// Plugins of route groups, by prefix, in the order they were added.
+    group_plugins: Vec<(String, Arc<dyn Plugin>)>,
     /// Every registration in order, for the `after_register` hook.
     order: Vec<(String, RouteKind)>,
 }
@@ -104,6 +124,15 @@ fn join(prefix: &str, path: &str) -> Result<String, RouteError> {
         return invalid("is longer than 65535 bytes");
     }
     Ok(full)
+}
+
+/// Whether `path` lies under the group `prefix` (whole segments only:
+/// `/math` holds `/math/add`, not `/mathematics`).
+fn under(prefix: &str, path: &str) -> bool {
+    prefix.is_empty()
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 impl Router {
@@ -173,19 +202,14 @@ impl Router {
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
         R: Serialize + Send + 'static,
     {
-        if self.call_fallback.is_some() {
-            return Err(RouteError::Duplicate(String::new()));
-        }
         let handler = Arc::new(handler);
-        self.call_fallback = Some(raw_call(move |ctx: CallCtx| {
+        self.set_call_fallback(raw_call(move |ctx: CallCtx| {
             let handler = handler.clone();
             async move {
                 let value = handler(ctx.clone()).await?;
                 ctx.encode_reply(&value)
             }
-        }));
-        self.order.push((String::new(), RouteKind::CallFallback));
-        Ok(self)
+        }))
     }
 
     /// Like [`Router::call_fallback`], but the handler returns the reply
@@ -197,10 +221,17 @@ impl Router {
         F: Fn(CallCtx) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
     {
+        self.set_call_fallback(raw_call(handler))
+    }
+
+    fn set_call_fallback(&mut self, f: CallFn) -> Result<&mut Self, RouteError> {
         if self.call_fallback.is_some() {
             return Err(RouteError::Duplicate(String::new()));
         }
-        self.call_fallback = Some(raw_call(handler));
+        self.call_fallback = Some(Route {
+            handler: f,
+            plugins: Plugins::default(),
+        });
         self.order.push((String::new(), RouteKind::CallFallback));
         Ok(self)
     }
@@ -216,14 +247,14 @@ impl Router {
             return Err(RouteError::Duplicate(String::new()));
         }
         let handler = Arc::new(handler);
-        self.push_fallback = Some(Arc::new(move |ctx: PushCtx| {
-            let handler = handler.clone();
-            Box::pin(async move {
-                if run_push_body_hooks(&ctx) {
-                    handler(ctx).await;
-                }
-            })
-        }));
+        let f: PushFn = Arc::new(move |ctx: &PushCtx| {
+            let fut = handler(ctx.clone());
+            Ok(Box::pin(fut) as BoxFuture<'static, ()>)
+        });
+        self.push_fallback = Some(Route {
+            handler: f,
+            plugins: Plugins::default(),
+        });
         self.order.push((String::new(), RouteKind::PushFallback));
         Ok(self)
     }
@@ -255,11 +286,39 @@ impl Router {
         Ok(self)
     }
 
-    pub(crate) fn find_call(&self, method: &str) -> Option<&CallFn> {
+    /// Gives every route the plugins of the groups it lies under, in the
+    /// order they were added: done once, when the endpoint is built.
+    pub(crate) fn seal(mut self) -> Self {
+        let groups = std::mem::take(&mut self.group_plugins);
+        let plugins_of = |path: &str| {
+            Plugins::new(
+                groups
+                    .iter()
+                    .filter(|(prefix, _)| under(prefix, path))
+                    .map(|(_, p)| p.clone())
+                    .collect(),
+            )
+        };
+        for (path, route) in self.calls.iter_mut() {
+            route.plugins = plugins_of(path);
+        }
+        for (path, route) in self.pushes.iter_mut() {
+            route.plugins = plugins_of(path);
+        }
+        self.group_plugins = groups;
+        self
+    }
+
+    /// The plugins of route groups, with their prefixes.
+    pub(crate) fn group_plugins(&self) -> impl Iterator<Item = &Arc<dyn Plugin>> {
+        self.group_plugins.iter().map(|(_, p)| p)
+    }
+
+    pub(crate) fn find_call(&self, method: &str) -> Option<&Route<CallFn>> {
         self.calls.get(method).or(self.call_fallback.as_ref())
     }
 
-    pub(crate) fn find_push(&self, method: &str) -> Option<&PushFn> {
+    pub(crate) fn find_push(&self, method: &str) -> Option<&Route<PushFn>> {
         self.pushes.get(method).or(self.push_fallback.as_ref())
     }
 }
@@ -267,7 +326,7 @@ impl Router {
 /// Adds `f` under `prefix + path` unless that path is invalid or taken;
 /// returns the full path.
 fn insert<F>(
-    table: &mut FxHashMap<Box<str>, F>,
+    table: &mut FxHashMap<Box<str>, Route<F>>,
     prefix: &str,
     path: &str,
     f: F,
@@ -276,30 +335,27 @@ fn insert<F>(
     if table.contains_key(full.as_str()) {
         return Err(RouteError::Duplicate(full));
     }
-    table.insert(full.as_str().into(), f);
+    table.insert(
+        full.as_str().into(),
+        Route {
+            handler: f,
+            plugins: Plugins::default(),
+        },
+    );
     Ok(full)
 }
 
-/// Erases a handler of encoded bytes; the body hooks run before it.
+/// Erases a handler of encoded bytes.
 fn raw_call<F, Fut>(handler: F) -> CallFn
 where
     F: Fn(CallCtx) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
 {
-    let handler = Arc::new(handler);
-    Arc::new(move |ctx: CallCtx| {
-        let handler = handler.clone();
-        Box::pin(async move {
-            ctx.session()
-                .plugins()
-                .try_each(|p| p.after_read_call_body(&ctx))?;
-            handler(ctx).await
-        })
-    })
+    Arc::new(move |ctx: &CallCtx| Ok(Box::pin(handler(ctx.clone())) as BoxFuture<'static, _>))
 }
 
-/// Erases a typed handler: decode the argument (400 on failure), run the
-/// body hooks, run the handler, encode its value with the reply codec.
+/// Erases a typed handler: the argument is decoded now (400 on failure);
+/// the future runs the handler and encodes its value with the reply codec.
 fn typed_call<F, Fut, A, R>(handler: F) -> CallFn
 where
     F: Fn(CallCtx, A) -> Fut + Send + Sync + 'static,
@@ -307,17 +363,14 @@ where
     A: DeserializeOwned + Send + 'static,
     R: Serialize + Send + 'static,
 {
-    let handler = Arc::new(handler);
-    Arc::new(move |ctx: CallCtx| {
-        let handler = handler.clone();
-        Box::pin(async move {
-            let arg: A = ctx.decode()?;
-            ctx.session()
-                .plugins()
-                .try_each(|p| p.after_read_call_body(&ctx))?;
-            let value = handler(ctx.clone(), arg).await?;
+    Arc::new(move |ctx: &CallCtx| {
+        let arg: A = ctx.decode()?;
+        let ctx = ctx.clone();
+        let fut = handler(ctx.clone(), arg);
+        Ok(Box::pin(async move {
+            let value = fut.await?;
             ctx.encode_reply(&value)
-        })
+        }) as BoxFuture<'static, _>)
     })
 }
 
@@ -327,36 +380,10 @@ where
     Fut: Future<Output = ()> + Send + 'static,
     A: DeserializeOwned + Send + 'static,
 {
-    let handler = Arc::new(handler);
-    Arc::new(move |ctx: PushCtx| {
-        let handler = handler.clone();
-        Box::pin(async move {
-            let arg: A = match ctx.decode() {
-                Ok(arg) => arg,
-                Err(status) => {
-                    tracing::debug!(session = %ctx.session().id(), method = ctx.service_method(), %status, "push dropped");
-                    return;
-                }
-            };
-            if run_push_body_hooks(&ctx) {
-                handler(ctx, arg).await;
-            }
-        })
+    Arc::new(move |ctx: &PushCtx| {
+        let arg: A = ctx.decode()?;
+        Ok(Box::pin(handler(ctx.clone(), arg)) as BoxFuture<'static, ()>)
     })
-}
-
-fn run_push_body_hooks(ctx: &PushCtx) -> bool {
-    match ctx
-        .session()
-        .plugins()
-        .try_each(|p| p.after_read_push_body(ctx))
-    {
-        Ok(()) => true,
-        Err(status) => {
-            tracing::debug!(session = %ctx.session().id(), method = ctx.service_method(), %status, "push refused by a plugin");
-            false
-        }
-    }
 }
 
 impl std::fmt::Debug for Router {
@@ -409,11 +436,93 @@ impl Group<'_> {
         Ok(self)
     }
 
+    /// Runs `plugin` for the calls and pushes of every route under this
+    /// group's prefix (registered before or after), and for no other, as
+    /// DMicro's and erpc's `SubRoute(prefix, plugins...)` do. It runs after
+    /// the endpoint's plugins, at every per-message hook from routing on:
+    /// its [`Plugin::after_read_call_header`] runs once the call is routed
+    /// (so a rewrite of the service method there does not route it again),
+    /// and its [`Plugin::handle_call`] state starts then. Session and
+    /// endpoint hooks are not run for group plugins.
+    ///
+    /// ```
+    /// use drpc::{CallCtx, Plugin, Router, Session, Status};
+    /// use drpc::proto::Message;
+    ///
+    /// struct AdminOnly;
+    /// impl Plugin for AdminOnly {
+    ///     fn after_read_call_header(&self, _: &Session, m: &mut Message) -> Result<(), Status> {
+    ///         match m.header.meta.get("role") {
+    ///             Some("admin") => Ok(()),
+    ///             _ => Err(Status::unauthorized("admins only")),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let mut router = Router::new();
+    /// router.call("/public/time", |_: CallCtx, _: ()| async { Ok::<_, Status>(0u64) })?;
+    /// router
+    ///     .group("/admin")
+    ///     .plugin(AdminOnly)
+    ///     .call("/stop", |_: CallCtx, _: ()| async { Ok::<_, Status>(()) })?;
+    /// # Ok::<(), drpc::RouteError>(())
+    /// ```
+    pub fn plugin(&mut self, plugin: impl Plugin) -> &mut Self {
+        self.plugin_arc(Arc::new(plugin))
+    }
+
+    /// Like [`Group::plugin`], for a plugin the caller also keeps.
+    pub fn plugin_arc(&mut self, plugin: Arc<dyn Plugin>) -> &mut Self {
+        self.router
+            .group_plugins
+            .push((self.prefix.clone(), plugin));
+        self
+    }
+
     /// A nested group: `group("/a").group("/b")` registers under `/a/b`.
     pub fn group(&mut self, prefix: &str) -> Group<'_> {
         Group {
             prefix: format!("{}{}", self.prefix, prefix.trim_end_matches('/')),
             router: self.router,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Named(&'static str);
+    impl Plugin for Named {
+        fn name(&self) -> &str {
+            self.0
+        }
+    }
+
+    fn names(p: &Plugins) -> Vec<String> {
+        p.iter().map(|p| p.name().to_string()).collect()
+    }
+
+    #[test]
+    fn group_plugins_reach_exactly_the_routes_under_their_prefix() {
+        let mut r = Router::new();
+        let ok = |_: CallCtx, _: ()| async { Ok::<_, Status>(()) };
+        r.call("/mathematics", ok).unwrap();
+        r.group("/math")
+            .plugin(Named("math"))
+            .call("/add", ok)
+            .unwrap();
+        r.group("/math").group("/deep").plugin(Named("deep"));
+        r.call("/math/deep/x", ok).unwrap();
+        r.push("/math/note", |_: PushCtx, _: ()| async {}).unwrap();
+        let r = r.seal();
+        assert_eq!(names(&r.find_call("/math/add").unwrap().plugins), ["math"]);
+        assert_eq!(
+            names(&r.find_call("/math/deep/x").unwrap().plugins),
+            ["math", "deep"]
+        );
+        assert_eq!(names(&r.find_push("/math/note").unwrap().plugins), ["math"]);
+        assert!(r.find_call("/mathematics").unwrap().plugins.is_empty());
+        assert!(r.find_call("/nowhere").is_none());
     }
 }

@@ -108,7 +108,13 @@ async fn a_handler_past_its_deadline_is_cancelled_and_answered_408() {
 async fn dropping_a_call_frees_its_entry() {
     let mut routes = test_router();
     let mut started = hold_route(&mut routes);
-    let p = pair_with(routes, Router::new(), Config::default()).await;
+    // The abandoned call's handler runs on at the server (nothing tells it
+    // yet); its close lets it, within a short grace.
+    let config = Config {
+        close_grace: std::time::Duration::from_millis(200),
+        ..Config::default()
+    };
+    let p = pair_with(routes, Router::new(), config).await;
     let s = p.session.clone();
     let call = tokio::spawn(async move { s.call::<_, ()>("/hold", &()).await });
     within("handler start", started.recv()).await.unwrap();

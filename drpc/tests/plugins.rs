@@ -636,6 +636,9 @@ async fn the_call_end_hook_runs_once_for_every_call_however_it_ends() {
             ("/wait".to_string(), Code::CANCELED),
         ]
     );
+    // The abandoned call still runs at the server, which finishes it when
+    // the client's stream ends.
+    gate.release.send(true).unwrap();
     p.close().await;
 }
 

@@ -53,7 +53,10 @@ pub use addr::{Addr, Scheme};
 pub use config::TransportConfig;
 pub use listener::{Accepting, Listener};
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The read half of a socket.
@@ -128,6 +131,71 @@ pub struct Socket {
     write: WriteHalf,
     local: Addr,
     peer: Addr,
+    finished: Finished,
+}
+
+/// Completes when a transport's own close has finished, after both halves
+/// of its socket were dropped: a QUIC connection's close sent and drained,
+/// a KCP conversation's last bytes and end marker acknowledged (or its
+/// linger run out). Until then the transport works in background tasks
+/// that a process exiting would cut short. Stream transports (TCP, Unix,
+/// TLS) have nothing left to do: theirs is complete at once.
+#[must_use = "a future does nothing unless awaited"]
+pub struct Finished(Option<Pin<Box<dyn Future<Output = ()> + Send + 'static>>>);
+
+impl Finished {
+    /// Complete at once.
+    pub fn done() -> Self {
+        Self(None)
+    }
+
+    /// Complete when `fut` is.
+    pub fn when(fut: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Some(Box::pin(fut)))
+    }
+}
+
+impl Future for Finished {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.0.as_mut() {
+            None => Poll::Ready(()),
+            Some(f) => {
+                let done = f.as_mut().poll(cx);
+                if done.is_ready() {
+                    self.0 = None;
+                }
+                done
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Finished(pending)"
+        } else {
+            "Finished(done)"
+        })
+    }
+}
+
+/// A socket taken apart by [`Socket::into_parts`].
+#[non_exhaustive]
+pub struct Parts {
+    /// The read half.
+    pub read: ReadHalf,
+    /// The write half.
+    pub write: WriteHalf,
+    /// This end's address.
+    pub local: Addr,
+    /// The other end's address.
+    pub peer: Addr,
+    /// Completes when the transport's close has finished, once both
+    /// halves are dropped.
+    pub finished: Finished,
 }
 
 impl Socket {
@@ -138,7 +206,15 @@ impl Socket {
             write,
             local,
             peer,
+            finished: Finished::done(),
         }
+    }
+
+    /// The same socket, whose transport finishes its close when `finished`
+    /// completes (see [`Finished`]).
+    pub fn with_finished(mut self, finished: Finished) -> Self {
+        self.finished = finished;
+        self
     }
 
     /// This end's address.
@@ -151,9 +227,15 @@ impl Socket {
         &self.peer
     }
 
-    /// The two halves and the addresses (local, then peer).
-    pub fn into_parts(self) -> (ReadHalf, WriteHalf, Addr, Addr) {
-        (self.read, self.write, self.local, self.peer)
+    /// The halves, the addresses, and the transport's [`Finished`].
+    pub fn into_parts(self) -> Parts {
+        Parts {
+            read: self.read,
+            write: self.write,
+            local: self.local,
+            peer: self.peer,
+            finished: self.finished,
+        }
     }
 }
 

@@ -6,8 +6,8 @@ async fn exchange(addr: &str) {
     let mut l = Listener::bind(&addr.parse().unwrap(), &cfg).await.unwrap();
     let client = dial(l.local_addr(), &cfg).await.unwrap();
     let server = l.accept().await.unwrap().finish().await.unwrap();
-    let (_, mut cw, _, _) = client.into_parts();
-    let (mut sr, _, _, _) = server.into_parts();
+    let mut cw = client.into_parts().write;
+    let mut sr = server.into_parts().read;
     cw.write_all(b"ping").await.unwrap();
     cw.shutdown().await.unwrap();
     let mut got = Vec::new();
@@ -167,7 +167,8 @@ mod quic_streams {
     }
 
     async fn read_err(socket: Socket) -> std::io::Error {
-        let (mut rd, _w, _, _) = socket.into_parts();
+        let parts = socket.into_parts();
+        let (mut rd, _w) = (parts.read, parts.write);
         let mut buf = Vec::new();
         rd.read_to_end(&mut buf).await.unwrap_err()
     }
@@ -213,7 +214,8 @@ mod quic_streams {
         }
         let s = conn.open_uni().await.unwrap();
         drop(s); // an empty stream: the end marker
-        let (mut rd, _w, _, _) = accepted.into_parts();
+        let parts = accepted.into_parts();
+        let (mut rd, _w) = (parts.read, parts.write);
         let mut got = Vec::new();
         rd.read_to_end(&mut got).await.unwrap();
         // Two batches in either order, then the end.

@@ -2,7 +2,7 @@ use drpc_codec::CodecId;
 use drpc_proto::DEFAULT_MAX_FRAME_LEN;
 use drpc_socket::TransportConfig;
 
-use crate::{Limits, Redial};
+use crate::values::{Limits, Redial};
 use std::time::Duration;
 
 /// An endpoint's settings. Every field has a default, documented with its

@@ -1,0 +1,357 @@
+//! The protocol state of one connection, as plain data: this side's calls
+//! waiting for replies, the peer's calls being handled, what waits for the
+//! writer, what is held before the connection is established, and the
+//! notices each side sent.
+//!
+//! The runtime keeps one behind a lock per connection. Inputs are methods
+//! named for what happened ([`ConnCore::on_frame`], [`ConnCore::reply`],
+//! [`ConnCore::going_away`]); what the runtime must do comes back as values
+//! (an [`Event`] to dispatch, a waiter to wake). `W` is whatever the runtime
+//! wakes a waiting task with.
+
+use super::hold::Hold;
+use super::inbound::Frame;
+use super::inflight::{Completed, InFlight, Outcome};
+use super::outbound::{Batch, Outbound};
+use super::wire;
+use crate::values::Status;
+use drpc_codec::CodecId;
+use drpc_proto::{Kind, Message, ProtoError};
+use rustc_hash::FxHashSet;
+use std::time::Instant;
+
+/// What the reader does with a frame, as [`ConnCore::on_frame`] decided.
+#[derive(Debug)]
+pub(crate) enum Event<W> {
+    /// A call to dispatch to its handler; its seq is now being handled, and
+    /// [`ConnCore::reply`] must answer it exactly once.
+    Call(Message),
+    /// A push to dispatch.
+    Push(Message),
+    /// The connection is not established yet: the message is held.
+    Held,
+    /// Not established and nothing more can be held: the reader waits
+    /// (for a hook to take one, or the hooks to end) and offers it again.
+    HoldFull(Message),
+    /// A reply ended a call: wake its caller.
+    Replied(Option<W>),
+    /// The peer's notice: it is going away (102), or it refuses the
+    /// connection (anything else, which ends it).
+    Notice(Status),
+    /// Answered here and now (the reply is queued; wake the writer): a
+    /// call that crossed this side's going-away notice (102), reused a seq
+    /// still being handled (400), or is over a header limit (413).
+    Answered(Option<W>),
+    /// Nothing to do, for the reason given (a late reply, a push after
+    /// the going-away notice, an oversize push).
+    Dropped(&'static str),
+    /// The peer broke the protocol: the connection must end.
+    Fatal(Status),
+}
+
+/// One connection's state.
+pub(crate) struct ConnCore<W> {
+    /// This side's calls waiting for replies.
+    pub(crate) calls: InFlight<W>,
+    out: Outbound,
+    /// Seqs of the peer's calls being handled (held ones included).
+    handling: FxHashSet<u32>,
+    hold: Hold,
+    established: bool,
+    going_away_sent: bool,
+    peer_notice: Option<Status>,
+    /// Set when the connection has ended: new calls and pushes fail with it.
+    ended: Option<Status>,
+    /// The codec of replies this side makes up (to a call it could not
+    /// read, or a notice).
+    default_codec: CodecId,
+    /// The writer, waiting for something to write.
+    writer: Option<W>,
+    /// The writer shuts the connection's write side down once it has
+    /// written everything.
+    finish_writing: bool,
+    /// Senders waiting for room in the write queue.
+    room: Vec<W>,
+}
+
+/// What the writer does next; see [`ConnCore::next_write`].
+#[derive(Debug)]
+pub(crate) enum WriteStep<W> {
+    Batch(Batch, Vec<W>),
+    Finish,
+    Wait,
+}
+
+/// Why a message could not be queued.
+#[derive(Debug)]
+pub(crate) enum QueueError {
+    /// The write queue is full: wait for room (the waiter was kept).
+    Full,
+    /// It cannot be encoded (too large for the frame or header limits).
+    Encode(ProtoError),
+    /// The connection has ended, or the peer is going away.
+    Closed(Status),
+}
+
+impl<W> ConnCore<W> {
+    pub(crate) fn new(out: Outbound, hold: Hold, default_codec: CodecId) -> Self {
+        Self {
+            calls: InFlight::default(),
+            out,
+            handling: FxHashSet::default(),
+            hold,
+            established: false,
+            going_away_sent: false,
+            peer_notice: None,
+            ended: None,
+            default_codec,
+            writer: None,
+            finish_writing: false,
+            room: Vec::new(),
+        }
+    }
+
+    /// Classifies an incoming frame.
+    pub(crate) fn on_frame(&mut self, frame: Frame, arrived: Instant) -> Event<W> {
+        let msg = match frame {
+            Frame::Message(msg) => msg,
+            Frame::Oversize {
+                kind: Kind::Call,
+                seq,
+                status,
+            } => return self.answer_at_once(seq, self.default_codec, &status),
+            Frame::Oversize {
+                kind: Kind::Reply,
+                seq,
+                status,
+            } => {
+                return match self.calls.complete(seq, Outcome::Failed(status)) {
+                    Completed::Wake(w) => Event::Replied(w),
+                    Completed::NotWaiting => Event::Dropped("a late reply"),
+                }
+            }
+            Frame::Oversize { .. } => return Event::Dropped("a push over a header limit"),
+        };
+        let h = &msg.header;
+        match h.kind {
+            Kind::Reply if h.seq == 0 => match wire::notice_status(h) {
+                Some(status) => {
+                    self.peer_notice = Some(status.clone());
+                    Event::Notice(status)
+                }
+                None => Event::Dropped("a notice that asks nothing"),
+            },
+            Kind::Reply => match self.calls.complete(h.seq, Outcome::Reply(msg)) {
+                Completed::Wake(w) => Event::Replied(w),
+                Completed::NotWaiting => Event::Dropped("a late reply"),
+            },
+            Kind::Call if h.seq == 0 => Event::Fatal(Status::bad_message(
+                "the peer sent a call with seq 0, which no reply can name",
+            )),
+            Kind::Call if self.going_away_sent => {
+                let status = Status::connection_closed(
+                    "this side is shutting down and takes no new calls; the call was not run",
+                );
+                self.answer_at_once(h.seq, h.codec, &status)
+            }
+            Kind::Call if self.handling.contains(&h.seq) => {
+                let status = Status::bad_message(format!(
+                    "seq {} is still in use by a call of yours being handled",
+                    h.seq
+                ));
+                // Not recorded as handled: the running call keeps its seq.
+                let reply = wire::error_reply(h.seq, h.codec, &status);
+                Event::Answered(self.force(&reply))
+            }
+            Kind::Push if self.going_away_sent => {
+                Event::Dropped("a push that crossed this side's going-away notice")
+            }
+            Kind::Call | Kind::Push if !self.established => {
+                if !self.hold.has_room(msg.body.len()) {
+                    return Event::HoldFull(msg);
+                }
+                if h.kind == Kind::Call {
+                    self.handling.insert(h.seq);
+                }
+                self.hold.push(msg, arrived);
+                Event::Held
+            }
+            Kind::Call => {
+                self.handling.insert(h.seq);
+                Event::Call(msg)
+            }
+            Kind::Push => Event::Push(msg),
+        }
+    }
+
+    /// Answers call `seq` with `status` before it was handled.
+    fn answer_at_once(&mut self, seq: u32, codec: CodecId, status: &Status) -> Event<W> {
+        let reply = wire::error_reply(seq, codec, status);
+        Event::Answered(self.force(&reply))
+    }
+
+    /// Queues a message that must not wait for room (a reply, a notice);
+    /// one that cannot be encoded is replaced by what can be said instead.
+    fn force(&mut self, msg: &Message) -> Option<W> {
+        if let Err(err) = self.out.push(msg) {
+            let h = &msg.header;
+            if h.kind == Kind::Reply && h.seq != 0 {
+                let fallback = wire::error_reply(h.seq, h.codec, &wire::encode_status(&err));
+                // An error reply with a bounded message always encodes.
+                let _ = self.out.push(&fallback);
+            }
+        }
+        self.writer.take()
+    }
+
+    /// The connection's hooks passed: what was held is dispatched now, in
+    /// the order it came (calls are already recorded as handled).
+    pub(crate) fn establish(&mut self) -> Vec<(Message, Instant)> {
+        self.established = true;
+        self.hold.drain().into()
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        self.established
+    }
+
+    /// The oldest held message for `service_method`, for a connection hook.
+    pub(crate) fn take_held(&mut self, service_method: &str) -> Option<Message> {
+        self.hold.take(service_method)
+    }
+
+    /// The connection will never be established: the held calls are
+    /// answered with `status` (pushes are dropped); returns how many pushes
+    /// were dropped, and the writer to wake.
+    pub(crate) fn refuse_held(&mut self, status: &Status) -> (usize, Option<W>) {
+        let mut dropped = 0;
+        for (msg, _) in self.hold.drain() {
+            let h = &msg.header;
+            if h.kind == Kind::Call {
+                self.handling.remove(&h.seq);
+                let reply = wire::error_reply(h.seq, h.codec, status);
+                self.force(&reply);
+            } else {
+                dropped += 1;
+            }
+        }
+        (dropped, self.writer.take())
+    }
+
+    /// Answers call `seq` of the peer with `reply`, exactly once; returns
+    /// the writer to wake. A reply to a call not being handled (answered
+    /// already) is not sent.
+    pub(crate) fn reply(&mut self, reply: &Message) -> Option<W> {
+        if !self.handling.remove(&reply.header.seq) {
+            return None;
+        }
+        self.force(reply)
+    }
+
+    /// Queues a reply to a call that was never dispatched (an oversize
+    /// frame refused before the connection closes); returns the writer to
+    /// wake.
+    pub(crate) fn answer_undispatched(&mut self, reply: &Message) -> Option<W> {
+        self.force(reply)
+    }
+
+    /// Queues this side's call or push, if there is room; records `waiter`
+    /// to be woken when room frees when there is none. Returns the writer
+    /// to wake.
+    pub(crate) fn send(
+        &mut self,
+        msg: &Message,
+        waiter: impl FnOnce() -> W,
+    ) -> Result<Option<W>, QueueError> {
+        if let Some(status) = self.refusal() {
+            return Err(QueueError::Closed(status));
+        }
+        if !self.out.has_room() {
+            self.room.push(waiter());
+            return Err(QueueError::Full);
+        }
+        self.out.push(msg).map_err(QueueError::Encode)?;
+        Ok(self.writer.take())
+    }
+
+    /// Why new calls and pushes fail on this connection, if they do: it
+    /// ended, or the peer said it is going away.
+    pub(crate) fn refusal(&self) -> Option<Status> {
+        self.ended.clone().or_else(|| self.peer_notice.clone())
+    }
+
+    /// The peer's notice, if it sent one.
+    pub(crate) fn peer_notice(&self) -> Option<&Status> {
+        self.peer_notice.as_ref()
+    }
+
+    /// Tells the peer this side is going away: it takes no new calls and
+    /// answers the running ones. Sent once; returns the writer to wake.
+    pub(crate) fn going_away(&mut self) -> Option<W> {
+        if std::mem::replace(&mut self.going_away_sent, true) {
+            return None;
+        }
+        self.force(&wire::going_away_notice())
+    }
+
+    /// What the writer does next: write a batch (and wake the senders that
+    /// now have room), finish (a close asked for it, and everything queued
+    /// is taken), or wait, registering itself to be woken.
+    pub(crate) fn next_write(&mut self, writer: impl FnOnce() -> W) -> WriteStep<W> {
+        match self.out.next_batch() {
+            Some(batch) => {
+                let room = if self.out.has_room() {
+                    std::mem::take(&mut self.room)
+                } else {
+                    Vec::new()
+                };
+                WriteStep::Batch(batch, room)
+            }
+            None if self.finish_writing => WriteStep::Finish,
+            None => {
+                self.writer = Some(writer());
+                WriteStep::Wait
+            }
+        }
+    }
+
+    /// Asks the writer to shut its side of the connection down once it has
+    /// written everything queued (and anything queued meanwhile, such as
+    /// the last replies). Returns the writer to wake.
+    pub(crate) fn finish_writing(&mut self) -> Option<W> {
+        self.finish_writing = true;
+        self.writer.take()
+    }
+
+    /// The peer's calls being handled (or held), whose replies are owed.
+    pub(crate) fn handling(&self) -> usize {
+        self.handling.len()
+    }
+
+    /// This side sends no more calls or pushes on the connection (it is
+    /// lost, or closing): waiting calls fail with `status` (102 for a lost
+    /// connection), and new ones are refused with it. Replies and notices
+    /// are still written. Returns every waiter to wake: callers, blocked
+    /// senders, the writer.
+    pub(crate) fn end(&mut self, status: Status) -> Vec<W> {
+        let mut woken = self.calls.fail_all(&status);
+        woken.append(&mut self.room);
+        woken.extend(self.writer.take());
+        self.ended.get_or_insert(status);
+        woken
+    }
+
+    /// Fails the calls of a batch that could not be written with `status`
+    /// (104: their bytes never left).
+    pub(crate) fn write_failed(&mut self, calls: &[u32], status: &Status) -> Vec<W> {
+        calls
+            .iter()
+            .filter_map(
+                |seq| match self.calls.complete(*seq, Outcome::Failed(status.clone())) {
+                    Completed::Wake(w) => w,
+                    Completed::NotWaiting => None,
+                },
+            )
+            .collect()
+    }
+}

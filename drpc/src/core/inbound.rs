@@ -1,0 +1,291 @@
+//! The reading side of a connection, without the reading: the buffer bytes
+//! land in, how much room to offer the next read, the frame timer, and
+//! cutting whole frames out with the proto's framer.
+//!
+//! The buffer is released whenever it holds no partial frame and the socket
+//! has nothing more to give, so an idle session keeps no read buffer; the
+//! next read makes a new one.
+
+use crate::values::Status;
+use bytes::BytesMut;
+use drpc_proto::{Framer, Kind, Message, ProtoError};
+use std::time::{Duration, Instant};
+
+/// What the buffer held next.
+#[derive(Debug)]
+pub(crate) enum Frame {
+    /// A whole message.
+    Message(Message),
+    /// A whole frame whose method or meta is over its limit: a call is
+    /// answered with this status, anything else is dropped.
+    Oversize {
+        kind: Kind,
+        seq: u32,
+        status: Status,
+    },
+}
+
+/// One connection's incoming bytes.
+pub(crate) struct Inbound {
+    framer: Box<dyn Framer>,
+    buf: BytesMut,
+    sizer: ReadSizer,
+    /// When the first bytes of the frame being read arrived.
+    started: Option<Instant>,
+    /// When the latest bytes arrived; incoming deadlines count from here
+    /// (one clock reading per read, not per message).
+    arrived: Instant,
+    frame_timeout: Duration,
+}
+
+impl Inbound {
+    /// Reads start with room for `read_chunk` bytes; a frame must be whole
+    /// within `frame_timeout` of its first byte.
+    pub(crate) fn new(
+        framer: Box<dyn Framer>,
+        read_chunk: usize,
+        frame_timeout: Duration,
+        now: Instant,
+    ) -> Self {
+        Self {
+            framer,
+            buf: BytesMut::new(),
+            sizer: ReadSizer::new(read_chunk),
+            started: None,
+            arrived: now,
+            frame_timeout,
+        }
+    }
+
+    /// The buffer to read into, with room for the next read (a new one when
+    /// it was released), and how much room that is.
+    pub(crate) fn room(&mut self) -> (&mut BytesMut, usize) {
+        let offered = self.sizer.prepare(&mut self.buf);
+        (&mut self.buf, offered)
+    }
+
+    /// `n` bytes were read into the buffer, which offered `offered`, at `now`.
+    pub(crate) fn filled(&mut self, offered: usize, n: usize, now: Instant) {
+        self.sizer.record(offered, n);
+        self.arrived = now;
+        if n > 0 && self.started.is_none() {
+            self.started = Some(now);
+        }
+    }
+
+    /// When the bytes decoded last arrived.
+    pub(crate) fn arrived(&self) -> Instant {
+        self.arrived
+    }
+
+    /// The next whole frame, if the buffer holds one. A fatal error means
+    /// the stream is out of step: the connection must end.
+    pub(crate) fn next(&mut self) -> Result<Option<Frame>, ProtoError> {
+        let frame = match self.framer.decode(&mut self.buf) {
+            Ok(None) => return Ok(None),
+            Ok(Some(msg)) => Frame::Message(msg),
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => match e {
+                ProtoError::HeaderTooLarge { kind, seq, .. } => Frame::Oversize {
+                    kind,
+                    seq,
+                    status: Status::message_too_large(e.to_string()),
+                },
+                other => return Err(other),
+            },
+        };
+        // The rest of the buffer, if any, came in the latest read.
+        self.started = (!self.buf.is_empty()).then_some(self.arrived);
+        Ok(Some(frame))
+    }
+
+    /// When the frame being read must be whole, if one is under way.
+    pub(crate) fn frame_deadline(&self) -> Option<Instant> {
+        self.started.map(|t| t + self.frame_timeout)
+    }
+
+    /// The status that ends a connection whose frame timer ran out.
+    pub(crate) fn frame_timed_out(&self) -> Status {
+        Status::deadline_exceeded(format!(
+            "the peer sent {} bytes of a frame and not the rest within {:?}",
+            self.buf.len(),
+            self.frame_timeout
+        ))
+    }
+
+    /// What the end of the peer's stream means here: `Ok` between frames
+    /// (a clean end), an error in the middle of one.
+    pub(crate) fn end_of_stream(&self) -> Result<(), Status> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(Status::bad_message(format!(
+                "the peer closed the connection in the middle of a frame ({} bytes unread)",
+                self.buf.len()
+            )))
+        }
+    }
+
+    /// Gives the buffer back when it holds nothing: the socket has nothing
+    /// more for now, and an idle connection should hold no buffer.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// The bytes the buffer holds now.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+/// How much room the reader offers the socket: it doubles while reads fill
+/// the room (a busy session then needs fewer system calls) and halves when
+/// they use little of it.
+struct ReadSizer {
+    min: usize,
+    next: usize,
+}
+
+impl ReadSizer {
+    const MAX: usize = 256 * 1024;
+
+    fn new(min: usize) -> Self {
+        let min = min.clamp(64, Self::MAX);
+        Self { min, next: min }
+    }
+
+    fn prepare(&self, buf: &mut BytesMut) -> usize {
+        if buf.capacity() - buf.len() < self.next / 2 {
+            buf.reserve(self.next);
+        }
+        buf.capacity() - buf.len()
+    }
+
+    fn record(&mut self, offered: usize, read: usize) {
+        if read >= offered {
+            self.next = (self.next * 2).min(Self::MAX);
+        } else if read < self.next / 4 {
+            self.next = (self.next / 2).max(self.min);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use drpc_proto::{FrameLimits, Header, Proto, RawProto};
+
+    fn inbound(now: Instant) -> Inbound {
+        Inbound::new(
+            RawProto.framer(&FrameLimits::default().with_meta_len(64)),
+            1024,
+            Duration::from_secs(30),
+            now,
+        )
+    }
+
+    fn wire(msgs: &[Message]) -> Vec<u8> {
+        let mut f = RawProto.framer(&FrameLimits::default().with_meta_len(usize::MAX));
+        let mut out = BytesMut::new();
+        for m in msgs {
+            f.encode(m, &mut out).unwrap();
+        }
+        out.to_vec()
+    }
+
+    /// Feeds `bytes` as one read at `now`.
+    fn feed(i: &mut Inbound, bytes: &[u8], now: Instant) {
+        let (buf, offered) = i.room();
+        buf.put_slice(bytes);
+        i.filled(offered, bytes.len(), now);
+    }
+
+    #[test]
+    fn frames_are_cut_whole_and_the_timer_runs_only_mid_frame() {
+        let t = Instant::now();
+        let mut i = inbound(t);
+        let bytes = wire(&[
+            Message::new(Header::push("/a"), vec![1]),
+            Message::new(Header::push("/b"), vec![2]),
+        ]);
+        assert_eq!(i.frame_deadline(), None);
+        feed(&mut i, &bytes[..10], t);
+        assert!(i.next().unwrap().is_none());
+        assert_eq!(i.frame_deadline(), Some(t + Duration::from_secs(30)));
+        let later = t + Duration::from_secs(1);
+        feed(&mut i, &bytes[10..], later);
+        assert!(matches!(i.next().unwrap(), Some(Frame::Message(m)) if m.body[..] == [1]));
+        assert!(matches!(i.next().unwrap(), Some(Frame::Message(m)) if m.body[..] == [2]));
+        assert!(i.next().unwrap().is_none());
+        assert_eq!(i.frame_deadline(), None, "between frames there is no timer");
+        assert_eq!(i.arrived(), later);
+        assert!(i.end_of_stream().is_ok());
+    }
+
+    #[test]
+    fn a_stream_ending_mid_frame_and_a_stalled_frame_are_named() {
+        let t = Instant::now();
+        let mut i = inbound(t);
+        feed(
+            &mut i,
+            &wire(&[Message::new(Header::push("/a"), vec![])])[..7],
+            t,
+        );
+        assert!(i.next().unwrap().is_none());
+        let err = i.end_of_stream().unwrap_err();
+        assert!(err.message().contains("7 bytes unread"), "{err}");
+        assert!(i.frame_timed_out().message().contains("7 bytes of a frame"));
+    }
+
+    #[test]
+    fn oversize_meta_is_a_frame_of_its_own_and_reading_goes_on() {
+        let t = Instant::now();
+        let mut i = inbound(t);
+        let mut big = Header::call(9, "/m");
+        big.meta.insert("k", "v".repeat(100));
+        let bytes = wire(&[
+            Message::new(big, vec![]),
+            Message::new(Header::push("/ok"), vec![]),
+        ]);
+        feed(&mut i, &bytes, t);
+        match i.next().unwrap() {
+            Some(Frame::Oversize { kind, seq, status }) => {
+                assert_eq!((kind, seq), (Kind::Call, 9));
+                assert_eq!(status.code(), crate::values::Code::MESSAGE_TOO_LARGE);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(i.next().unwrap(), Some(Frame::Message(_))));
+    }
+
+    #[test]
+    fn garbage_is_fatal() {
+        let t = Instant::now();
+        let mut i = inbound(t);
+        feed(&mut i, &[0, 0, 0, 30, 9, 9, 9, 9], t);
+        assert!(i.next().unwrap_err().is_fatal());
+    }
+
+    #[test]
+    fn the_buffer_is_released_when_empty_and_read_room_grows_with_full_reads() {
+        let t = Instant::now();
+        let mut i = inbound(t);
+        assert_eq!(i.capacity(), 0, "nothing is held before the first read");
+        let (_, offered) = i.room();
+        assert!(offered >= 1024);
+        i.filled(offered, offered, t);
+        i.release_if_empty();
+        assert_eq!(i.capacity(), 0);
+        let (_, more) = i.room();
+        assert!(more >= 2048, "a full read doubles the next offer");
+        i.release_if_empty();
+        // A partial frame is kept.
+        feed(&mut i, &[0, 0], t);
+        i.release_if_empty();
+        assert!(i.capacity() > 0);
+    }
+}

@@ -1,0 +1,240 @@
+//! The writing side of a connection, without the writing: messages are
+//! encoded as they are sent, into batches the writer hands to the socket
+//! one system call (and, on QUIC, one stream) each.
+//!
+//! A batch grows until it holds `batch` bytes; a message whose body alone
+//! is that large goes in a batch of its own, so the small messages queued
+//! before it do not wait for all of its bytes. When the writer has taken
+//! everything, no buffer is kept: an idle connection holds none.
+
+use bytes::{Bytes, BytesMut};
+use drpc_proto::{Framer, Kind, Message, ProtoError};
+use std::collections::VecDeque;
+
+/// Bytes ready for one write, and the calls whose frames they hold.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) bytes: Bytes,
+    /// Seqs of the calls in it: if the write fails, they fail with 104
+    /// (their bytes never left).
+    pub(crate) calls: Vec<u32>,
+}
+
+/// One connection's outgoing bytes.
+pub(crate) struct Outbound {
+    framer: Box<dyn Framer>,
+    batch: usize,
+    /// The batch being gathered.
+    buf: BytesMut,
+    buf_calls: Vec<u32>,
+    /// Batches already cut, oldest first.
+    sealed: VecDeque<Batch>,
+    /// Messages encoded and not yet taken by the writer.
+    queued: usize,
+    limit: usize,
+}
+
+impl Outbound {
+    /// Batches of about `batch` bytes; at most `limit` messages wait for
+    /// the writer (past that, [`Outbound::has_room`] is false and senders
+    /// wait, so a peer that stops reading slows its callers rather than
+    /// growing memory).
+    pub(crate) fn new(framer: Box<dyn Framer>, batch: usize, limit: usize) -> Self {
+        Self {
+            framer,
+            batch: batch.max(1),
+            buf: BytesMut::new(),
+            buf_calls: Vec::new(),
+            sealed: VecDeque::new(),
+            queued: 0,
+            limit: limit.max(1),
+        }
+    }
+
+    /// Whether another message may be queued now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.queued < self.limit
+    }
+
+    /// Encodes `msg` after everything queued, whether or not there is room
+    /// (senders check [`Outbound::has_room`] first; replies and notices,
+    /// which must not wait, do not). Nothing is queued on error.
+    pub(crate) fn push(&mut self, msg: &Message) -> Result<(), ProtoError> {
+        if msg.body.len() >= self.batch {
+            // A batch of its own, after what is gathered so far.
+            let mut own = BytesMut::new();
+            self.framer.encode(msg, &mut own)?;
+            self.seal();
+            self.sealed.push_back(Batch {
+                bytes: own.freeze(),
+                calls: calls_of(msg),
+            });
+        } else {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(self.batch.min(16 * 1024));
+            }
+            self.framer.encode(msg, &mut self.buf)?;
+            if msg.header.kind == Kind::Call {
+                self.buf_calls.push(msg.header.seq);
+            }
+            if self.buf.len() >= self.batch {
+                self.seal();
+            }
+        }
+        self.queued += 1;
+        Ok(())
+    }
+
+    /// Cuts what is gathered into a batch of its own.
+    fn seal(&mut self) {
+        if !self.buf.is_empty() {
+            self.sealed.push_back(Batch {
+                bytes: self.buf.split().freeze(),
+                calls: std::mem::take(&mut self.buf_calls),
+            });
+        }
+    }
+
+    /// The next batch to write, oldest first.
+    pub(crate) fn next_batch(&mut self) -> Option<Batch> {
+        let batch = match self.sealed.pop_front() {
+            Some(b) => b,
+            None if self.buf.is_empty() => return None,
+            None => Batch {
+                bytes: self.buf.split().freeze(),
+                calls: std::mem::take(&mut self.buf_calls),
+            },
+        };
+        if self.sealed.is_empty() && self.buf.is_empty() {
+            // Everything is taken: the writer's room is the space for new
+            // senders, and a drained connection holds no buffer.
+            self.queued = 0;
+            self.buf = BytesMut::new();
+        }
+        Some(batch)
+    }
+
+    /// Messages queued and not yet taken.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether nothing waits for the writer.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sealed.is_empty() && self.buf.is_empty()
+    }
+
+    /// The bytes of buffer held now.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity() + self.sealed.iter().map(|b| b.bytes.len()).sum::<usize>()
+    }
+}
+
+fn calls_of(msg: &Message) -> Vec<u32> {
+    if msg.header.kind == Kind::Call {
+        vec![msg.header.seq]
+    } else {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drpc_proto::{FrameLimits, Header, Proto, RawProto};
+
+    fn outbound(batch: usize, limit: usize) -> Outbound {
+        Outbound::new(RawProto.framer(&FrameLimits::default()), batch, limit)
+    }
+
+    fn decode_all(bytes: &[u8]) -> Vec<Message> {
+        let mut f = RawProto.framer(&FrameLimits::default());
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(m) = f.decode(&mut buf).unwrap() {
+            out.push(m);
+        }
+        assert!(buf.is_empty());
+        out
+    }
+
+    #[test]
+    fn small_messages_share_a_batch_and_the_order_is_kept() {
+        let mut o = outbound(1024, 100);
+        o.push(&Message::new(Header::call(1, "/a"), vec![1; 10]))
+            .unwrap();
+        o.push(&Message::new(Header::push("/p"), vec![2; 10]))
+            .unwrap();
+        o.push(&Message::new(Header::call(2, "/a"), vec![3; 10]))
+            .unwrap();
+        assert_eq!(o.queued(), 3);
+        let b = o.next_batch().unwrap();
+        assert_eq!(b.calls, vec![1, 2]);
+        let msgs = decode_all(&b.bytes);
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(msgs[1].header.service_method, "/p");
+        assert!(o.next_batch().is_none());
+        assert_eq!(o.queued(), 0);
+        assert_eq!(o.capacity(), 0, "a drained connection holds no buffer");
+    }
+
+    #[test]
+    fn a_large_body_goes_alone_after_what_came_before() {
+        let mut o = outbound(100, 100);
+        o.push(&Message::new(Header::push("/small"), vec![0; 5]))
+            .unwrap();
+        o.push(&Message::new(Header::call(7, "/big"), vec![0; 500]))
+            .unwrap();
+        o.push(&Message::new(Header::push("/after"), vec![0; 5]))
+            .unwrap();
+        let sizes: Vec<(usize, Vec<u32>)> = std::iter::from_fn(|| o.next_batch())
+            .map(|b| (decode_all(&b.bytes).len(), b.calls))
+            .collect();
+        assert_eq!(sizes, vec![(1, vec![]), (1, vec![7]), (1, vec![])]);
+    }
+
+    #[test]
+    fn batches_are_cut_at_the_batch_size() {
+        let mut o = outbound(200, 1000);
+        for seq in 1..=20 {
+            o.push(&Message::new(Header::call(seq, "/m"), vec![0; 40]))
+                .unwrap();
+        }
+        let batches: Vec<Batch> = std::iter::from_fn(|| o.next_batch()).collect();
+        assert!(batches.len() > 1);
+        for b in &batches[..batches.len() - 1] {
+            // Cut once a frame takes it to the size: at most one frame over.
+            assert!(b.bytes.len() >= 200 && b.bytes.len() < 200 + 70);
+        }
+        let calls: Vec<u32> = batches.iter().flat_map(|b| b.calls.clone()).collect();
+        assert_eq!(calls, (1..=20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_limit_counts_messages_until_the_writer_takes_them() {
+        let mut o = outbound(1024, 2);
+        let m = Message::new(Header::push("/p"), vec![]);
+        o.push(&m).unwrap();
+        assert!(o.has_room());
+        o.push(&m).unwrap();
+        assert!(!o.has_room());
+        // A notice or a reply may still be forced in.
+        o.push(&m).unwrap();
+        o.next_batch().unwrap();
+        assert!(o.has_room());
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_encoded_queues_nothing() {
+        let mut o = Outbound::new(RawProto.framer(&FrameLimits::new(64)), 1024, 10);
+        let err = o
+            .push(&Message::new(Header::call(1, "/m"), vec![0; 100]))
+            .unwrap_err();
+        assert!(matches!(err, ProtoError::FrameTooLarge { .. }));
+        assert!(o.is_empty());
+        assert_eq!(o.queued(), 0);
+    }
+}

@@ -1,0 +1,520 @@
+//! One connection of a session, from its first byte to its transport's
+//! close: the reader (frames in, dispatched as they come), the timers
+//! (frame, call deadlines), the connection hooks' verdict, and the end,
+//! drained or not as [`after_connection`] decides.
+
+use super::dispatch;
+use super::writer::{write_loop, WriterEnd};
+use crate::core::conn::{ConnCore, Event};
+use crate::core::hold::Hold;
+use crate::core::inbound::{Frame, Inbound};
+use crate::core::lifecycle::{after_connection, Cause, Facts, Next, Notice, Phase, Stop, Then};
+use crate::core::outbound::Outbound;
+use crate::core::wire;
+use crate::plugin::BoxFuture;
+use crate::runtime::link::Link;
+use crate::session::Session;
+use crate::shared::EndpointShared;
+use crate::values::Status;
+use drpc_proto::{Kind, Message};
+use drpc_socket::{Finished, ReadHalf, Socket, WriteHalf};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::task::JoinHandle;
+
+/// A connected socket made into a link, before its tasks start.
+pub(crate) struct Conn {
+    pub(crate) link: Arc<Link>,
+    rd: ReadHalf,
+    wr: WriteHalf,
+    finished: Finished,
+}
+
+impl Conn {
+    pub(crate) fn new(ep: &EndpointShared, socket: Socket) -> Self {
+        let parts = socket.into_parts();
+        let limits = ep.frame_limits();
+        let core = ConnCore::new(
+            Outbound::new(
+                ep.proto.framer(&limits),
+                ep.config.write_batch,
+                ep.config.write_queue,
+            ),
+            Hold::new(ep.config.max_frame_len),
+            ep.config.default_codec,
+        );
+        Self {
+            link: Arc::new(Link::new(core, parts.local, parts.peer)),
+            rd: parts.read,
+            wr: parts.write,
+            finished: parts.finished,
+        }
+    }
+
+    /// The write half alone, to refuse the connection before it starts.
+    pub(crate) fn into_write_half(self) -> WriteHalf {
+        self.wr
+    }
+}
+
+/// Where the verdict of the connection's hooks comes from.
+pub(crate) enum Verdict {
+    /// The first connection: `establish` runs the hooks on the dialer's or
+    /// acceptor's task and sends their verdict.
+    Sent(tokio::sync::oneshot::Receiver<Result<(), Status>>),
+    /// A redialed connection: its hooks run here.
+    Run(BoxFuture<'static, Result<(), Status>>),
+}
+
+/// How a connection ended.
+pub(crate) struct Ended {
+    pub(crate) status: Status,
+    pub(crate) next: Next,
+    /// Its hooks passed.
+    pub(crate) established: bool,
+}
+
+/// Runs `conn` to its end.
+pub(crate) async fn run(
+    session: &Session,
+    conn: Conn,
+    verdict: Verdict,
+    ever_established: bool,
+) -> Ended {
+    let ep = session.shared.ep.clone();
+    let Conn {
+        link,
+        rd,
+        wr,
+        finished,
+    } = conn;
+    let writer = ep.tasks.spawn(write_loop(link.clone(), wr));
+    let now = tokio::time::Instant::now().into_std();
+    let mut r = Reader {
+        session,
+        ep: &ep,
+        link: &link,
+        rd,
+        inbound: Inbound::new(
+            ep.proto.framer(&ep.frame_limits()),
+            ep.config.read_chunk,
+            ep.config.frame_timeout,
+            now,
+        ),
+        reading: true,
+        waiting: None,
+        established: false,
+        writer: Some(writer),
+        writer_end: None,
+    };
+    let (cause, status) = r.until_ending(verdict).await;
+    let notice = match link.peer_notice() {
+        None => Notice::None,
+        Some(s) if wire::is_going_away(&s) => Notice::GoingAway,
+        Some(_) => Notice::Refused,
+    };
+    let redial = &ep.config.redial;
+    let facts = Facts {
+        cause,
+        notice,
+        dialed: session.is_dialed(),
+        redial: redial.enabled,
+        redial_after_shutdown: redial.after_shutdown,
+        // The hooks passed once `establish` or the redial hooks said so,
+        // whether or not the reader had heard of it yet.
+        ever_established: ever_established || link.established.is_cancelled(),
+        closing: ep.shutdown.is_cancelled()
+            || session.shared.close_requested.is_cancelled()
+            || session.shared.abort_requested.is_cancelled(),
+    };
+    let next = after_connection(&facts);
+    match next.then {
+        Then::Close => {
+            session.begin_close(&status);
+            link.stop_sends(session.closed_status());
+        }
+        Then::Redial => {
+            tracing::info!(session = %session.id(), reason = %status, "connection lost; redialing");
+            session.transition(Phase::connection_lost);
+            session.set_link(None);
+            link.stop_sends(Status::connection_closed(format!(
+                "the connection was lost ({status}); the session is redialing"
+            )));
+        }
+    }
+    if !r.established {
+        // Nothing held may run now (not even when the hooks passed just
+        // before this end): calls are answered with the reason.
+        let (dropped, writer) = link.core().refuse_held(&status);
+        if let Some(w) = writer {
+            w.wake();
+        }
+        if dropped > 0 {
+            tracing::debug!(session = %session.id(), dropped, %status, "pushes held before establishment dropped");
+        }
+        if let Some(msg) = r.waiting.take() {
+            if msg.header.kind == Kind::Call {
+                let h = &msg.header;
+                link.reply_at_once(&wire::error_reply(h.seq, h.codec, &status));
+            }
+        }
+    }
+    if cause == Cause::LocalClose {
+        // Tell the peer first, so it stops starting calls here while the
+        // running ones finish (docs/PROTOCOL.md section 3.1).
+        link.going_away();
+    }
+    r.stop(next.stop).await;
+    let established = link.established.is_cancelled();
+    drop(r);
+    // The transport's own close (QUIC's, KCP's) finishes in the
+    // background; wait for it, so a process may exit once close returns.
+    let grace = ep.grace();
+    tokio::select! {
+        _ = finished => {}
+        _ = tokio::time::sleep(grace) => {}
+        _ = ep.hurry.cancelled() => {}
+    }
+    link.finished.cancel();
+    Ended {
+        status,
+        next,
+        established,
+    }
+}
+
+struct Reader<'a> {
+    session: &'a Session,
+    ep: &'a Arc<EndpointShared>,
+    link: &'a Arc<Link>,
+    rd: ReadHalf,
+    inbound: Inbound,
+    /// The peer's stream has not ended (and reading did not fail).
+    reading: bool,
+    /// A message that found the hold full, offered again when there is room.
+    waiting: Option<Message>,
+    established: bool,
+    writer: Option<JoinHandle<WriterEnd>>,
+    writer_end: Option<WriterEnd>,
+}
+
+/// What one read brought.
+enum Read {
+    Bytes,
+    End,
+    Failed(io::Error),
+}
+
+impl Reader<'_> {
+    /// Reads and dispatches until something ends the connection.
+    async fn until_ending(&mut self, verdict: Verdict) -> (Cause, Status) {
+        let mut verdict = Some(match verdict {
+            Verdict::Sent(rx) => Box::pin(async move {
+                rx.await
+                    .unwrap_or_else(|_| Err(Status::internal("session setup was abandoned")))
+            }) as BoxFuture<'static, _>,
+            Verdict::Run(fut) => fut,
+        });
+        let shared = &self.session.shared;
+        loop {
+            let frame_deadline = self.inbound.frame_deadline();
+            let call_deadline = self.link.core().calls.next_deadline();
+            let can_read = self.reading && self.waiting.is_none();
+            tokio::select! {
+                biased;
+                _ = shared.abort_requested.cancelled() => {
+                    return (Cause::Abort, self.session.abort_status());
+                }
+                _ = self.link.drop_requested.cancelled() => {
+                    let reason = self.link.drop_reason.get().cloned().unwrap_or_else(|| {
+                        Status::connection_closed("the connection was dropped")
+                    });
+                    return (Cause::Dropped, reason);
+                }
+                _ = shared.close_requested.cancelled() => {
+                    let status = match self.established {
+                        true => Status::connection_closed("closed by the local endpoint"),
+                        false => Status::connection_closed("closed before the session was established"),
+                    };
+                    return (Cause::LocalClose, status);
+                }
+                v = async { verdict.as_mut().expect("checked").await }, if verdict.is_some() => {
+                    verdict = None;
+                    if let Err(status) = v {
+                        return (Cause::HookRefused, status);
+                    }
+                    self.establish();
+                }
+                w = async { self.writer.as_mut().expect("checked").await }, if self.writer.is_some() => {
+                    self.writer = None;
+                    let status = match w {
+                        Ok(WriterEnd::Failed(status)) => status,
+                        Ok(WriterEnd::Finished) => Status::connection_closed("the writer stopped"),
+                        Err(e) => Status::internal("the writer task failed").with_cause(e),
+                    };
+                    return (Cause::Broken, status);
+                }
+                read = poll_fn(|cx| poll_read(&mut self.rd, &mut self.inbound, cx)), if can_read => {
+                    match read {
+                        Read::Bytes => {
+                            if let Some(end) = self.frames() {
+                                return end;
+                            }
+                        }
+                        Read::End => {
+                            self.reading = false;
+                            return match self.inbound.end_of_stream() {
+                                Ok(()) => (Cause::PeerEnded, self.link.peer_notice().unwrap_or_else(|| {
+                                    Status::connection_closed("the peer closed the connection")
+                                })),
+                                Err(status) => (Cause::Broken, status),
+                            };
+                        }
+                        Read::Failed(e) => {
+                            self.reading = false;
+                            return (Cause::Broken, Status::connection_closed(format!(
+                                "reading from the peer failed: {e}"
+                            )).with_cause(e));
+                        }
+                    }
+                }
+                _ = self.link.reader.notified() => {
+                    if let Some(end) = self.retry_waiting() {
+                        return end;
+                    }
+                }
+                _ = sleep_until(frame_deadline), if frame_deadline.is_some() => {
+                    return (Cause::Broken, self.inbound.frame_timed_out());
+                }
+                _ = sleep_until(call_deadline), if call_deadline.is_some() => {
+                    self.expire_calls();
+                }
+            }
+        }
+    }
+
+    /// The hooks passed: what was held runs now, in order, then messages go
+    /// straight to their handlers.
+    fn establish(&mut self) {
+        self.established = true;
+        if self.session.phase() == Phase::Establishing {
+            self.session.transition(Phase::hooks_passed);
+        }
+        self.link.established.cancel();
+        let held = self.link.core().establish();
+        for (msg, arrived) in held {
+            self.dispatch(msg, arrived);
+        }
+        if let Some(msg) = self.waiting.take() {
+            let arrived = self.inbound.arrived();
+            self.dispatch(msg, arrived);
+        }
+    }
+
+    fn dispatch(&self, msg: Message, arrived: Instant) {
+        match msg.header.kind {
+            Kind::Call => dispatch::call(self.session, self.link, msg, arrived),
+            _ => dispatch::push(self.session, self.link, msg),
+        }
+    }
+
+    /// Handles every whole frame read; `Some` when one ends the connection.
+    fn frames(&mut self) -> Option<(Cause, Status)> {
+        while self.waiting.is_none() {
+            let frame = match self.inbound.next() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return None,
+                Err(err) => {
+                    let (status, reply) = wire::fatal_input(&err, self.ep.config.default_codec);
+                    if let Some(reply) = reply {
+                        // Answered before the connection closes.
+                        self.link.reply_at_once(&reply);
+                    }
+                    return Some((Cause::Broken, status.with_cause(err)));
+                }
+            };
+            if let Some(end) = self.frame(frame) {
+                return Some(end);
+            }
+        }
+        None
+    }
+
+    fn frame(&mut self, frame: Frame) -> Option<(Cause, Status)> {
+        let session = self.session;
+        session.plugins().each(|p| p.before_read_header(session));
+        let arrived = self.inbound.arrived();
+        let event = self.link.core().on_frame(frame, arrived);
+        self.event(event, arrived)
+    }
+
+    fn event(
+        &mut self,
+        event: Event<std::task::Waker>,
+        arrived: Instant,
+    ) -> Option<(Cause, Status)> {
+        match event {
+            Event::Call(msg) => dispatch::call(self.session, self.link, msg, arrived),
+            Event::Push(msg) => dispatch::push(self.session, self.link, msg),
+            Event::Held => self.link.held.notify_waiters(),
+            Event::HoldFull(msg) => self.waiting = Some(msg),
+            Event::Replied(waker) | Event::Answered(waker) => {
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            Event::Notice(status) if wire::is_going_away(&status) => {
+                tracing::debug!(session = %self.session.id(), %status, "the peer is going away");
+                self.link.peer_going_away();
+                // Calls waiting to redial after a shutdown look again.
+                self.session.shared.changed.notify_waiters();
+            }
+            // The peer refused the connection: final.
+            Event::Notice(status) => return Some((Cause::Broken, status)),
+            Event::Dropped(why) => {
+                tracing::debug!(session = %self.session.id(), "dropped {why}");
+            }
+            Event::Fatal(status) => return Some((Cause::Broken, status)),
+        }
+        None
+    }
+
+    /// Offers the message that found the hold full again, then goes on
+    /// with the frames already read.
+    fn retry_waiting(&mut self) -> Option<(Cause, Status)> {
+        if let Some(msg) = self.waiting.take() {
+            let arrived = self.inbound.arrived();
+            let event = self.link.core().on_frame(Frame::Message(msg), arrived);
+            if let Some(end) = self.event(event, arrived) {
+                return Some(end);
+            }
+            if self.waiting.is_none() {
+                return self.frames();
+            }
+        }
+        None
+    }
+
+    fn expire_calls(&self) {
+        let now = tokio::time::Instant::now().into_std();
+        let woken = self.link.core().calls.expire(now);
+        for w in woken {
+            w.wake();
+        }
+    }
+
+    /// Stops the connection as decided: drains it (running handlers finish
+    /// and their replies are written, calls that cross the notice are
+    /// answered), flushes what is queued, or stops at once. Bounded by the
+    /// close grace, and cut short by a second close of the endpoint or an
+    /// abort.
+    async fn stop(&mut self, stop: Stop) {
+        let grace_end = tokio::time::Instant::now() + self.ep.grace();
+        let handlers = &self.link.handlers;
+        if stop != Stop::Drain {
+            handlers.abort.cancel();
+        }
+        if stop == Stop::AtOnce {
+            if let Some(w) = self.writer.take() {
+                w.abort();
+            }
+            return;
+        }
+        let shared = &self.session.shared;
+        let mut finishing = false;
+        while self.writer.is_some() {
+            let owed = handlers.running() > 0 || self.link.core().handling() > 0;
+            if !finishing && (stop == Stop::Flush || !owed) {
+                // Every reply owed is queued: write them, then end the
+                // stream.
+                finishing = true;
+                self.link.finish_writing();
+            }
+            let call_deadline = self.link.core().calls.next_deadline();
+            let can_read = self.reading && self.waiting.is_none();
+            tokio::select! {
+                biased;
+                _ = shared.abort_requested.cancelled() => break,
+                _ = self.ep.hurry.cancelled() => break,
+                _ = tokio::time::sleep_until(grace_end) => break,
+                w = async { self.writer.as_mut().expect("checked").await } => {
+                    self.writer = None;
+                    self.writer_end = w.ok();
+                }
+                read = poll_fn(|cx| poll_read(&mut self.rd, &mut self.inbound, cx)), if can_read => {
+                    match read {
+                        // The peer's calls that cross the going-away notice
+                        // are answered 102 (the core does), replies to calls
+                        // that already failed are dropped.
+                        Read::Bytes => {
+                            if self.frames().is_some() {
+                                self.reading = false;
+                            }
+                        }
+                        Read::End | Read::Failed(_) => self.reading = false,
+                    }
+                }
+                _ = self.link.reader.notified() => {}
+                _ = sleep_until(call_deadline), if call_deadline.is_some() => self.expire_calls(),
+            }
+        }
+        if let Some(w) = self.writer.take() {
+            // The grace ran out, or a hurry: cancel what still runs.
+            handlers.abort.cancel();
+            w.abort();
+            return;
+        }
+        // Our side has ended its stream. Read on until the peer ends its
+        // own, so closing with its bytes unread cannot reset a connection
+        // whose last replies it still reads; but not past the grace, nor
+        // past LINGER_QUIET of silence (a frozen peer has nothing to lose).
+        while self.reading && matches!(self.writer_end, Some(WriterEnd::Finished)) {
+            let mut sink = [0u8; 4096];
+            let quiet = tokio::time::Instant::now() + LINGER_QUIET;
+            let read = tokio::select! {
+                _ = tokio::time::sleep_until(grace_end.min(quiet)) => break,
+                _ = self.ep.hurry.cancelled() => break,
+                _ = shared.abort_requested.cancelled() => break,
+                r = tokio::io::AsyncReadExt::read(&mut self.rd, &mut sink) => r,
+            };
+            if !matches!(read, Ok(n) if n > 0) {
+                self.reading = false;
+            }
+        }
+    }
+}
+
+/// After this side ended its stream, how long a silent peer is waited for
+/// before the connection closes without its end of stream. A peer that is
+/// still there answers an end of stream within a round trip.
+const LINGER_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sleeps until `at` (forever when `None`: the branch is disabled then).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads what the socket has into the inbound buffer. While it has nothing,
+/// an empty buffer is given back, so an idle connection holds none.
+fn poll_read(rd: &mut ReadHalf, inbound: &mut Inbound, cx: &mut Context<'_>) -> Poll<Read> {
+    let (buf, offered) = inbound.room();
+    match tokio_util::io::poll_read_buf(Pin::new(rd), cx, buf) {
+        Poll::Pending => {
+            inbound.release_if_empty();
+            Poll::Pending
+        }
+        Poll::Ready(Ok(0)) => Poll::Ready(Read::End),
+        Poll::Ready(Ok(n)) => {
+            inbound.filled(offered, n, tokio::time::Instant::now().into_std());
+            Poll::Ready(Read::Bytes)
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Read::Failed(e)),
+    }
+}

@@ -1,0 +1,297 @@
+//! From an incoming call or push to its handler and back: the plugins'
+//! hooks around it, routing, admission, running the handler (polled once
+//! right here, on its own task only if it waits), and the reply.
+
+use crate::context::{CallCtx, PushCtx};
+use crate::core::wire;
+use crate::plugin::{BoxFuture, HandledCall, Plugins};
+use crate::router::CallOutput;
+use crate::runtime::link::Link;
+use crate::runtime::scope::{self, Current};
+use crate::session::calls::unreversed_filters;
+use crate::session::Session;
+use crate::values::{Status, MAX_DEADLINE_AHEAD};
+use drpc_codec::CodecId;
+use drpc_proto::{Header, Message};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// Everything a call's reply needs, kept with the call until it is sent.
+struct Answer {
+    session: Session,
+    link: Arc<Link>,
+    seq: u32,
+    /// The call's codec: an error reply uses it.
+    codec: CodecId,
+    route_plugins: Plugins,
+    /// The plugins' per-call state, ended (dropped) once the reply is
+    /// queued.
+    scopes: Vec<Box<dyn HandledCall>>,
+}
+
+impl Answer {
+    /// Builds, hooks and queues the reply. `ctx` is there once the call got
+    /// as far as its context (its reply codec and meta).
+    fn send(mut self, ctx: Option<&CallCtx>, out: CallOutput) {
+        let mut reply = match (out, ctx) {
+            (Ok(body), Some(ctx)) => {
+                let mut h = Header::reply(self.seq);
+                h.codec = ctx.reply_codec();
+                h.meta = ctx.take_reply_meta();
+                Message::new(h, body)
+            }
+            (Ok(_), None) => unreachable!("a body comes only from a handler, which has a context"),
+            (Err(status), _) => wire::error_reply(self.seq, self.codec, &status),
+        };
+        let (session, seq, codec) = (&self.session, self.seq, self.codec);
+        let hooked = self
+            .scopes
+            .iter_mut()
+            .try_for_each(|s| s.before_reply(&mut reply))
+            .and_then(|()| {
+                session
+                    .plugins()
+                    .try_each(|p| p.before_write_reply(session, &mut reply))
+            })
+            .and_then(|()| {
+                self.route_plugins
+                    .try_each(|p| p.before_write_reply(session, &mut reply))
+            });
+        if let Err(status) = hooked {
+            reply = wire::error_reply(seq, codec, &status);
+        }
+        self.link.reply(&reply);
+        let h = &reply.header;
+        session.plugins().each(|p| p.after_write_reply(session, h));
+        self.route_plugins.each(|p| p.after_write_reply(session, h));
+    }
+}
+
+/// Runs a call of the peer: hooks, route, admission, handler, reply.
+pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Message, arrived: Instant) {
+    let ep = &session.shared.ep;
+    let mut answer = Answer {
+        session: session.clone(),
+        link: link.clone(),
+        seq: msg.header.seq,
+        codec: msg.header.codec,
+        route_plugins: Plugins::default(),
+        scopes: Vec::new(),
+    };
+    let routed = (|| {
+        start_scopes(session.plugins(), session, &msg, &mut answer.scopes)?;
+        session
+            .plugins()
+            .try_each(|p| p.after_read_call_header(session, &mut msg))?;
+        let route = ep
+            .router
+            .find_call(&msg.header.service_method)
+            .ok_or_else(|| {
+                Status::not_found(format!("no handler for {}", msg.header.service_method))
+            })?;
+        answer.route_plugins = route.plugins.clone();
+        start_scopes(&route.plugins, session, &msg, &mut answer.scopes)?;
+        route
+            .plugins
+            .try_each(|p| p.after_read_call_header(session, &mut msg))?;
+        if !msg.header.filters.is_empty() {
+            return Err(unreversed_filters(&msg.header));
+        }
+        let permit = ep.limiter.admit(&session.shared.calls_running)?;
+        Ok((route.handler.clone(), permit))
+    })();
+    let (handler, permit) = match routed {
+        Ok(routed) => routed,
+        Err(status) => return answer.send(None, Err(status)),
+    };
+    let timeout = msg.header.timeout.unwrap_or(ep.config.default_timeout);
+    // The wire carries at most u32::MAX ms (about 49 days); a local default
+    // is capped like a caller's.
+    let deadline = arrived + timeout.min(MAX_DEADLINE_AHEAD);
+    let Message { header, body } = msg;
+    let ctx = CallCtx::new(session.clone(), header, body, deadline);
+    let prepared = handler(&ctx).and_then(|fut| {
+        let plugins = session.plugins();
+        plugins.try_each(|p| p.after_read_call_body(&ctx))?;
+        answer
+            .route_plugins
+            .try_each(|p| p.after_read_call_body(&ctx))?;
+        answer
+            .scopes
+            .iter_mut()
+            .try_for_each(|s| s.before_handler(&ctx))?;
+        Ok(fut)
+    });
+    let mut fut = match prepared {
+        Ok(fut) => fut,
+        Err(status) => return answer.send(Some(&ctx), Err(status)),
+    };
+    let current = Current {
+        session: session.identity(),
+        message: Some(ctx.as_any()),
+    };
+    if let Some(result) = poll_once(&current, &mut fut) {
+        drop(permit);
+        let out = outcome(&ctx, result);
+        return answer.send(Some(&ctx), out);
+    }
+    // It waits: on a task of its own, counted with the connection's
+    // handlers, cancelled at its deadline (408) or when the connection
+    // stops at once.
+    let permit = permit.into_owned(ep.limiter.clone(), session.shared.calls_running.clone());
+    let guard = link.enter_handler();
+    let abort = link.handlers.abort.clone();
+    tokio::spawn(scope::scope(current, async move {
+        let _guard = guard;
+        let _permit = permit;
+        let run = tokio::time::timeout_at(deadline.into(), AssertUnwindSafe(fut).catch_unwind());
+        let out = tokio::select! {
+            biased;
+            _ = abort.cancelled() => return,
+            r = run => match r {
+                Ok(result) => outcome(&ctx, result),
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "the handler of {} did not finish within the call's deadline of {timeout:?}",
+                    ctx.service_method()
+                ))),
+            },
+        };
+        answer.send(Some(&ctx), out);
+    }));
+}
+
+/// Creates the per-call state of each plugin of `plugins`.
+fn start_scopes(
+    plugins: &Plugins,
+    session: &Session,
+    msg: &Message,
+    scopes: &mut Vec<Box<dyn HandledCall>>,
+) -> Result<(), Status> {
+    for p in plugins.iter() {
+        if let Some(scope) = p.handle_call(session, msg)? {
+            scopes.push(scope);
+        }
+    }
+    Ok(())
+}
+
+/// Polls a handler once, right here. Most handlers that do no I/O finish
+/// on their first poll, and answering them here saves a task spawn per
+/// message, the largest cost on the hot path. `None` means it waits and
+/// must continue on its own task; polling it again there (with that task's
+/// waker) is what futures are built for.
+fn poll_once<T>(
+    current: &Current,
+    fut: &mut BoxFuture<'static, T>,
+) -> Option<std::thread::Result<T>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    scope::sync_scope(current.clone(), || {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+            Ok(Poll::Ready(v)) => Some(Ok(v)),
+            Ok(Poll::Pending) => None,
+            Err(panic) => Some(Err(panic)),
+        }
+    })
+}
+
+/// A handler's result, with a panic turned into 500.
+fn outcome(ctx: &CallCtx, result: std::thread::Result<CallOutput>) -> CallOutput {
+    result.unwrap_or_else(|panic| {
+        tracing::error!(
+            session = %ctx.session().id(),
+            method = ctx.service_method(),
+            panic = panic_message(&panic),
+            "call handler panicked"
+        );
+        Err(Status::internal(format!(
+            "the handler of {} panicked",
+            ctx.service_method()
+        )))
+    })
+}
+
+/// Runs a push of the peer: hooks, route, handler.
+pub(crate) fn push(session: &Session, link: &Arc<Link>, mut msg: Message) {
+    let ep = &session.shared.ep;
+    let routed = (|| {
+        session
+            .plugins()
+            .try_each(|p| p.after_read_push_header(session, &mut msg))?;
+        let route = ep
+            .router
+            .find_push(&msg.header.service_method)
+            .ok_or_else(|| Status::not_found("no handler for the push"))?;
+        route
+            .plugins
+            .try_each(|p| p.after_read_push_header(session, &mut msg))?;
+        if !msg.header.filters.is_empty() {
+            return Err(unreversed_filters(&msg.header));
+        }
+        Ok(route.clone())
+    })();
+    let method = msg.header.service_method.clone();
+    let dropped = |status: Status| {
+        tracing::debug!(session = %session.id(), method = %method, %status, "push dropped");
+    };
+    let route = match routed {
+        Ok(route) => route,
+        Err(status) => return dropped(status),
+    };
+    let Message { header, body } = msg;
+    let ctx = PushCtx::new(session.clone(), header, body);
+    let prepared = (route.handler)(&ctx).and_then(|fut| {
+        session
+            .plugins()
+            .try_each(|p| p.after_read_push_body(&ctx))?;
+        route.plugins.try_each(|p| p.after_read_push_body(&ctx))?;
+        Ok(fut)
+    });
+    let mut fut = match prepared {
+        Ok(fut) => fut,
+        Err(status) => return dropped(status),
+    };
+    // No clock reading when no plugin would see it.
+    let watched = !session.plugins().is_empty() || !route.plugins.is_empty();
+    let started = watched.then(tokio::time::Instant::now);
+    let current = Current {
+        session: session.identity(),
+        message: Some(ctx.as_any()),
+    };
+    let report = move |result: std::thread::Result<()>| {
+        if let Err(panic) = result {
+            tracing::error!(session = %ctx.session().id(), method = %ctx.service_method(), panic = panic_message(&panic), "push handler panicked");
+        }
+        if let Some(started) = started {
+            let elapsed = started.elapsed();
+            let session = ctx.session();
+            session
+                .plugins()
+                .each(|p| p.after_push_handler(&ctx, elapsed));
+            route.plugins.each(|p| p.after_push_handler(&ctx, elapsed));
+        }
+    };
+    if let Some(result) = poll_once(&current, &mut fut) {
+        return report(result);
+    }
+    let guard = link.enter_handler();
+    let abort = link.handlers.abort.clone();
+    tokio::spawn(scope::scope(current, async move {
+        let _guard = guard;
+        tokio::select! {
+            biased;
+            _ = abort.cancelled() => {}
+            result = AssertUnwindSafe(fut).catch_unwind() => report(result),
+        }
+    }));
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}

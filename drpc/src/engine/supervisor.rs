@@ -1,0 +1,104 @@
+//! A session's supervisor: its one long-lived task. It runs the session's
+//! connection, and when that ends, redials or closes as the lifecycle
+//! decides; the close sequence runs here, once.
+
+use super::connection::{self, Conn, Verdict};
+use super::establish::run_redial_hooks;
+use crate::core::backoff::Backoff;
+use crate::core::lifecycle::{Phase, Then};
+use crate::session::Session;
+use crate::values::{Code, Status};
+
+/// Runs `session` from its first connection to its close.
+pub(crate) async fn supervise(session: Session, mut conn: Conn, mut verdict: Verdict) {
+    let ep = session.shared.ep.clone();
+    let mut backoff = Backoff::new(ep.config.redial);
+    let mut ever_established = false;
+    let reason = loop {
+        let ended = connection::run(&session, conn, verdict, ever_established).await;
+        if ended.established {
+            // A connection that got through its hooks resets the count.
+            backoff = Backoff::new(ep.config.redial);
+            ever_established = true;
+        }
+        if ended.next.then == Then::Close {
+            break ended.status;
+        }
+        match redial(&session, &mut backoff, &ended.status).await {
+            Ok(next) => {
+                let link = next.link.clone();
+                session.set_link(Some(link.clone()));
+                session.transition(Phase::reconnected);
+                verdict = Verdict::Run(Box::pin(run_redial_hooks(session.clone(), link)));
+                conn = next;
+            }
+            Err(reason) => {
+                session.begin_close(&reason);
+                break reason;
+            }
+        }
+    };
+    match reason.code() {
+        Code::CONNECTION_CLOSED => {
+            tracing::debug!(session = %session.id(), %reason, "session closed")
+        }
+        _ => tracing::warn!(session = %session.id(), %reason, "session closed"),
+    }
+    session.mark_closed(reason);
+    ep.remove_session(&session);
+    let hooked = session.seal_connect_hooks();
+    for p in session.plugins().iter().take(hooked) {
+        p.after_session_close(&session);
+    }
+    session.shared.closed.cancel();
+}
+
+/// Dials the session's address again, with backoff, until it connects or
+/// the attempts run out (or the session or endpoint is closed meanwhile).
+async fn redial(session: &Session, backoff: &mut Backoff, lost: &Status) -> Result<Conn, Status> {
+    let ep = session.shared.ep.clone();
+    let addr = session
+        .dial_target()
+        .cloned()
+        .expect("only dialed sessions redial");
+    let shared = &session.shared;
+    let mut last = lost.clone();
+    loop {
+        let Some(delay) = backoff.next_delay(fastrand::f64()) else {
+            return Err(Status::connection_closed(format!(
+                "redial gave up after {} attempts; last: {last}",
+                backoff.attempts()
+            )));
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.close_requested.cancelled() => {
+                return Err(Status::connection_closed("closed by the local endpoint while redialing"));
+            }
+            _ = shared.abort_requested.cancelled() => return Err(session.abort_status()),
+            _ = ep.shutdown.cancelled() => {
+                return Err(Status::connection_closed("the endpoint closed while redialing"));
+            }
+        }
+        let attempt = async {
+            ep.plugins.try_each(|p| p.before_dial(&addr, true))?;
+            let dial = ep.dialer.dial(&addr, &ep.config);
+            match tokio::time::timeout(ep.config.dial_timeout, dial).await {
+                Ok(Ok(socket)) => Ok(socket),
+                Ok(Err(e)) => Err(Status::dial_failed(e.to_string()).with_cause(e)),
+                Err(_) => Err(Status::dial_failed(format!(
+                    "dial {addr}: no connection within {:?}",
+                    ep.config.dial_timeout
+                ))),
+            }
+        };
+        match attempt.await {
+            Ok(socket) => return Ok(Conn::new(&ep, socket)),
+            Err(status) => {
+                tracing::debug!(session = %session.id(), attempt = backoff.attempts(), %status, "redial failed");
+                ep.plugins.each(|p| p.after_dial_fail(&addr, &status, true));
+                last = status;
+            }
+        }
+    }
+}

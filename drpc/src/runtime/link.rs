@@ -1,0 +1,256 @@
+//! One connection as the tasks around it share it: its protocol state
+//! behind a lock, the wake-ups between its reader, its writer and its
+//! callers, and its running handlers. A dialed session that redials gets a
+//! new link; everything here belongs to one connection and ends with it.
+
+use crate::core::conn::{ConnCore, QueueError};
+use crate::core::inflight::Outcome;
+use crate::core::wire;
+use crate::values::Status;
+use drpc_proto::Message;
+use drpc_socket::Addr;
+use parking_lot::{Mutex, MutexGuard};
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// One connection's shared state.
+pub(crate) struct Link {
+    core: Mutex<ConnCore<Waker>>,
+    pub(crate) local: Addr,
+    pub(crate) peer: Addr,
+    /// Tells the reader to look again: a deadline earlier than its timer,
+    /// room in the hold, the hooks' verdict, a drop asked for.
+    pub(crate) reader: Notify,
+    /// Woken when a message is held while the connection is established,
+    /// for a hook waiting to take one.
+    pub(crate) held: Notify,
+    /// Spawned handlers of this connection's calls and pushes.
+    pub(crate) handlers: Handlers,
+    /// Cancelled when the connection's hooks have passed.
+    pub(crate) established: CancellationToken,
+    /// Asks the reader to drop the connection as if it broke, for
+    /// `drop_reason`.
+    pub(crate) drop_requested: CancellationToken,
+    pub(crate) drop_reason: OnceLock<Status>,
+    /// Cancelled when the peer says it is going away, or this side stops
+    /// sending on the connection.
+    pub(crate) going_away: CancellationToken,
+    /// Cancelled when the connection is over: its tasks have ended and its
+    /// transport has finished its close.
+    pub(crate) finished: CancellationToken,
+}
+
+/// Running handler tasks: counted so a graceful close waits for them, and
+/// cancelled together when it cannot.
+#[derive(Default)]
+pub(crate) struct Handlers {
+    running: AtomicUsize,
+    idle: Notify,
+    pub(crate) abort: CancellationToken,
+}
+
+impl Handlers {
+    pub(crate) fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+}
+
+/// A handler task's place in [`Handlers`].
+pub(crate) struct HandlerGuard(std::sync::Arc<Link>);
+
+impl Drop for HandlerGuard {
+    fn drop(&mut self) {
+        let h = &self.0.handlers;
+        if h.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            h.idle.notify_waiters();
+            // The reader may be draining, waiting for the last one.
+            self.0.reader.notify_one();
+        }
+    }
+}
+
+impl Link {
+    pub(crate) fn new(core: ConnCore<Waker>, local: Addr, peer: Addr) -> Self {
+        Self {
+            core: Mutex::new(core),
+            local,
+            peer,
+            reader: Notify::new(),
+            held: Notify::new(),
+            handlers: Handlers::default(),
+            established: CancellationToken::new(),
+            drop_requested: CancellationToken::new(),
+            drop_reason: OnceLock::new(),
+            going_away: CancellationToken::new(),
+            finished: CancellationToken::new(),
+        }
+    }
+
+    /// Counts a handler task in; the guard counts it out when dropped,
+    /// however the task ends.
+    pub(crate) fn enter_handler(self: &std::sync::Arc<Self>) -> HandlerGuard {
+        self.handlers.running.fetch_add(1, Ordering::AcqRel);
+        HandlerGuard(self.clone())
+    }
+
+    /// The connection's state, locked. Never held across an await, and
+    /// never while a plugin hook or handler runs.
+    pub(crate) fn core(&self) -> MutexGuard<'_, ConnCore<Waker>> {
+        self.core.lock()
+    }
+
+    /// Registers a call of this side waiting until `deadline`; returns its
+    /// seq. The call must end with [`Link::outcome`] or [`Link::forget`].
+    pub(crate) fn start_call(&self, deadline: Instant) -> u32 {
+        let (seq, earlier) = self.core().calls.start(deadline);
+        if earlier {
+            // The reader's deadline timer must fire sooner.
+            self.reader.notify_one();
+        }
+        seq
+    }
+
+    /// Forgets call `seq` (its caller stopped waiting).
+    pub(crate) fn forget(&self, seq: u32) {
+        self.core().calls.forget(seq);
+    }
+
+    /// Queues `msg` for the writer, waiting for room until `deadline`.
+    ///
+    /// Errors: 408 when the queue stays full past the deadline; the
+    /// connection's status when it has ended or the peer is going away; 413
+    /// or 400 when the message cannot be encoded.
+    pub(crate) async fn send(&self, msg: &Message, deadline: Instant) -> Result<(), Status> {
+        // The queue almost always has room: no timer unless it is full.
+        match self.try_send(msg, None) {
+            Err(QueueError::Full) => {}
+            other => return queue_result(other),
+        }
+        let wait = poll_fn(|cx| match self.try_send(msg, Some(cx.waker())) {
+            Err(QueueError::Full) => Poll::Pending,
+            other => Poll::Ready(queue_result(other)),
+        });
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "{}: the deadline passed while waiting for room in the write queue",
+                msg.header.service_method
+            ))),
+        }
+    }
+
+    fn try_send(&self, msg: &Message, waiter: Option<&Waker>) -> Result<(), QueueError> {
+        let noop = Waker::noop();
+        let waiter = waiter.unwrap_or(noop);
+        let writer = self.core().send(msg, || waiter.clone())?;
+        if let Some(w) = writer {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues a reply (or a refusal) to the peer's call, without waiting:
+    /// replies are few (one per call taken) and must not deadlock on a
+    /// full queue.
+    pub(crate) fn reply(&self, msg: &Message) {
+        let writer = self.core().reply(msg);
+        if let Some(w) = writer {
+            w.wake();
+        }
+    }
+
+    /// Queues a reply to a call that never reached a handler (refused on
+    /// arrival, or never dispatched).
+    pub(crate) fn reply_at_once(&self, msg: &Message) {
+        let writer = self.core().answer_undispatched(msg);
+        if let Some(w) = writer {
+            w.wake();
+        }
+    }
+
+    /// Tells the peer this side is going away (once).
+    pub(crate) fn going_away(&self) {
+        let writer = self.core().going_away();
+        if let Some(w) = writer {
+            w.wake();
+        }
+    }
+
+    /// Waits for the outcome of call `seq`.
+    pub(crate) async fn outcome(&self, seq: u32) -> Outcome {
+        poll_fn(|cx| {
+            let polled = self.core().calls.poll(seq, |w| match w {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => *w = Some(cx.waker().clone()),
+            });
+            match polled {
+                Some(outcome) => Poll::Ready(outcome),
+                // No entry at all: nothing will ever answer; say so rather
+                // than wait forever.
+                None if !self.core().calls.contains(seq) => Poll::Ready(Outcome::Failed(
+                    Status::connection_closed("the call is no longer known on its connection"),
+                )),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// This side sends no more calls or pushes here: waiting calls fail
+    /// with `status`, blocked senders wake and find it closed. Replies and
+    /// notices are still written.
+    pub(crate) fn stop_sends(&self, status: Status) {
+        let woken = self.core().end(status);
+        for w in woken {
+            w.wake();
+        }
+        self.going_away.cancel();
+    }
+
+    /// Asks the writer to shut the write side down once everything queued
+    /// is written.
+    pub(crate) fn finish_writing(&self) {
+        if let Some(w) = self.core().finish_writing() {
+            w.wake();
+        }
+    }
+
+    /// Why new calls fail on this link now, if they do.
+    pub(crate) fn refusal(&self) -> Option<Status> {
+        self.core().refusal()
+    }
+
+    /// Whether the peer said it is going away (or refused the connection).
+    pub(crate) fn peer_notice(&self) -> Option<Status> {
+        self.core().peer_notice().cloned()
+    }
+
+    /// Records the peer's going-away notice.
+    pub(crate) fn peer_going_away(&self) {
+        self.going_away.cancel();
+    }
+
+    /// The outcome status of a reply message: its own when not OK.
+    pub(crate) fn reply_status(reply: &Message) -> Option<Status> {
+        (reply.header.status_code != 0).then(|| {
+            Status::new(
+                crate::values::Code(reply.header.status_code),
+                reply.header.status_message.to_string(),
+            )
+        })
+    }
+}
+
+fn queue_result(r: Result<(), QueueError>) -> Result<(), Status> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(QueueError::Full) => unreachable!("handled by the caller"),
+        Err(QueueError::Closed(status)) => Err(status),
+        Err(QueueError::Encode(err)) => Err(wire::encode_status(&err)),
+    }
+}

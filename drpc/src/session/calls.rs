@@ -1,0 +1,272 @@
+//! Calls and pushes this side makes.
+
+use super::Session;
+use crate::core::inflight::Outcome;
+use crate::plugin::{CallEnd, MadeCall};
+use crate::runtime::link::Link;
+use crate::values::{
+    decode_body, encode_body, CallOptions, PushOptions, Reply, Status, MAX_DEADLINE_AHEAD,
+};
+use bytes::Bytes;
+use drpc_proto::{Header, Message};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Now plus `timeout` on tokio's clock (so a paused clock in a test is
+/// obeyed), capped a year ahead.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    tokio::time::Instant::now().into_std() + timeout.min(MAX_DEADLINE_AHEAD)
+}
+
+impl Session {
+    /// Calls `service_method` with `arg` and the default options, and decodes
+    /// the reply as `R`.
+    pub async fn call<A, R>(&self, service_method: &str, arg: &A) -> Result<R, Status>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.call_with(service_method, arg, CallOptions::default())
+            .await
+            .map(|reply| reply.value)
+    }
+
+    /// Calls `service_method` with `arg` and `opts`; the [`Reply`] carries the
+    /// decoded value and the reply's meta.
+    ///
+    /// Errors: the peer's status; 408 when the deadline passes first; 102 when
+    /// the session closes first; 104 when the call could not be written; 413
+    /// when the message exceeds the frame limit; 400 when the argument cannot
+    /// be encoded or the reply decoded. Dropping the returned future abandons
+    /// the call and frees its entry.
+    pub async fn call_with<A, R>(
+        &self,
+        service_method: &str,
+        arg: &A,
+        opts: CallOptions,
+    ) -> Result<Reply<R>, Status>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let codec = opts.codec.unwrap_or(self.shared.ep.config.default_codec);
+        let what = format!("the argument of {service_method}");
+        let body = encode_body(codec, arg, &what)?;
+        let reply = self
+            .call_message(service_method, body, opts.codec(codec))
+            .await?;
+        let value = decode_body(reply.header.codec, &reply.body, service_method)?;
+        self.plugins()
+            .try_each(|p| p.after_read_reply_body(self, &reply.header))?;
+        Ok(Reply {
+            value,
+            meta: reply.header.meta,
+            codec: reply.header.codec,
+        })
+    }
+
+    /// Calls `service_method` with a body that is already encoded, and
+    /// returns the reply's body as it came, undecoded: the codec in `opts`
+    /// (or the default) is only recorded in the call, and the reply says
+    /// which codec its body is in. For pass-through, such as a proxy.
+    ///
+    /// Errors: as [`Session::call_with`]; the peer's status comes back with
+    /// its code and message unchanged.
+    pub async fn call_raw(
+        &self,
+        service_method: &str,
+        body: Bytes,
+        opts: CallOptions,
+    ) -> Result<Reply<Bytes>, Status> {
+        let reply = self.call_message(service_method, body, opts).await?;
+        self.plugins()
+            .try_each(|p| p.after_read_reply_body(self, &reply.header))?;
+        Ok(Reply {
+            value: reply.body,
+            meta: reply.header.meta,
+            codec: reply.header.codec,
+        })
+    }
+
+    /// Sends a call of `method` with an encoded body and waits for a
+    /// successful reply, running the plugins around it.
+    async fn call_message(
+        &self,
+        method: &str,
+        body: Bytes,
+        opts: CallOptions,
+    ) -> Result<Message, Status> {
+        let config = &self.shared.ep.config;
+        let timeout = opts.timeout.unwrap_or(config.default_timeout);
+        let deadline = deadline_after(timeout);
+        let link = self.usable_link(deadline, method).await?;
+        let mut header = Header::call(0, method);
+        header.codec = opts.codec.unwrap_or(config.default_codec);
+        header.meta = opts.meta;
+        header.timeout = Some(timeout);
+        header.seq = link.start_call(deadline);
+        let mut call = Call {
+            session: self,
+            link: &link,
+            seq: header.seq,
+            method,
+            started: (!self.plugins().is_empty()).then(tokio::time::Instant::now),
+            scopes: Vec::new(),
+            collected: false,
+        };
+        let mut msg = Message::new(header, body);
+        let result = async {
+            for p in self.plugins().iter() {
+                p.before_write_call(self, &mut msg)?;
+                if let Some(scope) = p.make_call(self, &mut msg)? {
+                    call.scopes.push(scope);
+                }
+            }
+            link.send(&msg, deadline).await?;
+            let header = &msg.header;
+            self.plugins().each(|p| p.after_write_call(self, header));
+            let outcome = link.outcome(call.seq).await;
+            call.collected = true;
+            let mut reply = match outcome {
+                Outcome::Reply(reply) => reply,
+                Outcome::Failed(status) => return Err(status),
+                Outcome::Expired => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no reply to {method} within {timeout:?}"
+                    )))
+                }
+            };
+            for scope in call.scopes.iter_mut() {
+                scope.on_reply(&mut reply)?;
+            }
+            self.plugins()
+                .try_each(|p| p.after_read_reply_header(self, &mut reply))?;
+            if !reply.header.filters.is_empty() {
+                return Err(unreversed_filters(&reply.header));
+            }
+            match Link::reply_status(&reply) {
+                Some(status) => Err(status),
+                None => Ok(reply),
+            }
+        }
+        .await;
+        call.end(match &result {
+            Ok(_) => Status::ok(),
+            Err(status) => status.clone(),
+        });
+        result
+    }
+
+    /// Pushes `arg` to the peer's handler for `service_method`, with the
+    /// default options.
+    pub async fn push<A: Serialize + ?Sized>(
+        &self,
+        service_method: &str,
+        arg: &A,
+    ) -> Result<(), Status> {
+        self.push_with(service_method, arg, PushOptions::default())
+            .await
+    }
+
+    /// Pushes `arg` with `opts`. Returns once the push is queued for writing:
+    /// a push has no reply, so success means "handed to the connection".
+    ///
+    /// Errors: 102 when the session is closed, 408 when the write queue stays
+    /// full past the timeout, 413 when the body exceeds the frame limit, 400
+    /// when `arg` cannot be encoded, or a plugin's status.
+    pub async fn push_with<A: Serialize + ?Sized>(
+        &self,
+        service_method: &str,
+        arg: &A,
+        opts: PushOptions,
+    ) -> Result<(), Status> {
+        let codec = opts.codec.unwrap_or(self.shared.ep.config.default_codec);
+        let what = format!("the argument of {service_method}");
+        let body = encode_body(codec, arg, &what)?;
+        self.push_raw(service_method, body, opts.codec(codec)).await
+    }
+
+    /// Pushes a body that is already encoded, as it is: the codec in `opts`
+    /// (or the default) is only recorded in the message, for the receiver
+    /// to decode with. For pass-through, such as a proxy.
+    ///
+    /// Errors: as [`Session::push_with`].
+    pub async fn push_raw(
+        &self,
+        service_method: &str,
+        body: Bytes,
+        opts: PushOptions,
+    ) -> Result<(), Status> {
+        let config = &self.shared.ep.config;
+        let deadline = deadline_after(opts.timeout.unwrap_or(config.default_timeout));
+        let link = self.usable_link(deadline, service_method).await?;
+        let mut header = Header::push(service_method);
+        header.codec = opts.codec.unwrap_or(config.default_codec);
+        header.meta = opts.meta;
+        let mut msg = Message::new(header, body);
+        self.plugins()
+            .try_each(|p| p.before_write_push(self, &mut msg))?;
+        link.send(&msg, deadline).await?;
+        let header = &msg.header;
+        self.plugins().each(|p| p.after_write_push(self, header));
+        Ok(())
+    }
+}
+
+/// A filter still recorded once the hooks ran: a body nothing here can
+/// read (a plugin such as drpc-plugins' `Compression` reverses filters).
+pub(crate) fn unreversed_filters(header: &Header) -> Status {
+    Status::bad_message(format!(
+        "transfer filters {:?} are not supported by this endpoint",
+        &header.filters[..]
+    ))
+}
+
+/// One call this side makes, from its seq to its end. Its `Drop` frees the
+/// seq however the call's future ends (an error, the deadline, or the
+/// caller dropping it), and ends the plugins' state: first each scope, in
+/// the order the plugins made them, then the endpoint's call-end hooks.
+struct Call<'a> {
+    session: &'a Session,
+    link: &'a Arc<Link>,
+    seq: u32,
+    method: &'a str,
+    /// When the call started, if any plugin will see how long it took.
+    started: Option<tokio::time::Instant>,
+    scopes: Vec<Box<dyn MadeCall>>,
+    /// Whether the outcome was collected (the entry is then gone).
+    collected: bool,
+}
+
+impl Call<'_> {
+    /// Runs the end of the call once, with `status`.
+    fn end(&mut self, status: Status) {
+        let Some(started) = self.started.take() else {
+            return;
+        };
+        let end = CallEnd {
+            seq: self.seq,
+            service_method: self.method,
+            status: &status,
+            elapsed: started.elapsed(),
+        };
+        for scope in std::mem::take(&mut self.scopes) {
+            scope.end(&end);
+        }
+        let session = self.session;
+        session.plugins().each(|p| p.after_call_end(session, &end));
+    }
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        if !self.collected {
+            self.link.forget(self.seq);
+        }
+        if self.started.is_some() {
+            self.end(Status::canceled("the caller stopped waiting for the call"));
+        }
+    }
+}

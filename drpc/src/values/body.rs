@@ -1,0 +1,40 @@
+//! Bodies in and out of codecs, with their failures as statuses.
+
+use super::Status;
+use bytes::Bytes;
+use drpc_codec::CodecId;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+/// The furthest ahead any deadline is set: a year, so an effectively
+/// unlimited timeout (`Duration::MAX`) cannot overflow the clock.
+pub(crate) const MAX_DEADLINE_AHEAD: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Decodes a received body (its byte strings as slices of it, see
+/// [`drpc_codec::Blob`]); a body that does not decode is a 400 that names
+/// `what` and the type expected.
+pub(crate) fn decode_body<T: DeserializeOwned>(
+    codec: CodecId,
+    body: &Bytes,
+    what: &str,
+) -> Result<T, Status> {
+    codec.decode_shared(body).map_err(|e| {
+        Status::bad_message(format!(
+            "cannot decode the {codec} body of {what} as {}: {e}",
+            std::any::type_name::<T>()
+        ))
+        .with_cause(e)
+    })
+}
+
+/// Encodes a value to send; `what` names it in the 400 when it cannot be.
+pub(crate) fn encode_body<T: Serialize + ?Sized>(
+    codec: CodecId,
+    value: &T,
+    what: &str,
+) -> Result<Bytes, Status> {
+    codec.encode(value).map(Bytes::from).map_err(|e| {
+        Status::bad_message(format!("cannot encode {what} as {codec}: {e}")).with_cause(e)
+    })
+}

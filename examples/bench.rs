@@ -1,135 +1,165 @@
-//! Unary-call throughput and latency of drpc beside a bare framed echo over
-//! the same kind of socket: the ceiling. Run it with:
+//! Unary-call throughput, latency and CPU per call of drpc beside a bare
+//! framed echo over the same kind of socket (the ceiling), in one run:
 //!
 //! ```text
-//! cargo run --release --example bench -- [--secs 2] [--inflight 1,10,100] [--body 581] [--rounds 3] [--only drpc|ceiling] [--transport tcp|unix|tls|quic|quic-single|kcp|all] [--big 0] [--plugins none|tracing,metrics,counters]
+//! cargo run --release --example bench -- [--secs 2] [--rounds 3] [--inflight 1,10,100]
+//!     [--body 581] [--sessions 1] [--codec raw,typed] [--only drpc|ceiling]
+//!     [--transport tcp|unix|tls|quic|quic-single|kcp|all] [--big 0]
+//!     [--plugins none|tracing,metrics,counters]
 //! ```
 //!
-//! `--big N` adds one caller that echoes an N-byte body back to back on the
-//! same session while the measured calls run; the figures are still those
-//! of the small calls, so they show how much a large message holds up the
-//! small ones behind it (head-of-line blocking).
-//!
-//! `--transport` picks what drpc runs over (default `tcp`; a comma list or
-//! `all` runs several, each in the same rounds). The ceiling is always the
-//! bare echo over TCP, so every ratio compares a transport with the same
-//! yardstick. TLS and QUIC use a certificate made at start-up;
-//! `quic-single` is QUIC with `StreamMode::Single` on both sides.
-//!
-//! `--plugins` puts built-in plugins on both endpoints, to measure what they
-//! cost (no `tracing` subscriber or `metrics` recorder is installed, so this
-//! is the cost of the hooks themselves: trace context made and carried,
-//! per-call tables, labels).
-//!
-//! Each in-flight level runs `--rounds` times, ceiling and drpc back to back
-//! in every round; calls/s is the median over the rounds (a loaded 2-core
-//! machine makes single runs noisy), latency percentiles pool every call.
-//! `--only` runs one side, for profiling; the ratio column then reads `-`.
+//! With no `--inflight`, `--body` or `--sessions`, it runs three tables:
+//! a 581-byte body on one session at 1, 10 and 100 calls in flight; the
+//! same load at 100 in flight spread over 4 sessions (and 4 ceiling
+//! connections); and a 16 KiB body at 10 in flight. Each drpc row is one
+//! codec: `raw` (the raw codec) or `typed` (MessagePack); both echo a
+//! [`drpc::Blob`], which decodes as a slice of the frame.
 //!
 //! Server and client each run on a single-threaded tokio runtime on its own
-//! OS thread, so each gets one core. For every in-flight level the bench
-//! measures the ceiling and then drpc, back to back, and prints calls/s, p50
-//! and p99 latency, and drpc's share of the ceiling's calls/s.
+//! OS thread, so each gets one core. Every level runs `--rounds` times,
+//! ceiling and drpc back to back in every round; calls/s is the median over
+//! the rounds, latency percentiles pool every call, and CPU per call is the
+//! CPU time of both threads (read from their thread clocks) over the calls
+//! made, so a loss in calls/s with equal CPU per call shows stalls between
+//! tasks rather than work.
 //!
-//! The ceiling is what any RPC over one connection must at least do: one
-//! TCP connection, requests framed as `[u32 length][u64 id][body]`, a writer
-//! task that coalesces queued requests into one write, a reader task that
-//! completes waiting requests by id, and a server that echoes each frame.
-//! drpc adds its header, routing, a task per call, deadlines and hooks.
+//! `--transport` picks what drpc runs over (a comma list or `all`; the
+//! ceiling is always TCP). `--big N` adds a caller echoing an N-byte body
+//! back to back on the same session (head-of-line blocking). `--plugins`
+//! puts built-in plugins on both endpoints, to measure what they cost.
 
+#[path = "bench/ceiling.rs"]
+mod ceiling;
 #[path = "support/certs.rs"]
 mod certs;
+#[path = "bench/cpu.rs"]
+mod cpu;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use drpc::socket::quic::StreamMode;
-use drpc::{CallCtx, CallOptions, CodecId, Endpoint, Router, Session};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use drpc::{Blob, CallCtx, CallOptions, CodecId, Endpoint, Router, Session, Status};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
+
+const TRANSPORTS: [&str; 6] = ["tcp", "unix", "tls", "quic", "quic-single", "kcp"];
 
 struct Args {
     secs: f64,
-    inflight: Vec<usize>,
-    body: usize,
     rounds: usize,
+    cases: Vec<Case>,
+    codecs: Vec<CodecId>,
     only: Option<String>,
     transports: Vec<String>,
     big: usize,
     plugins: Vec<String>,
 }
 
-const TRANSPORTS: [&str; 6] = ["tcp", "unix", "tls", "quic", "quic-single", "kcp"];
+/// One table: a body size, a number of sessions, and in-flight levels.
+#[derive(Clone)]
+struct Case {
+    body: usize,
+    sessions: usize,
+    inflight: Vec<usize>,
+}
 
 fn parse_args() -> Args {
     let mut args = Args {
         secs: 2.0,
-        inflight: vec![1, 10, 100],
-        body: 581,
         rounds: 3,
+        cases: Vec::new(),
+        codecs: vec![CodecId::Raw, CodecId::MsgPack],
         only: None,
         transports: vec!["tcp".to_string()],
         big: 0,
         plugins: Vec::new(),
     };
+    let (mut body, mut sessions, mut inflight) = (None, None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
         match flag.as_str() {
             "--secs" => args.secs = value.parse().expect("--secs takes a number"),
+            "--rounds" => args.rounds = value.parse::<usize>().expect("a count").max(1),
             "--only" if value == "drpc" || value == "ceiling" => args.only = Some(value),
-            "--rounds" => {
-                args.rounds = value
-                    .parse::<usize>()
-                    .expect("--rounds takes a count")
-                    .max(1)
+            "--body" => body = Some(value.parse().expect("--body takes a byte count")),
+            "--sessions" => sessions = Some(value.parse::<usize>().expect("a count").max(1)),
+            "--inflight" => {
+                inflight = Some(
+                    list(&value)
+                        .iter()
+                        .map(|n| n.parse().expect("--inflight takes numbers like 1,10,100"))
+                        .collect(),
+                )
+            }
+            "--codec" => {
+                args.codecs = list(&value)
+                    .iter()
+                    .map(|c| match c.as_str() {
+                        "raw" => CodecId::Raw,
+                        "typed" => CodecId::MsgPack,
+                        other => panic!("--codec takes raw or typed, not {other}"),
+                    })
+                    .collect()
             }
             "--transport" => {
                 args.transports = if value == "all" {
                     TRANSPORTS.iter().map(|t| t.to_string()).collect()
                 } else {
-                    value
-                        .split(',')
-                        .map(|t| {
-                            let t = t.trim();
-                            assert!(TRANSPORTS.contains(&t), "unknown transport {t}");
-                            t.to_string()
-                        })
-                        .collect()
+                    let ts = list(&value);
+                    for t in &ts {
+                        assert!(TRANSPORTS.contains(&t.as_str()), "unknown transport {t}");
+                    }
+                    ts
                 }
             }
             "--plugins" => {
-                args.plugins = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty() && *p != "none")
-                    .map(|p| {
+                args.plugins = list(&value)
+                    .into_iter()
+                    .filter(|p| p != "none")
+                    .inspect(|p| {
                         assert!(
-                            ["tracing", "metrics", "counters"].contains(&p),
+                            ["tracing", "metrics", "counters"].contains(&p.as_str()),
                             "unknown plugin {p}"
-                        );
-                        p.to_string()
+                        )
                     })
                     .collect()
             }
             "--big" => args.big = value.parse().expect("--big takes a byte count"),
-            "--body" => args.body = value.parse().expect("--body takes a byte count"),
-            "--inflight" => {
-                args.inflight = value
-                    .split(',')
-                    .map(|n| {
-                        n.trim()
-                            .parse()
-                            .expect("--inflight takes numbers like 1,10,100")
-                    })
-                    .collect()
-            }
             other => panic!("unknown flag {other}; see the file's docs"),
         }
     }
+    args.cases = if body.is_none() && sessions.is_none() && inflight.is_none() {
+        vec![
+            Case {
+                body: 581,
+                sessions: 1,
+                inflight: vec![1, 10, 100],
+            },
+            Case {
+                body: 581,
+                sessions: 4,
+                inflight: vec![100],
+            },
+            Case {
+                body: 16 * 1024,
+                sessions: 1,
+                inflight: vec![10],
+            },
+        ]
+    } else {
+        vec![Case {
+            body: body.unwrap_or(581),
+            sessions: sessions.unwrap_or(1),
+            inflight: inflight.unwrap_or_else(|| vec![1, 10, 100]),
+        }]
+    };
     args
 }
 
@@ -151,134 +181,26 @@ fn single_thread_runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-// ---------- the ceiling: a bare framed echo ----------
-
-async fn bare_server(listener: TcpListener) {
-    while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(bare_echo(stream));
-    }
-}
-
-async fn bare_echo(mut stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let mut inbuf = BytesMut::with_capacity(64 * 1024);
-    let mut out = BytesMut::with_capacity(64 * 1024);
-    loop {
-        match stream.read_buf(&mut inbuf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        while inbuf.len() >= 4 {
-            let len = u32::from_be_bytes(inbuf[..4].try_into().unwrap()) as usize;
-            if inbuf.len() < 4 + len {
-                inbuf.reserve(4 + len - inbuf.len());
-                break;
-            }
-            out.extend_from_slice(&inbuf[..4 + len]);
-            inbuf.advance(4 + len);
-        }
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-    }
-}
-
-type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Bytes>>>>;
-
-struct BareClient {
-    tx: mpsc::Sender<(u64, Bytes)>,
-    waiters: Waiters,
-    next: AtomicU64,
-}
-
-impl BareClient {
-    async fn connect(addr: std::net::SocketAddr) -> Arc<Self> {
-        let stream = TcpStream::connect(addr)
-            .await
-            .expect("connect to the bare server");
-        stream.set_nodelay(true).unwrap();
-        let (mut rd, mut wr) = stream.into_split();
-        let (tx, mut rx) = mpsc::channel::<(u64, Bytes)>(1024);
-        let waiters: Waiters = Default::default();
-        tokio::spawn(async move {
-            let mut buf = BytesMut::with_capacity(64 * 1024);
-            while let Some(first) = rx.recv().await {
-                let mut next = Some(first);
-                while let Some((id, body)) = next {
-                    buf.put_u32((8 + body.len()) as u32);
-                    buf.put_u64(id);
-                    buf.put_slice(&body);
-                    next = if buf.len() < 64 * 1024 {
-                        rx.try_recv().ok()
-                    } else {
-                        None
-                    };
-                }
-                if wr.write_all(&buf).await.is_err() {
-                    return;
-                }
-                buf.clear();
-            }
-        });
-        let w = waiters.clone();
-        tokio::spawn(async move {
-            let mut buf = BytesMut::with_capacity(64 * 1024);
-            loop {
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-                while buf.len() >= 4 {
-                    let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                    if buf.len() < 4 + len {
-                        buf.reserve(4 + len - buf.len());
-                        break;
-                    }
-                    let mut frame = buf.split_to(4 + len).freeze();
-                    frame.advance(4);
-                    let id = frame.get_u64();
-                    if let Some(waiter) = w.lock().unwrap().remove(&id) {
-                        let _ = waiter.send(frame);
-                    }
-                }
-                if buf.capacity() - buf.len() < 4096 {
-                    buf.reserve(64 * 1024);
-                }
-            }
-        });
-        Arc::new(Self {
-            tx,
-            waiters,
-            next: AtomicU64::new(0),
-        })
-    }
-
-    async fn call(&self, body: Bytes) -> Bytes {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap().insert(id, tx);
-        self.tx.send((id, body)).await.expect("bare writer alive");
-        rx.await.expect("bare reply")
-    }
-}
-
-// ---------- measurement ----------
-
 #[derive(Clone)]
 enum Target {
-    Ceiling(Arc<BareClient>),
-    Drpc(Session),
+    Ceiling(Vec<Arc<ceiling::Client>>),
+    Drpc {
+        sessions: Vec<Session>,
+        codec: CodecId,
+    },
 }
 
 impl Target {
-    async fn call(&self, body: &Bytes) -> usize {
+    /// One echo on connection `i` (of several); returns the length echoed.
+    async fn call(&self, i: usize, body: &Bytes) -> usize {
         match self {
-            Target::Ceiling(c) => c.call(body.clone()).await.len(),
-            Target::Drpc(s) => s
-                .call_with::<_, Bytes>("/echo", body, CallOptions::new().codec(CodecId::Raw))
+            Target::Ceiling(c) => c[i % c.len()].call(body.clone()).await.len(),
+            Target::Drpc { sessions, codec } => sessions[i % sessions.len()]
+                .call_with::<_, Blob>(
+                    "/echo",
+                    &Blob(body.clone()),
+                    CallOptions::new().codec(*codec),
+                )
                 .await
                 .expect("drpc echo")
                 .value
@@ -287,38 +209,33 @@ impl Target {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Figures {
+/// What one round measured.
+struct Round {
     calls_per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
+    cpu_per_call_us: f64,
+    latencies: Vec<u64>,
 }
 
-/// One round: a warm-up, then `secs` of calls; returns calls/s and every
-/// call's latency in nanoseconds.
+/// A warm-up, then `secs` of calls from `inflight` workers.
 async fn round(
     target: &Target,
     inflight: usize,
     secs: f64,
     body: &Bytes,
     big: &Bytes,
-) -> (f64, Vec<u64>) {
-    // A short warm-up so connections, buffers and caches are settled.
+    server: cpu::Clock,
+) -> Round {
     run(target, inflight, Duration::from_millis(300), body, big).await;
+    let client = cpu::Clock::this_thread();
+    let cpu0 = client.seconds() + server.seconds();
     let started = Instant::now();
-    let lat = run(target, inflight, Duration::from_secs_f64(secs), body, big).await;
-    (lat.len() as f64 / started.elapsed().as_secs_f64(), lat)
-}
-
-/// Median calls/s over the rounds, and percentiles over all their calls.
-fn summarize(mut rates: Vec<f64>, mut lat: Vec<u64>) -> Figures {
-    rates.sort_by(f64::total_cmp);
-    lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
-    Figures {
-        calls_per_sec: rates[rates.len() / 2],
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
+    let latencies = run(target, inflight, Duration::from_secs_f64(secs), body, big).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = client.seconds() + server.seconds() - cpu0;
+    Round {
+        calls_per_sec: latencies.len() as f64 / elapsed,
+        cpu_per_call_us: cpu * 1e6 / latencies.len() as f64,
+        latencies,
     }
 }
 
@@ -336,18 +253,18 @@ async fn run(
         let (target, big) = (target.clone(), big.clone());
         tokio::spawn(async move {
             while Instant::now() < end {
-                assert_eq!(target.call(&big).await, big.len());
+                assert_eq!(target.call(0, &big).await, big.len());
             }
         })
     });
     let workers: Vec<_> = (0..inflight)
-        .map(|_| {
+        .map(|w| {
             let (target, body) = (target.clone(), body.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(64 * 1024);
                 while Instant::now() < end {
                     let t = Instant::now();
-                    let n = target.call(&body).await;
+                    let n = target.call(w, &body).await;
                     lat.push(t.elapsed().as_nanos() as u64);
                     assert_eq!(n, body.len(), "echo returned the wrong length");
                 }
@@ -365,6 +282,35 @@ async fn run(
     all
 }
 
+/// The medians of a target's rounds, and percentiles over all its calls.
+struct Figures {
+    calls_per_sec: f64,
+    cpu_per_call_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn summarize(rounds: Vec<Round>) -> Option<Figures> {
+    if rounds.is_empty() {
+        return None;
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let calls = median(rounds.iter().map(|r| r.calls_per_sec).collect());
+    let cpu = median(rounds.iter().map(|r| r.cpu_per_call_us).collect());
+    let mut lat: Vec<u64> = rounds.into_iter().flat_map(|r| r.latencies).collect();
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+    Some(Figures {
+        calls_per_sec: calls,
+        cpu_per_call_us: cpu,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    })
+}
+
 fn listen_addr(transport: &str) -> String {
     match transport {
         "unix" => format!(
@@ -378,6 +324,16 @@ fn listen_addr(transport: &str) -> String {
     }
 }
 
+fn echo_router() -> Router {
+    let mut router = Router::new();
+    router
+        .call("/echo", |_: CallCtx, body: Blob| async move {
+            Ok::<_, Status>(body)
+        })
+        .unwrap();
+    router
+}
+
 fn main() {
     let args = parse_args();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
@@ -386,28 +342,23 @@ fn main() {
         transport: certs::transport_config().expect("certificates"),
         ..drpc::Config::default()
     };
-    let server_config = config.clone();
-    let transports = args.transports.clone();
-    let server_plugins = args.plugins.clone();
+    let (server_config, transports, server_plugins) = (
+        config.clone(),
+        args.transports.clone(),
+        args.plugins.clone(),
+    );
     let server = std::thread::spawn(move || {
         single_thread_runtime().block_on(async move {
-            let mut router = Router::new();
-            router
-                .call_raw(
-                    "/echo",
-                    |ctx: CallCtx| async move { Ok(ctx.body().clone()) },
-                )
-                .unwrap();
-            let endpoint = builder(&server_plugins)
-                .config(server_config.clone())
-                .router(router.clone())
-                .build()
-                .unwrap();
             let mut single_config = server_config.clone();
             single_config.transport.quic.streams = StreamMode::Single;
+            let endpoint = builder(&server_plugins)
+                .config(server_config)
+                .router(echo_router())
+                .build()
+                .unwrap();
             let single = builder(&server_plugins)
                 .config(single_config)
-                .router(router.clone())
+                .router(echo_router())
                 .build()
                 .unwrap();
             let mut drpc_addrs = Vec::new();
@@ -419,94 +370,99 @@ fn main() {
                 };
                 drpc_addrs.push(ep.listen(listen_addr(t)).await.unwrap());
             }
-            let bare = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let bare = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let bare_addr = bare.local_addr().unwrap();
-            tokio::spawn(bare_server(bare));
+            tokio::spawn(ceiling::server(bare));
             addr_tx.send((drpc_addrs, bare_addr)).unwrap();
             let _ = stop_rx.await;
             endpoint.close().await;
             single.close().await;
         })
     });
+    let server_clock = cpu::Clock::of(&server);
     let (drpc_addrs, bare_addr) = addr_rx.recv().expect("server started");
 
     single_thread_runtime().block_on(async move {
         let mut single_config = config.clone();
         single_config.transport.quic.streams = StreamMode::Single;
         let client = builder(&args.plugins).config(config).build().unwrap();
-        let single = builder(&args.plugins)
-            .config(single_config)
-            .build()
-            .unwrap();
-        let mut drpc = Vec::new();
-        for (t, addr) in args.transports.iter().zip(&drpc_addrs) {
-            // The mode is the sender's choice, so each side sets its own.
-            let session = if t == "quic-single" {
-                single.dial(addr).await.unwrap()
-            } else {
-                client.dial(addr).await.unwrap()
-            };
-            drpc.push((t.as_str(), Target::Drpc(session)));
-        }
-        let ceiling = Target::Ceiling(BareClient::connect(bare_addr).await);
-        let body = Bytes::from((0..args.body).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
-        let big = Bytes::from(vec![7u8; args.big]);
-
+        let single = builder(&args.plugins).config(single_config).build().unwrap();
         println!(
-            "drpc bench: unary calls, {} B body (raw codec), loopback, {} rounds of {} s per level; ceiling: bare echo over TCP",
-            args.body, args.rounds, args.secs
+            "drpc bench: unary echo calls, loopback, {} rounds of {} s per level; ceiling: a bare framed echo over TCP",
+            args.rounds, args.secs
         );
+        println!("server and client: one single-threaded tokio runtime each, on separate OS threads (one core each)");
+        println!("CPU is both threads' CPU time per call; 'of ceiling' compares calls/s, 'CPU x' CPU per call");
         if args.big > 0 {
-            println!(
-                "while one more caller echoes a {} B body back to back on the same session",
-                args.big
-            );
+            println!("while one more caller echoes a {} B body back to back on the same session", args.big);
         }
-        println!(
-            "server and client: one single-threaded tokio runtime each, on separate OS threads (one core each)"
-        );
-        println!();
-        println!(
-            "{:>9} | {:>14} {:>9} {:>9} | {:>9} {:>14} {:>9} {:>9} | {:>7}",
-            "in-flight", "ceiling call/s", "p50 µs", "p99 µs", "transport", "drpc call/s", "p50 µs", "p99 µs", "ratio"
-        );
-        println!("{}", "-".repeat(108));
-        for &n in &args.inflight {
-            let want = |side: &str| args.only.as_deref().is_none_or(|o| o == side);
-            let (mut c_rates, mut c_lat) = (vec![], vec![]);
-            let mut d: Vec<(Vec<f64>, Vec<u64>)> = vec![(vec![], vec![]); drpc.len()];
-            for _ in 0..args.rounds {
-                if want("ceiling") {
-                    let (rate, lat) = round(&ceiling, n, args.secs, &body, &big).await;
-                    c_rates.push(rate);
-                    c_lat.extend(lat);
+        for case in &args.cases {
+            let max_sessions = case.sessions;
+            let mut drpc = Vec::new();
+            for (t, addr) in args.transports.iter().zip(&drpc_addrs) {
+                let mut sessions = Vec::new();
+                for _ in 0..max_sessions {
+                    // The stream mode is the sender's choice, so each side sets its own.
+                    let ep = if t == "quic-single" { &single } else { &client };
+                    sessions.push(ep.dial(addr).await.unwrap());
                 }
-                if want("drpc") {
-                    for ((_, target), (rates, lats)) in drpc.iter().zip(d.iter_mut()) {
-                        let (rate, lat) = round(target, n, args.secs, &body, &big).await;
-                        rates.push(rate);
-                        lats.extend(lat);
+                for codec in &args.codecs {
+                    let name = match codec {
+                        CodecId::Raw => format!("{t} raw"),
+                        _ => format!("{t} typed"),
+                    };
+                    drpc.push((name, Target::Drpc { sessions: sessions.clone(), codec: *codec }));
+                }
+            }
+            let mut bare = Vec::new();
+            for _ in 0..max_sessions {
+                bare.push(ceiling::Client::connect(bare_addr).await);
+            }
+            let ceiling = Target::Ceiling(bare);
+            let body = Bytes::from((0..case.body).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+            let big = Bytes::from(vec![7u8; args.big]);
+            println!();
+            println!(
+                "{} B body, {} session{}",
+                case.body,
+                case.sessions,
+                if case.sessions == 1 { "" } else { "s (the ceiling: as many connections)" }
+            );
+            println!(
+                "{:>9} | {:<15} {:>10} {:>9} {:>9} {:>10} | {:>10} {:>6}",
+                "in-flight", "target", "calls/s", "p50 µs", "p99 µs", "CPU µs", "of ceiling", "CPU x"
+            );
+            println!("{}", "-".repeat(93));
+            for &n in &case.inflight {
+                let want = |side: &str| args.only.as_deref().is_none_or(|o| o == side);
+                let mut c_rounds = Vec::new();
+                let mut d_rounds: Vec<Vec<Round>> = drpc.iter().map(|_| Vec::new()).collect();
+                for _ in 0..args.rounds {
+                    if want("ceiling") {
+                        c_rounds.push(round(&ceiling, n, args.secs, &body, &big, server_clock).await);
+                    }
+                    if want("drpc") {
+                        for ((_, target), rounds) in drpc.iter().zip(d_rounds.iter_mut()) {
+                            rounds.push(round(target, n, args.secs, &body, &big, server_clock).await);
+                        }
+                    }
+                }
+                let c = summarize(c_rounds);
+                if let Some(c) = &c {
+                    print_row(n, "ceiling", c, None);
+                }
+                for ((name, _), rounds) in drpc.iter().zip(d_rounds) {
+                    if let Some(f) = summarize(rounds) {
+                        print_row(n, name, &f, c.as_ref());
                     }
                 }
             }
-            let none = Figures {
-                calls_per_sec: f64::NAN,
-                p50_us: f64::NAN,
-                p99_us: f64::NAN,
-            };
-            let c = if c_rates.is_empty() { none } else { summarize(c_rates, c_lat) };
-            for ((name, _), (rates, lats)) in drpc.iter().zip(d) {
-                let f = if rates.is_empty() { none } else { summarize(rates, lats) };
-                let ratio = 100.0 * f.calls_per_sec / c.calls_per_sec;
-                let ratio = if ratio.is_nan() || args.only.is_some() {
-                    "-".to_string()
-                } else {
-                    format!("{ratio:.0}%")
-                };
-                println!(
-                    "{:>9} | {:>14.0} {:>9.1} {:>9.1} | {:>9} {:>14.0} {:>9.1} {:>9.1} | {:>7}",
-                    n, c.calls_per_sec, c.p50_us, c.p99_us, name, f.calls_per_sec, f.p50_us, f.p99_us, ratio
-                );
+            for (_, target) in drpc {
+                if let Target::Drpc { sessions, .. } = target {
+                    for s in sessions {
+                        s.close().await;
+                    }
+                }
             }
         }
         client.close().await;
@@ -514,4 +470,18 @@ fn main() {
     });
     let _ = stop_tx.send(());
     server.join().expect("server thread");
+}
+
+fn print_row(inflight: usize, name: &str, f: &Figures, ceiling: Option<&Figures>) {
+    let (share, cpu) = match ceiling {
+        Some(c) => (
+            format!("{:.0}%", 100.0 * f.calls_per_sec / c.calls_per_sec),
+            format!("{:.2}", f.cpu_per_call_us / c.cpu_per_call_us),
+        ),
+        None => ("-".to_string(), "-".to_string()),
+    };
+    println!(
+        "{:>9} | {:<15} {:>10.0} {:>9.1} {:>9.1} {:>10.2} | {:>10} {:>6}",
+        inflight, name, f.calls_per_sec, f.p50_us, f.p99_us, f.cpu_per_call_us, share, cpu
+    );
 }

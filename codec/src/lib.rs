@@ -33,6 +33,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
+use std::io;
 
 /// Why a body could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +66,12 @@ pub trait Codec {
     /// The byte that names this codec on the wire.
     const ID: CodecId;
 
-    /// Appends the encoding of `value` to `out`.
-    fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError>;
+    /// Writes the encoding of `value` to `out` (a `Vec<u8>`, or a
+    /// `BytesMut` through `BufMut::writer`, say).
+    fn encode_into<T: Serialize + ?Sized, W: io::Write>(
+        value: &T,
+        out: W,
+    ) -> Result<(), CodecError>;
 
     /// Decodes a value from the whole of `bytes`.
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>;
@@ -80,7 +85,10 @@ pub struct MsgPack;
 impl Codec for MsgPack {
     const ID: CodecId = CodecId::MsgPack;
 
-    fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    fn encode_into<T: Serialize + ?Sized, W: io::Write>(
+        value: &T,
+        out: W,
+    ) -> Result<(), CodecError> {
         let mut ser = rmp_serde::Serializer::new(out).with_struct_map();
         value
             .serialize(&mut ser)
@@ -99,7 +107,10 @@ pub struct Json;
 impl Codec for Json {
     const ID: CodecId = CodecId::Json;
 
-    fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    fn encode_into<T: Serialize + ?Sized, W: io::Write>(
+        value: &T,
+        out: W,
+    ) -> Result<(), CodecError> {
         serde_json::to_writer(out, value).map_err(|e| CodecError::new("json", e))
     }
 
@@ -120,9 +131,12 @@ pub struct Raw;
 impl Codec for Raw {
     const ID: CodecId = CodecId::Raw;
 
-    fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    fn encode_into<T: Serialize + ?Sized, W: io::Write>(
+        value: &T,
+        mut out: W,
+    ) -> Result<(), CodecError> {
         value
-            .serialize(raw::RawSerializer { out })
+            .serialize(raw::RawSerializer { out: &mut out })
             .map_err(|e| CodecError::new("raw", e))
     }
 
@@ -139,12 +153,15 @@ pub struct Text;
 impl Codec for Text {
     const ID: CodecId = CodecId::Text;
 
-    fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    fn encode_into<T: Serialize + ?Sized, W: io::Write>(
+        value: &T,
+        mut out: W,
+    ) -> Result<(), CodecError> {
         let s = value
             .serialize(serde_plain::Serializer)
             .map_err(|e| CodecError::new("text", e))?;
-        out.extend_from_slice(s.as_bytes());
-        Ok(())
+        out.write_all(s.as_bytes())
+            .map_err(|e| CodecError::new("text", e))
     }
 
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
@@ -205,11 +222,13 @@ impl CodecId {
         Ok(out)
     }
 
-    /// Appends the encoding of `value` with this codec to `out`.
-    pub fn encode_into<T: Serialize + ?Sized>(
+    /// Writes the encoding of `value` with this codec to `out`: a
+    /// `&mut Vec<u8>`, or a `BytesMut` through `BufMut::writer`, so a body
+    /// can be encoded straight into a frame.
+    pub fn encode_into<T: Serialize + ?Sized, W: io::Write>(
         self,
         value: &T,
-        out: &mut Vec<u8>,
+        out: W,
     ) -> Result<(), CodecError> {
         match self {
             Self::MsgPack => MsgPack::encode_into(value, out),

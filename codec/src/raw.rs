@@ -4,6 +4,7 @@
 use serde::de::{self, DeserializeSeed, IntoDeserializer, SeqAccess, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 use std::fmt;
+use std::io::Write;
 
 /// The error both halves report; the codec wraps it in a `CodecError`.
 #[derive(Debug)]
@@ -35,22 +36,26 @@ fn unsupported(what: &str) -> RawError {
     ))
 }
 
-pub(crate) struct RawSerializer<'a> {
-    pub(crate) out: &'a mut Vec<u8>,
+pub(crate) struct RawSerializer<'a, W: Write> {
+    pub(crate) out: &'a mut W,
+}
+
+fn write(out: &mut impl Write, bytes: &[u8]) -> Result<(), RawError> {
+    out.write_all(bytes)
+        .map_err(|e| RawError(format!("writing the body failed: {e}")))
 }
 
 /// Collects a sequence whose every element is a `u8` (how `Vec<u8>` serializes).
-pub(crate) struct ByteSeq<'a> {
-    out: &'a mut Vec<u8>,
+pub(crate) struct ByteSeq<'a, W: Write> {
+    out: &'a mut W,
 }
 
-impl ser::SerializeSeq for ByteSeq<'_> {
+impl<W: Write> ser::SerializeSeq for ByteSeq<'_, W> {
     type Ok = ();
     type Error = RawError;
 
     fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), RawError> {
-        self.out.push(value.serialize(ByteElem)?);
-        Ok(())
+        write(self.out, &[value.serialize(ByteElem)?])
     }
 
     fn end(self) -> Result<(), RawError> {
@@ -164,10 +169,10 @@ impl ser::Serializer for ByteElem {
     }
 }
 
-impl<'a> ser::Serializer for RawSerializer<'a> {
+impl<'a, W: Write> ser::Serializer for RawSerializer<'a, W> {
     type Ok = ();
     type Error = RawError;
-    type SerializeSeq = ByteSeq<'a>;
+    type SerializeSeq = ByteSeq<'a, W>;
     type SerializeTuple = Impossible<(), RawError>;
     type SerializeTupleStruct = Impossible<(), RawError>;
     type SerializeTupleVariant = Impossible<(), RawError>;
@@ -176,17 +181,15 @@ impl<'a> ser::Serializer for RawSerializer<'a> {
     type SerializeStructVariant = Impossible<(), RawError>;
 
     fn serialize_bytes(self, v: &[u8]) -> Result<(), RawError> {
-        self.out.extend_from_slice(v);
-        Ok(())
+        write(self.out, v)
     }
     fn serialize_str(self, v: &str) -> Result<(), RawError> {
-        self.out.extend_from_slice(v.as_bytes());
-        Ok(())
+        write(self.out, v.as_bytes())
     }
     fn serialize_unit(self) -> Result<(), RawError> {
         Ok(())
     }
-    fn serialize_seq(self, _: Option<usize>) -> Result<ByteSeq<'a>, RawError> {
+    fn serialize_seq(self, _: Option<usize>) -> Result<ByteSeq<'a, W>, RawError> {
         Ok(ByteSeq { out: self.out })
     }
     fn serialize_newtype_struct<T: ?Sized + Serialize>(

@@ -31,7 +31,7 @@ mod raw;
 
 pub use bytestring::ByteString;
 pub use drpc_codec::CodecId;
-pub use message::{Header, Kind, Message};
+pub use message::{Head, Header, Kind, Message};
 pub use meta::Meta;
 pub use raw::{RawProto, RAW_VERSION};
 
@@ -104,12 +104,38 @@ pub trait Proto: Send + Sync + 'static {
     fn framer(&self, limits: &FrameLimits) -> Box<dyn Framer>;
 }
 
+/// Writes a message's body straight into the frame being encoded; see
+/// [`Framer::encode_with`].
+pub type WriteBody<'a> = &'a mut dyn FnMut(&mut BytesMut) -> Result<(), ProtoError>;
+
 /// Converts between messages and the bytes of one connection.
 pub trait Framer: Send + 'static {
     /// Appends the encoding of `msg` to `dst`.
     ///
     /// On error nothing is appended.
-    fn encode(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<(), ProtoError>;
+    fn encode(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        let body = &msg.body;
+        self.encode_with(
+            &msg.header.head(),
+            &mut |dst| {
+                dst.extend_from_slice(body);
+                Ok(())
+            },
+            dst,
+        )
+    }
+
+    /// Appends a message whose header is `head` and whose body
+    /// `write_body` appends to the buffer it is given, so a sender can
+    /// encode a body in place, with no buffer of its own and no copy.
+    ///
+    /// On error (the body's, or a limit) nothing is appended.
+    fn encode_with(
+        &mut self,
+        head: &Head<'_>,
+        write_body: WriteBody<'_>,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtoError>;
 
     /// Cuts the next complete message from the front of `src`.
     ///

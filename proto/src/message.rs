@@ -94,6 +94,47 @@ impl Header {
     }
 }
 
+impl Header {
+    /// The header as a borrowed [`Head`].
+    pub fn head(&self) -> Head<'_> {
+        Head {
+            kind: self.kind,
+            seq: self.seq,
+            service_method: &self.service_method,
+            timeout: self.timeout,
+            status_code: self.status_code,
+            status_message: &self.status_message,
+            codec: self.codec,
+            filters: &self.filters,
+            meta: &self.meta,
+        }
+    }
+}
+
+/// A header's fields, borrowed: what an encoder needs, without building a
+/// [`Header`] (whose strings would be copied into shared buffers first).
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// Call, reply or push.
+    pub kind: Kind,
+    /// As [`Header::seq`].
+    pub seq: u32,
+    /// As [`Header::service_method`].
+    pub service_method: &'a str,
+    /// As [`Header::timeout`].
+    pub timeout: Option<Duration>,
+    /// As [`Header::status_code`].
+    pub status_code: i32,
+    /// As [`Header::status_message`].
+    pub status_message: &'a str,
+    /// As [`Header::codec`].
+    pub codec: CodecId,
+    /// As [`Header::filters`].
+    pub filters: &'a [u8],
+    /// As [`Header::meta`].
+    pub meta: &'a Meta,
+}
+
 /// A header and a body already encoded by the header's codec.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

@@ -22,7 +22,7 @@
 //!
 //! `docs/PROTOCOL.md` is the normative description.
 
-use crate::{FrameLimits, Framer, Header, Kind, Message, Meta, Proto, ProtoError};
+use crate::{FrameLimits, Framer, Head, Header, Kind, Message, Meta, Proto, ProtoError, WriteBody};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 use drpc_codec::CodecId;
@@ -80,7 +80,34 @@ fn timeout_to_ms(t: Option<Duration>) -> u32 {
 
 impl Framer for RawFramer {
     fn encode(&mut self, msg: &Message, dst: &mut BytesMut) -> Result<(), ProtoError> {
+        // A body over the limit is refused before it is copied.
         let h = &msg.header;
+        let least = (PREFIX + MIN_BODY_OF_FRAME) as u64 + msg.body.len() as u64;
+        if least > self.limits.max_frame_len as u64 {
+            return Err(ProtoError::FrameTooLarge {
+                len: least + (h.service_method.len() + h.meta.wire_len()) as u64,
+                max: self.limits.max_frame_len,
+                kind: Some(h.kind),
+                seq: Some(h.seq),
+            });
+        }
+        let body = &msg.body;
+        self.encode_with(
+            &h.head(),
+            &mut |dst| {
+                dst.extend_from_slice(body);
+                Ok(())
+            },
+            dst,
+        )
+    }
+
+    fn encode_with(
+        &mut self,
+        h: &Head<'_>,
+        write_body: WriteBody<'_>,
+        dst: &mut BytesMut,
+    ) -> Result<(), ProtoError> {
         let method_len = u16_len("service method", h.service_method.len())?;
         let status_len = u16_len("status message", h.status_message.len())?;
         let filter_count = u8::try_from(h.filters.len())
@@ -94,25 +121,25 @@ impl Framer for RawFramer {
         }
         let meta_bytes = h.meta.wire_len();
         self.check_header(h.kind, h.seq, h.service_method.len(), meta_bytes)?;
-        let frame_len = (PREFIX + MIN_BODY_OF_FRAME) as u64
-            + h.service_method.len() as u64
-            + h.status_message.len() as u64
-            + h.filters.len() as u64
-            + meta_bytes as u64
-            + msg.body.len() as u64;
-        if frame_len > self.limits.max_frame_len as u64
-            || frame_len - PREFIX as u64 > u32::MAX as u64
-        {
-            return Err(ProtoError::FrameTooLarge {
-                len: frame_len,
-                max: self.limits.max_frame_len,
-                kind: Some(h.kind),
-                seq: Some(h.seq),
-            });
+        let head_len = PREFIX
+            + MIN_BODY_OF_FRAME
+            + h.service_method.len()
+            + h.status_message.len()
+            + h.filters.len()
+            + meta_bytes;
+        let too_large = |len: u64| ProtoError::FrameTooLarge {
+            len,
+            max: self.limits.max_frame_len,
+            kind: Some(h.kind),
+            seq: Some(h.seq),
+        };
+        if head_len > self.limits.max_frame_len {
+            return Err(too_large(head_len as u64));
         }
-        // Both checks above make these conversions lossless.
-        dst.reserve(frame_len as usize);
-        dst.put_u32((frame_len - PREFIX as u64) as u32);
+        let start = dst.len();
+        dst.reserve(head_len);
+        // The length is patched in once the body is written.
+        dst.put_u32(0);
         dst.put_u8(RAW_VERSION);
         dst.put_u8(h.kind as u8);
         dst.put_u8(h.codec.as_u8());
@@ -125,7 +152,7 @@ impl Framer for RawFramer {
         dst.put_u16(status_len);
         dst.put_slice(h.status_message.as_bytes());
         dst.put_u8(filter_count);
-        dst.put_slice(&h.filters);
+        dst.put_slice(h.filters);
         dst.put_u16(meta_count);
         match h.meta.as_wire() {
             Some(wire) => dst.put_slice(wire),
@@ -138,7 +165,16 @@ impl Framer for RawFramer {
                 }
             }
         }
-        dst.put_slice(&msg.body);
+        if let Err(e) = write_body(dst) {
+            dst.truncate(start);
+            return Err(e);
+        }
+        let frame_len = dst.len() - start;
+        if frame_len > self.limits.max_frame_len || frame_len - PREFIX > u32::MAX as usize {
+            dst.truncate(start);
+            return Err(too_large(frame_len as u64));
+        }
+        dst[start..start + PREFIX].copy_from_slice(&((frame_len - PREFIX) as u32).to_be_bytes());
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use super::outbound::{Batch, Outbound};
 use super::wire;
 use crate::values::Status;
 use drpc_codec::CodecId;
-use drpc_proto::{Kind, Message, ProtoError};
+use drpc_proto::{Head, Kind, Message, ProtoError, WriteBody};
 use rustc_hash::FxHashSet;
 use std::time::Instant;
 
@@ -272,6 +272,36 @@ impl<W> ConnCore<W> {
         }
         self.out.push(msg).map_err(QueueError::Encode)?;
         Ok(self.writer.take())
+    }
+
+    /// Starts a call of this side in one step: registers it, waiting until
+    /// `deadline`, and queues its frame, whose body `write_body` encodes in
+    /// place (`head.seq` is set here). Returns the seq, whether the deadline
+    /// timer must be set earlier, and the writer to wake; on any error the
+    /// call is not registered.
+    pub(crate) fn start_call(
+        &mut self,
+        head: &mut Head<'_>,
+        deadline: Instant,
+        write_body: WriteBody<'_>,
+        waiter: impl FnOnce() -> W,
+    ) -> Result<(u32, bool, Option<W>), QueueError> {
+        if let Some(status) = self.refusal() {
+            return Err(QueueError::Closed(status));
+        }
+        if !self.out.has_room() {
+            self.room.push(waiter());
+            return Err(QueueError::Full);
+        }
+        // Registered only once its frame is encoded, so a body that fails
+        // (or panics) leaves nothing behind.
+        let seq = self.calls.next_free();
+        head.seq = seq;
+        self.out
+            .push_with(head, write_body)
+            .map_err(QueueError::Encode)?;
+        let earlier = self.calls.insert(seq, deadline);
+        Ok((seq, earlier, self.writer.take()))
     }
 
     /// Why new calls and pushes fail on this connection, if they do: it

@@ -14,7 +14,6 @@
 use crate::values::Status;
 use drpc_proto::Message;
 use rustc_hash::FxHashMap;
-use std::collections::hash_map::Entry as MapEntry;
 use std::time::Instant;
 
 /// How a call's wait ended.
@@ -68,30 +67,42 @@ impl<W> Default for InFlight<W> {
 impl<W> InFlight<W> {
     /// Registers a call that waits until `deadline` and returns its seq,
     /// and whether the timer must be set earlier for it.
+    pub(crate) fn start(&mut self, deadline: Instant) -> (u32, bool) {
+        let seq = self.next_free();
+        (seq, self.insert(seq, deadline))
+    }
+
+    /// The seq the next call gets, without registering it.
     ///
     /// Seq 0 is never used (a reply with seq 0 is a notice); after the
     /// count wraps, seqs still in the table are skipped, so a late reply
     /// can never reach another call.
-    pub(crate) fn start(&mut self, deadline: Instant) -> (u32, bool) {
-        let seq = loop {
+    pub(crate) fn next_free(&mut self) -> u32 {
+        loop {
             let seq = self.next_seq;
+            if seq != 0 && !self.calls.contains_key(&seq) {
+                return seq;
+            }
             self.next_seq = self.next_seq.wrapping_add(1);
-            if seq == 0 {
-                continue;
-            }
-            if let MapEntry::Vacant(e) = self.calls.entry(seq) {
-                e.insert(Entry::Waiting {
-                    waiter: None,
-                    deadline,
-                });
-                break seq;
-            }
-        };
+        }
+    }
+
+    /// Registers call `seq` (from [`InFlight::next_free`]), waiting until
+    /// `deadline`; true when the timer must be set earlier for it.
+    pub(crate) fn insert(&mut self, seq: u32, deadline: Instant) -> bool {
+        self.next_seq = seq.wrapping_add(1);
+        self.calls.insert(
+            seq,
+            Entry::Waiting {
+                waiter: None,
+                deadline,
+            },
+        );
         let earlier = self.wake_at.is_none_or(|at| deadline < at);
         if earlier {
             self.wake_at = Some(deadline);
         }
-        (seq, earlier)
+        earlier
     }
 
     /// The outcome of call `seq` if its wait has ended (the entry is then

@@ -8,7 +8,7 @@
 //! everything, no buffer is kept: an idle connection holds none.
 
 use bytes::{Bytes, BytesMut};
-use drpc_proto::{Framer, Kind, Message, ProtoError};
+use drpc_proto::{Framer, Head, Kind, Message, ProtoError, WriteBody};
 use std::collections::VecDeque;
 
 /// Bytes ready for one write, and the calls whose frames they hold.
@@ -67,16 +67,50 @@ impl Outbound {
             self.seal();
             self.sealed.push_back(Batch {
                 bytes: own.freeze(),
-                calls: calls_of(msg),
+                calls: calls_of(msg.header.kind, msg.header.seq)
+                    .into_iter()
+                    .collect(),
+            });
+            self.queued += 1;
+            return Ok(());
+        }
+        let body = &msg.body;
+        self.push_with(&msg.header.head(), &mut |dst| {
+            dst.extend_from_slice(body);
+            Ok(())
+        })
+    }
+
+    /// Encodes a message whose body `write_body` writes in place, after
+    /// everything queued. A frame that turns out at least a batch long is
+    /// cut into a batch of its own, as in [`Outbound::push`].
+    pub(crate) fn push_with(
+        &mut self,
+        head: &Head<'_>,
+        write_body: WriteBody<'_>,
+    ) -> Result<(), ProtoError> {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(self.batch.min(16 * 1024));
+        }
+        let start = self.buf.len();
+        // A body writer that panics (a user's `Serialize`) must not leave
+        // half a frame behind: the stream would be out of step.
+        let guard = Truncate {
+            buf: &mut self.buf,
+            to: start,
+        };
+        self.framer.encode_with(head, write_body, guard.buf)?;
+        std::mem::forget(guard);
+        let calls = calls_of(head.kind, head.seq);
+        if start > 0 && self.buf.len() - start >= self.batch {
+            let own = self.buf.split_off(start);
+            self.seal();
+            self.sealed.push_back(Batch {
+                bytes: own.freeze(),
+                calls: calls.into_iter().collect(),
             });
         } else {
-            if self.buf.capacity() == 0 {
-                self.buf.reserve(self.batch.min(16 * 1024));
-            }
-            self.framer.encode(msg, &mut self.buf)?;
-            if msg.header.kind == Kind::Call {
-                self.buf_calls.push(msg.header.seq);
-            }
+            self.buf_calls.extend(calls);
             if self.buf.len() >= self.batch {
                 self.seal();
             }
@@ -133,12 +167,21 @@ impl Outbound {
     }
 }
 
-fn calls_of(msg: &Message) -> Vec<u32> {
-    if msg.header.kind == Kind::Call {
-        vec![msg.header.seq]
-    } else {
-        Vec::new()
+/// Cuts a buffer back to where a frame started, unless forgotten.
+struct Truncate<'a> {
+    buf: &'a mut BytesMut,
+    to: usize,
+}
+
+impl Drop for Truncate<'_> {
+    fn drop(&mut self) {
+        self.buf.truncate(self.to);
     }
+}
+
+/// The seq to fail if the frame's bytes never leave: calls only.
+fn calls_of(kind: Kind, seq: u32) -> Option<u32> {
+    (kind == Kind::Call).then_some(seq)
 }
 
 #[cfg(test)]

@@ -107,6 +107,7 @@ pub(crate) async fn run(
         ),
         reading: true,
         waiting: None,
+        backlog: false,
         established: false,
         writer: Some(writer),
         writer_end: None,
@@ -197,6 +198,9 @@ struct Reader<'a> {
     reading: bool,
     /// A message that found the hold full, offered again when there is room.
     waiting: Option<Message>,
+    /// Frames read but not yet handled: the reader yielded after a turn's
+    /// worth, and handles them before it reads again.
+    backlog: bool,
     established: bool,
     writer: Option<JoinHandle<WriterEnd>>,
     writer_end: Option<WriterEnd>,
@@ -223,7 +227,7 @@ impl Reader<'_> {
         loop {
             let frame_deadline = self.inbound.frame_deadline();
             let call_deadline = self.link.core().calls.next_deadline();
-            let can_read = self.reading && self.waiting.is_none();
+            let can_read = self.reading && self.waiting.is_none() && !self.backlog;
             tokio::select! {
                 biased;
                 _ = shared.abort_requested.cancelled() => {
@@ -282,6 +286,11 @@ impl Reader<'_> {
                         }
                     }
                 }
+                _ = tokio::task::yield_now(), if self.backlog => {
+                    if let Some(end) = self.frames() {
+                        return end;
+                    }
+                }
                 _ = self.link.reader.notified() => {
                     if let Some(end) = self.retry_waiting() {
                         return end;
@@ -322,9 +331,18 @@ impl Reader<'_> {
         }
     }
 
-    /// Handles every whole frame read; `Some` when one ends the connection.
+    /// Handles the whole frames read, at most [`FRAMES_PER_TURN`] of them
+    /// before it lets other tasks run (`backlog` then says more may wait);
+    /// `Some` when one ends the connection.
     fn frames(&mut self) -> Option<(Cause, Status)> {
+        self.backlog = false;
+        let mut handled = 0;
         while self.waiting.is_none() {
+            if handled == FRAMES_PER_TURN {
+                self.backlog = true;
+                return None;
+            }
+            handled += 1;
             let frame = match self.inbound.next() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
@@ -435,7 +453,7 @@ impl Reader<'_> {
                 self.link.finish_writing();
             }
             let call_deadline = self.link.core().calls.next_deadline();
-            let can_read = self.reading && self.waiting.is_none();
+            let can_read = self.reading && self.waiting.is_none() && !self.backlog;
             tokio::select! {
                 biased;
                 _ = shared.abort_requested.cancelled() => break,
@@ -456,6 +474,11 @@ impl Reader<'_> {
                             }
                         }
                         Read::End | Read::Failed(_) => self.reading = false,
+                    }
+                }
+                _ = tokio::task::yield_now(), if self.backlog => {
+                    if self.frames().is_some() {
+                        self.reading = false;
                     }
                 }
                 _ = self.link.reader.notified() => {}
@@ -487,6 +510,13 @@ impl Reader<'_> {
         }
     }
 }
+
+/// How many frames the reader handles before it lets other tasks run. The
+/// callers its replies woke then send their next calls, and the writer
+/// writes them, while the rest of a large read waits: the peer starts on
+/// the first calls of a round while this side still works through its
+/// replies, so both sides work at once instead of in turn.
+const FRAMES_PER_TURN: usize = 16;
 
 /// After this side ended its stream, how long a silent peer is waited for
 /// before the connection closes without its end of stream. A peer that is

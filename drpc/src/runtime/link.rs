@@ -7,7 +7,8 @@ use crate::core::conn::{ConnCore, QueueError};
 use crate::core::inflight::Outcome;
 use crate::core::wire;
 use crate::values::Status;
-use drpc_proto::Message;
+use bytes::BytesMut;
+use drpc_proto::{Head, Message, ProtoError, WriteBody};
 use drpc_socket::Addr;
 use parking_lot::{Mutex, MutexGuard};
 use std::future::poll_fn;
@@ -104,12 +105,69 @@ impl Link {
         self.core.lock()
     }
 
-    /// Registers a call of this side waiting until `deadline`; returns its
-    /// seq. The call must end with [`Link::outcome`] or [`Link::forget`].
-    pub(crate) fn start_call(&self, deadline: Instant) -> u32 {
-        let (seq, earlier) = self.core().calls.start(deadline);
+    /// Starts a call whose body `write_body` encodes straight into the
+    /// batch (`head.seq` is set here), waiting for room until `deadline`.
+    /// Returns its seq; the call must then end with [`Link::outcome`] or
+    /// [`Link::forget`].
+    ///
+    /// Errors: as [`Link::send`].
+    pub(crate) async fn start_call<F>(
+        &self,
+        head: &mut Head<'_>,
+        deadline: Instant,
+        mut write_body: F,
+    ) -> Result<u32, Status>
+    where
+        F: FnMut(&mut BytesMut) -> Result<(), ProtoError>,
+    {
+        match self.try_start(head, deadline, &mut write_body, None) {
+            Err(QueueError::Full) => {}
+            other => return queue_result(other),
+        }
+        let method = head.service_method;
+        let wait =
+            poll_fn(
+                |cx| match self.try_start(head, deadline, &mut write_body, Some(cx.waker())) {
+                    Err(QueueError::Full) => Poll::Pending,
+                    other => Poll::Ready(queue_result(other)),
+                },
+            );
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "{method}: the deadline passed while waiting for room in the write queue"
+            ))),
+        }
+    }
+
+    fn try_start(
+        &self,
+        head: &mut Head<'_>,
+        deadline: Instant,
+        write_body: WriteBody<'_>,
+        waiter: Option<&Waker>,
+    ) -> Result<u32, QueueError> {
+        let waiter = waiter.unwrap_or(Waker::noop());
+        let (seq, earlier, writer) = self
+            .core()
+            .start_call(head, deadline, write_body, || waiter.clone())?;
         if earlier {
             // The reader's deadline timer must fire sooner.
+            self.reader.notify_one();
+        }
+        if let Some(w) = writer {
+            w.wake();
+        }
+        Ok(seq)
+    }
+
+    /// Registers a call of this side waiting until `deadline`, before its
+    /// message is made (plugins see its seq); returns the seq. The call
+    /// must then be sent with [`Link::send`] and end with [`Link::outcome`]
+    /// or [`Link::forget`].
+    pub(crate) fn register_call(&self, deadline: Instant) -> u32 {
+        let (seq, earlier) = self.core().calls.start(deadline);
+        if earlier {
             self.reader.notify_one();
         }
         seq
@@ -246,9 +304,9 @@ impl Link {
     }
 }
 
-fn queue_result(r: Result<(), QueueError>) -> Result<(), Status> {
+fn queue_result<T>(r: Result<T, QueueError>) -> Result<T, Status> {
     match r {
-        Ok(()) => Ok(()),
+        Ok(v) => Ok(v),
         Err(QueueError::Full) => unreachable!("handled by the caller"),
         Err(QueueError::Closed(status)) => Err(status),
         Err(QueueError::Encode(err)) => Err(wire::encode_status(&err)),

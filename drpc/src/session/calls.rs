@@ -4,11 +4,10 @@ use super::Session;
 use crate::core::inflight::Outcome;
 use crate::plugin::{CallEnd, MadeCall};
 use crate::runtime::link::Link;
-use crate::values::{
-    decode_body, encode_body, CallOptions, PushOptions, Reply, Status, MAX_DEADLINE_AHEAD,
-};
-use bytes::Bytes;
-use drpc_proto::{Header, Message};
+use crate::values::{decode_body, CallOptions, PushOptions, Reply, Status, MAX_DEADLINE_AHEAD};
+use bytes::{BufMut, Bytes, BytesMut};
+use drpc_codec::{CodecError, CodecId};
+use drpc_proto::{Head, Header, Kind, Message, ProtoError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
@@ -52,11 +51,32 @@ impl Session {
         R: DeserializeOwned,
     {
         let codec = opts.codec.unwrap_or(self.shared.ep.config.default_codec);
-        let what = format!("the argument of {service_method}");
-        let body = encode_body(codec, arg, &what)?;
-        let reply = self
-            .call_message(service_method, body, opts.codec(codec))
-            .await?;
+        let opts = opts.codec(codec);
+        let reply = if self.plugins().is_empty() {
+            // Nothing needs the body as a value: it is encoded straight
+            // into the connection's batch.
+            let mut failed = None;
+            let mut encode = |dst: &mut BytesMut| {
+                codec.encode_into(arg, dst.writer()).map_err(|e| {
+                    let what = e.to_string();
+                    failed = Some(e);
+                    ProtoError::Unencodable(what)
+                })
+            };
+            let result = self
+                .call_message(service_method, opts, Body::Encode(&mut encode))
+                .await;
+            match (result, failed) {
+                (Err(_), Some(e)) => return Err(arg_status(codec, service_method, e)),
+                (result, _) => result?,
+            }
+        } else {
+            let body = codec
+                .encode(arg)
+                .map_err(|e| arg_status(codec, service_method, e))?;
+            self.call_message(service_method, opts, Body::<NoEncode>::Bytes(body.into()))
+                .await?
+        };
         let value = decode_body(reply.header.codec, &reply.body, service_method)?;
         self.plugins()
             .try_each(|p| p.after_read_reply_body(self, &reply.header))?;
@@ -80,7 +100,9 @@ impl Session {
         body: Bytes,
         opts: CallOptions,
     ) -> Result<Reply<Bytes>, Status> {
-        let reply = self.call_message(service_method, body, opts).await?;
+        let reply = self
+            .call_message(service_method, opts, Body::<NoEncode>::Bytes(body))
+            .await?;
         self.plugins()
             .try_each(|p| p.after_read_reply_body(self, &reply.header))?;
         Ok(Reply {
@@ -90,43 +112,68 @@ impl Session {
         })
     }
 
-    /// Sends a call of `method` with an encoded body and waits for a
-    /// successful reply, running the plugins around it.
-    async fn call_message(
+    /// Sends a call of `method` and waits for a successful reply, running
+    /// the plugins around it.
+    async fn call_message<F>(
         &self,
         method: &str,
-        body: Bytes,
         opts: CallOptions,
-    ) -> Result<Message, Status> {
+        body: Body<F>,
+    ) -> Result<Message, Status>
+    where
+        F: FnMut(&mut BytesMut) -> Result<(), ProtoError>,
+    {
         let config = &self.shared.ep.config;
         let timeout = opts.timeout.unwrap_or(config.default_timeout);
         let deadline = deadline_after(timeout);
         let link = self.usable_link(deadline, method).await?;
-        let mut header = Header::call(0, method);
-        header.codec = opts.codec.unwrap_or(config.default_codec);
-        header.meta = opts.meta;
-        header.timeout = Some(timeout);
-        header.seq = link.start_call(deadline);
+        let codec = opts.codec.unwrap_or(config.default_codec);
         let mut call = Call {
             session: self,
             link: &link,
-            seq: header.seq,
+            seq: 0,
             method,
             started: (!self.plugins().is_empty()).then(tokio::time::Instant::now),
             scopes: Vec::new(),
-            collected: false,
+            collected: true,
         };
-        let mut msg = Message::new(header, body);
         let result = async {
-            for p in self.plugins().iter() {
-                p.before_write_call(self, &mut msg)?;
-                if let Some(scope) = p.make_call(self, &mut msg)? {
-                    call.scopes.push(scope);
+            match body {
+                Body::Encode(mut encode) => {
+                    let mut head = Head {
+                        kind: Kind::Call,
+                        seq: 0,
+                        service_method: method,
+                        timeout: Some(timeout),
+                        status_code: 0,
+                        status_message: "",
+                        codec,
+                        filters: &[],
+                        meta: &opts.meta,
+                    };
+                    call.seq = link.start_call(&mut head, deadline, &mut encode).await?;
+                    call.collected = false;
+                }
+                Body::Bytes(body) => {
+                    let mut header = Header::call(0, method);
+                    header.codec = codec;
+                    header.meta = opts.meta;
+                    header.timeout = Some(timeout);
+                    let mut msg = Message::new(header, body);
+                    call.seq = link.register_call(deadline);
+                    call.collected = false;
+                    msg.header.seq = call.seq;
+                    for p in self.plugins().iter() {
+                        p.before_write_call(self, &mut msg)?;
+                        if let Some(scope) = p.make_call(self, &mut msg)? {
+                            call.scopes.push(scope);
+                        }
+                    }
+                    link.send(&msg, deadline).await?;
+                    let header = &msg.header;
+                    self.plugins().each(|p| p.after_write_call(self, header));
                 }
             }
-            link.send(&msg, deadline).await?;
-            let header = &msg.header;
-            self.plugins().each(|p| p.after_write_call(self, header));
             let outcome = link.outcome(call.seq).await;
             call.collected = true;
             let mut reply = match outcome {
@@ -183,9 +230,11 @@ impl Session {
         opts: PushOptions,
     ) -> Result<(), Status> {
         let codec = opts.codec.unwrap_or(self.shared.ep.config.default_codec);
-        let what = format!("the argument of {service_method}");
-        let body = encode_body(codec, arg, &what)?;
-        self.push_raw(service_method, body, opts.codec(codec)).await
+        let body = codec
+            .encode(arg)
+            .map_err(|e| arg_status(codec, service_method, e))?;
+        self.push_raw(service_method, body.into(), opts.codec(codec))
+            .await
     }
 
     /// Pushes a body that is already encoded, as it is: the codec in `opts`
@@ -213,6 +262,24 @@ impl Session {
         self.plugins().each(|p| p.after_write_push(self, header));
         Ok(())
     }
+}
+
+/// A call's body: encoded already, or encoded in place into the batch by
+/// `F` (generic, so the call's future is `Send` exactly when `F` is).
+enum Body<F> {
+    Bytes(Bytes),
+    Encode(F),
+}
+
+/// The encoder type of a body that is already encoded.
+type NoEncode = fn(&mut BytesMut) -> Result<(), ProtoError>;
+
+/// The 400 for an argument the codec cannot encode.
+fn arg_status(codec: CodecId, method: &str, e: CodecError) -> Status {
+    Status::bad_message(format!(
+        "cannot encode the argument of {method} as {codec}: {e}"
+    ))
+    .with_cause(e)
 }
 
 /// A filter still recorded once the hooks ran: a body nothing here can

@@ -4,7 +4,6 @@ use super::Status;
 use bytes::Bytes;
 use drpc_codec::CodecId;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::time::Duration;
 
 /// The furthest ahead any deadline is set: a year, so an effectively
@@ -25,16 +24,5 @@ pub(crate) fn decode_body<T: DeserializeOwned>(
             std::any::type_name::<T>()
         ))
         .with_cause(e)
-    })
-}
-
-/// Encodes a value to send; `what` names it in the 400 when it cannot be.
-pub(crate) fn encode_body<T: Serialize + ?Sized>(
-    codec: CodecId,
-    value: &T,
-    what: &str,
-) -> Result<Bytes, Status> {
-    codec.encode(value).map(Bytes::from).map_err(|e| {
-        Status::bad_message(format!("cannot encode {what} as {codec}: {e}")).with_cause(e)
     })
 }

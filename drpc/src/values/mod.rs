@@ -9,7 +9,7 @@ mod redial;
 mod status;
 mod storage;
 
-pub(crate) use body::{decode_body, encode_body, MAX_DEADLINE_AHEAD};
+pub(crate) use body::{decode_body, MAX_DEADLINE_AHEAD};
 pub use config::Config;
 pub use limits::{Limits, Rate};
 pub use options::{CallOptions, PushOptions, Reply};

@@ -220,8 +220,11 @@ impl CallCtx {
         self.inner.reply.lock().codec.unwrap_or(self.codec())
     }
 
-    pub(crate) fn take_reply_meta(&self) -> Meta {
-        std::mem::take(&mut self.inner.reply.lock().meta)
+    /// The reply's codec and meta, taken in one lock when the reply is made.
+    pub(crate) fn take_reply_parts(&self) -> (CodecId, Meta) {
+        let mut parts = self.inner.reply.lock();
+        let codec = parts.codec.unwrap_or(self.codec());
+        (codec, std::mem::take(&mut parts.meta))
     }
 
     /// Encodes a handler's return value with the reply codec.

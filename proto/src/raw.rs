@@ -138,30 +138,39 @@ impl Framer for RawFramer {
         }
         let start = dst.len();
         dst.reserve(head_len);
-        // The length is patched in once the body is written.
-        dst.put_u32(0);
-        dst.put_u8(RAW_VERSION);
-        dst.put_u8(h.kind as u8);
-        dst.put_u8(h.codec.as_u8());
-        dst.put_u8(0);
-        dst.put_u32(h.seq);
-        dst.put_u32(timeout_to_ms(h.timeout));
-        dst.put_i32(h.status_code);
-        dst.put_u16(method_len);
-        dst.put_slice(h.service_method.as_bytes());
-        dst.put_u16(status_len);
-        dst.put_slice(h.status_message.as_bytes());
-        dst.put_u8(filter_count);
-        dst.put_slice(h.filters);
-        dst.put_u16(meta_count);
-        match h.meta.as_wire() {
-            Some(wire) => dst.put_slice(wire),
-            None => {
-                for (k, v) in h.meta.iter() {
-                    dst.put_u16(k.len() as u16);
-                    dst.put_slice(k.as_bytes());
-                    dst.put_u16(v.len() as u16);
-                    dst.put_slice(v.as_bytes());
+        if head_len <= SMALL_HEAD {
+            // Assembled on the stack and appended at once: a `put_*` per
+            // field costs a call and a copy each.
+            let mut head = [0u8; SMALL_HEAD];
+            let n = write_head(&mut head, h, meta_count);
+            debug_assert_eq!(n, head_len);
+            dst.extend_from_slice(&head[..n]);
+        } else {
+            // The length is patched in once the body is written.
+            dst.put_u32(0);
+            dst.put_u8(RAW_VERSION);
+            dst.put_u8(h.kind as u8);
+            dst.put_u8(h.codec.as_u8());
+            dst.put_u8(0);
+            dst.put_u32(h.seq);
+            dst.put_u32(timeout_to_ms(h.timeout));
+            dst.put_i32(h.status_code);
+            dst.put_u16(method_len);
+            dst.put_slice(h.service_method.as_bytes());
+            dst.put_u16(status_len);
+            dst.put_slice(h.status_message.as_bytes());
+            dst.put_u8(filter_count);
+            dst.put_slice(h.filters);
+            dst.put_u16(meta_count);
+            match h.meta.as_wire() {
+                Some(wire) => dst.put_slice(wire),
+                None => {
+                    for (k, v) in h.meta.iter() {
+                        dst.put_u16(k.len() as u16);
+                        dst.put_slice(k.as_bytes());
+                        dst.put_u16(v.len() as u16);
+                        dst.put_slice(v.as_bytes());
+                    }
                 }
             }
         }
@@ -240,6 +249,43 @@ impl RawFramer {
         }
         Ok(())
     }
+}
+
+/// Heads up to this long are assembled on the stack.
+const SMALL_HEAD: usize = 256;
+
+/// Writes everything of a frame before its body into `out` (the length
+/// left 0, patched later); returns how many bytes. The caller checked that
+/// it fits and that every length fits its field.
+fn write_head(out: &mut [u8; SMALL_HEAD], h: &Head<'_>, meta_count: u16) -> usize {
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&[0, 0, 0, 0, RAW_VERSION, h.kind as u8, h.codec.as_u8(), 0]);
+    put(&h.seq.to_be_bytes());
+    put(&timeout_to_ms(h.timeout).to_be_bytes());
+    put(&h.status_code.to_be_bytes());
+    put(&(h.service_method.len() as u16).to_be_bytes());
+    put(h.service_method.as_bytes());
+    put(&(h.status_message.len() as u16).to_be_bytes());
+    put(h.status_message.as_bytes());
+    put(&[h.filters.len() as u8]);
+    put(h.filters);
+    put(&meta_count.to_be_bytes());
+    match h.meta.as_wire() {
+        Some(wire) => put(wire),
+        None => {
+            for (k, v) in h.meta.iter() {
+                put(&(k.len() as u16).to_be_bytes());
+                put(k.as_bytes());
+                put(&(v.len() as u16).to_be_bytes());
+                put(v.as_bytes());
+            }
+        }
+    }
+    at
 }
 
 /// The kind and seq of a frame whose fixed header is already buffered.

@@ -516,7 +516,7 @@ impl Reader<'_> {
 /// writes them, while the rest of a large read waits: the peer starts on
 /// the first calls of a round while this side still works through its
 /// replies, so both sides work at once instead of in turn.
-const FRAMES_PER_TURN: usize = 16;
+const FRAMES_PER_TURN: usize = 32;
 
 /// After this side ended its stream, how long a silent peer is waited for
 /// before the connection closes without its end of stream. A peer that is

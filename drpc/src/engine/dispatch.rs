@@ -19,54 +19,59 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-/// Everything a call's reply needs, kept with the call until it is sent.
-struct Answer {
-    session: Session,
-    link: Arc<Link>,
+/// What a call's reply needs besides its outcome: where it goes and who
+/// sees it. Borrowed while the call runs inline; a spawned handler's task
+/// owns a copy.
+struct Answer<'a> {
+    session: &'a Session,
+    link: &'a Arc<Link>,
     seq: u32,
     /// The call's codec: an error reply uses it.
     codec: CodecId,
-    route_plugins: Plugins,
-    /// The plugins' per-call state, ended (dropped) once the reply is
-    /// queued.
-    scopes: Vec<Box<dyn HandledCall>>,
+    route_plugins: Option<&'a Plugins>,
 }
 
-impl Answer {
-    /// Builds, hooks and queues the reply. `ctx` is there once the call got
-    /// as far as its context (its reply codec and meta).
-    fn send(mut self, ctx: Option<&CallCtx>, out: CallOutput) {
+impl Answer<'_> {
+    /// Builds, hooks and queues the reply, then ends the plugins' per-call
+    /// state (`scopes`). `ctx` is there once the call got as far as its
+    /// context (its reply codec and meta).
+    fn send(&self, scopes: Vec<Box<dyn HandledCall>>, ctx: Option<&CallCtx>, out: CallOutput) {
         let mut reply = match (out, ctx) {
             (Ok(body), Some(ctx)) => {
+                let (codec, meta) = ctx.take_reply_parts();
                 let mut h = Header::reply(self.seq);
-                h.codec = ctx.reply_codec();
-                h.meta = ctx.take_reply_meta();
+                h.codec = codec;
+                h.meta = meta;
                 Message::new(h, body)
             }
             (Ok(_), None) => unreachable!("a body comes only from a handler, which has a context"),
             (Err(status), _) => wire::error_reply(self.seq, self.codec, &status),
         };
-        let (session, seq, codec) = (&self.session, self.seq, self.codec);
-        let hooked = self
-            .scopes
-            .iter_mut()
-            .try_for_each(|s| s.before_reply(&mut reply))
-            .and_then(|()| {
-                session
-                    .plugins()
-                    .try_each(|p| p.before_write_reply(session, &mut reply))
-            })
-            .and_then(|()| {
-                self.route_plugins
-                    .try_each(|p| p.before_write_reply(session, &mut reply))
-            });
-        if let Err(status) = hooked {
-            reply = wire::error_reply(seq, codec, &status);
+        let session = self.session;
+        let plugins = session.plugins();
+        let watched = !scopes.is_empty() || !plugins.is_empty() || self.route_plugins.is_some();
+        if watched {
+            let mut scopes = scopes;
+            let hooked = scopes
+                .iter_mut()
+                .try_for_each(|s| s.before_reply(&mut reply))
+                .and_then(|()| plugins.try_each(|p| p.before_write_reply(session, &mut reply)))
+                .and_then(|()| match self.route_plugins {
+                    Some(route) => route.try_each(|p| p.before_write_reply(session, &mut reply)),
+                    None => Ok(()),
+                });
+            if let Err(status) = hooked {
+                reply = wire::error_reply(self.seq, self.codec, &status);
+            }
         }
         self.link.reply(&reply);
-        let h = &reply.header;
-        session.plugins().each(|p| p.after_write_reply(session, h));
-        self.route_plugins.each(|p| p.after_write_reply(session, h));
+        if watched {
+            let h = &reply.header;
+            plugins.each(|p| p.after_write_reply(session, h));
+            if let Some(route) = self.route_plugins {
+                route.each(|p| p.after_write_reply(session, h));
+            }
+        }
     }
 }
 
@@ -74,15 +79,15 @@ impl Answer {
 pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Message, arrived: Instant) {
     let ep = &session.shared.ep;
     let mut answer = Answer {
-        session: session.clone(),
-        link: link.clone(),
+        session,
+        link,
         seq: msg.header.seq,
         codec: msg.header.codec,
-        route_plugins: Plugins::default(),
-        scopes: Vec::new(),
+        route_plugins: None,
     };
+    let mut scopes = Vec::new();
     let routed = (|| {
-        start_scopes(session.plugins(), session, &msg, &mut answer.scopes)?;
+        start_scopes(session.plugins(), session, &msg, &mut scopes)?;
         session
             .plugins()
             .try_each(|p| p.after_read_call_header(session, &mut msg))?;
@@ -92,20 +97,22 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Message, arrive
             .ok_or_else(|| {
                 Status::not_found(format!("no handler for {}", msg.header.service_method))
             })?;
-        answer.route_plugins = route.plugins.clone();
-        start_scopes(&route.plugins, session, &msg, &mut answer.scopes)?;
-        route
-            .plugins
-            .try_each(|p| p.after_read_call_header(session, &mut msg))?;
+        if !route.plugins.is_empty() {
+            answer.route_plugins = Some(&route.plugins);
+            start_scopes(&route.plugins, session, &msg, &mut scopes)?;
+            route
+                .plugins
+                .try_each(|p| p.after_read_call_header(session, &mut msg))?;
+        }
         if !msg.header.filters.is_empty() {
             return Err(unreversed_filters(&msg.header));
         }
         let permit = ep.limiter.admit(&session.shared.calls_running)?;
-        Ok((route.handler.clone(), permit))
+        Ok((&route.handler, permit))
     })();
     let (handler, permit) = match routed {
         Ok(routed) => routed,
-        Err(status) => return answer.send(None, Err(status)),
+        Err(status) => return answer.send(scopes, None, Err(status)),
     };
     let timeout = msg.header.timeout.unwrap_or(ep.config.default_timeout);
     // The wire carries at most u32::MAX ms (about 49 days); a local default
@@ -114,20 +121,18 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Message, arrive
     let Message { header, body } = msg;
     let ctx = CallCtx::new(session.clone(), header, body, deadline);
     let prepared = handler(&ctx).and_then(|fut| {
-        let plugins = session.plugins();
-        plugins.try_each(|p| p.after_read_call_body(&ctx))?;
-        answer
-            .route_plugins
+        session
+            .plugins()
             .try_each(|p| p.after_read_call_body(&ctx))?;
-        answer
-            .scopes
-            .iter_mut()
-            .try_for_each(|s| s.before_handler(&ctx))?;
+        if let Some(route) = answer.route_plugins {
+            route.try_each(|p| p.after_read_call_body(&ctx))?;
+        }
+        scopes.iter_mut().try_for_each(|s| s.before_handler(&ctx))?;
         Ok(fut)
     });
     let mut fut = match prepared {
         Ok(fut) => fut,
-        Err(status) => return answer.send(Some(&ctx), Err(status)),
+        Err(status) => return answer.send(scopes, Some(&ctx), Err(status)),
     };
     let current = Current {
         session: session.identity(),
@@ -136,7 +141,7 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Message, arrive
     if let Some(result) = poll_once(&current, &mut fut) {
         drop(permit);
         let out = outcome(&ctx, result);
-        return answer.send(Some(&ctx), out);
+        return answer.send(scopes, Some(&ctx), out);
     }
     // It waits: on a task of its own, counted with the connection's
     // handlers, cancelled at its deadline (408) or when the connection
@@ -144,6 +149,9 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Message, arrive
     let permit = permit.into_owned(ep.limiter.clone(), session.shared.calls_running.clone());
     let guard = link.enter_handler();
     let abort = link.handlers.abort.clone();
+    let (session, link) = (session.clone(), link.clone());
+    let route_plugins = answer.route_plugins.cloned();
+    let (seq, codec) = (answer.seq, answer.codec);
     tokio::spawn(scope::scope(current, async move {
         let _guard = guard;
         let _permit = permit;
@@ -159,7 +167,14 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Message, arrive
                 ))),
             },
         };
-        answer.send(Some(&ctx), out);
+        let answer = Answer {
+            session: &session,
+            link: &link,
+            seq,
+            codec,
+            route_plugins: route_plugins.as_ref(),
+        };
+        answer.send(scopes, Some(&ctx), out);
     }));
 }
 

@@ -1,11 +1,10 @@
 //! Compression transfer filters: gzip and zstd.
 
 use bytes::Bytes;
+use drpc::plugin::HandledCall;
 use drpc::proto::Message;
 use drpc::{Plugin, Session, Status};
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::sync::{Arc, Mutex};
 
 /// A transfer filter, with its id on the wire (docs/PROTOCOL.md section 2.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,9 +179,17 @@ impl Compression {
     }
 }
 
-/// The filters of calls being handled, by seq, for their replies.
-#[derive(Default)]
-struct CallFilters(Mutex<HashMap<u32, Vec<Filter>>>);
+/// A handled call's filters, kept with the call so its reply uses them.
+struct ReplyFilters {
+    plugin: Compression,
+    filters: Vec<Filter>,
+}
+
+impl HandledCall for ReplyFilters {
+    fn before_reply(&mut self, reply: &mut Message) -> Result<(), Status> {
+        self.plugin.apply(reply, &self.filters)
+    }
+}
 
 impl Plugin for Compression {
     fn name(&self) -> &str {
@@ -197,19 +204,15 @@ impl Plugin for Compression {
         self.apply(msg, &[self.filter])
     }
 
-    fn before_write_reply(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
-        let seq = msg.header.seq;
-        let filters = session
-            .with_value::<Arc<CallFilters>, _>(|t| t.and_then(|t| t.0.lock().ok()?.remove(&seq)));
-        match filters {
-            Some(filters) => self.apply(msg, &filters),
-            None => Ok(()),
-        }
-    }
-
-    fn after_read_call_header(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+    fn handle_call(
+        &self,
+        _: &Session,
+        msg: &Message,
+    ) -> Result<Option<Box<dyn HandledCall>>, Status> {
+        // The call's filters as it arrived, before the header hook below
+        // reverses them: its reply gets the same ones.
         if msg.header.filters.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let known: Option<Vec<Filter>> = msg
             .header
@@ -217,16 +220,15 @@ impl Plugin for Compression {
             .iter()
             .map(|id| Filter::from_id(*id))
             .collect();
-        if let Some(filters) = known {
-            let table = session.value::<Arc<CallFilters>>().unwrap_or_else(|| {
-                let t = Arc::new(CallFilters::default());
-                session.set_value(t.clone());
-                t
-            });
-            if let Ok(mut t) = table.0.lock() {
-                t.insert(msg.header.seq, filters);
-            };
-        }
+        Ok(known.map(|filters| {
+            Box::new(ReplyFilters {
+                plugin: self.clone(),
+                filters,
+            }) as Box<dyn HandledCall>
+        }))
+    }
+
+    fn after_read_call_header(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
         Self::reverse(session, msg)
     }
 

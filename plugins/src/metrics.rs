@@ -1,11 +1,10 @@
 //! Metrics through the `metrics` facade.
 
-use drpc::plugin::{BoxFuture, CallEnd};
+use drpc::plugin::{BoxFuture, CallEnd, HandledCall};
 use drpc::proto::Message;
 use drpc::{Plugin, Session, Status};
 use metrics::{counter, gauge, histogram};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Records what an endpoint does through the [`metrics`] facade, so any
@@ -43,10 +42,40 @@ pub struct Metrics {
     routed: Mutex<std::collections::HashSet<String>>,
 }
 
-/// Calls under way on a session, by seq: when they started, and for what.
-#[derive(Default)]
-struct InFlight {
-    handled: Mutex<HashMap<u32, (Instant, String)>>,
+/// A call being handled: when it started and its label, kept with the
+/// call. Recorded when its reply is written, or, for a call that ends
+/// without one (its connection ended first), when it ends.
+struct Handling {
+    started: Instant,
+    method: String,
+    recorded: bool,
+}
+
+impl Handling {
+    fn record(&mut self, status: i32) {
+        self.recorded = true;
+        let method = std::mem::take(&mut self.method);
+        histogram!("drpc_call_handle_seconds", "method" => method.clone())
+            .record(self.started.elapsed().as_secs_f64());
+        counter!("drpc_calls_handled_total", "method" => method, "status" => status.to_string())
+            .increment(1);
+    }
+}
+
+impl HandledCall for Handling {
+    fn before_reply(&mut self, reply: &mut Message) -> Result<(), Status> {
+        body_out(reply);
+        self.record(reply.header.status_code);
+        Ok(())
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(drpc::Code::CONNECTION_CLOSED.0);
+        }
+    }
 }
 
 impl Metrics {
@@ -56,19 +85,6 @@ impl Metrics {
             method.to_string()
         } else {
             "(unrouted)".to_string()
-        }
-    }
-
-    /// The session's table of calls under way, made by its connect hook
-    /// (before any message, so the reader and writer never race to make
-    /// it).
-    fn in_flight(session: &Session) -> Option<Arc<InFlight>> {
-        session.value::<Arc<InFlight>>()
-    }
-
-    fn start(session: &Session) {
-        if session.value::<Arc<InFlight>>().is_none() {
-            session.set_value(Arc::new(InFlight::default()));
         }
     }
 }
@@ -96,8 +112,7 @@ impl Plugin for Metrics {
         Ok(())
     }
 
-    fn after_accept<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Result<(), Status>> {
-        Self::start(session);
+    fn after_accept<'a>(&'a self, _: &'a Session) -> BoxFuture<'a, Result<(), Status>> {
         gauge!("drpc_sessions_open").increment(1.0);
         counter!("drpc_sessions_total", "origin" => "accepted").increment(1);
         Box::pin(async { Ok(()) })
@@ -105,10 +120,9 @@ impl Plugin for Metrics {
 
     fn after_dial<'a>(
         &'a self,
-        session: &'a Session,
+        _: &'a Session,
         is_redial: bool,
     ) -> BoxFuture<'a, Result<(), Status>> {
-        Self::start(session);
         // A redial keeps its session: it was counted when it was dialed.
         if !is_redial {
             gauge!("drpc_sessions_open").increment(1.0);
@@ -121,29 +135,17 @@ impl Plugin for Metrics {
         gauge!("drpc_sessions_open").decrement(1.0);
     }
 
-    fn after_read_call_header(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+    fn handle_call(
+        &self,
+        _: &Session,
+        msg: &Message,
+    ) -> Result<Option<Box<dyn HandledCall>>, Status> {
         body_in(msg);
-        let method = self.label(&msg.header.service_method);
-        if let Some(t) = Self::in_flight(session) {
-            if let Ok(mut t) = t.handled.lock() {
-                t.insert(msg.header.seq, (Instant::now(), method));
-            }
-        }
-        Ok(())
-    }
-
-    fn before_write_reply(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
-        body_out(msg);
-        let started =
-            Self::in_flight(session).and_then(|t| t.handled.lock().ok()?.remove(&msg.header.seq));
-        if let Some((at, method)) = started {
-            let status = msg.header.status_code.to_string();
-            histogram!("drpc_call_handle_seconds", "method" => method.clone())
-                .record(at.elapsed().as_secs_f64());
-            counter!("drpc_calls_handled_total", "method" => method, "status" => status)
-                .increment(1);
-        }
-        Ok(())
+        Ok(Some(Box::new(Handling {
+            started: Instant::now(),
+            method: self.label(&msg.header.service_method),
+            recorded: false,
+        })))
     }
 
     fn before_write_call(&self, _: &Session, msg: &mut Message) -> Result<(), Status> {

@@ -1,12 +1,10 @@
 //! Tracing: a span per call and push on both sides, and W3C trace context
 //! carried in meta so that a chain of calls across endpoints is one trace.
 
-use drpc::plugin::{BoxFuture, CallEnd};
+use drpc::plugin::{CallEnd, HandledCall, MadeCall};
 use drpc::proto::{Header, Message};
 use drpc::{CallCtx, Incoming, Plugin, PushCtx, Session, Status};
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::field::Empty;
 use tracing::Span;
@@ -210,17 +208,62 @@ pub struct Tracing {
     _private: (),
 }
 
-/// Spans open on one session, by seq.
-#[derive(Default)]
-struct Open {
-    made: Mutex<HashMap<u32, Span>>,
-    handled: Mutex<HashMap<u32, Handling>>,
+/// A call this side makes: its span, kept with the call until it ends.
+struct Made {
+    span: Span,
 }
 
-struct Handling {
-    span: Span,
-    started: Instant,
+impl MadeCall for Made {
+    fn end(self: Box<Self>, end: &CallEnd<'_>) {
+        finish(
+            &self.span,
+            end.status.code().0,
+            end.status.message(),
+            Some(end.elapsed),
+        );
+    }
+}
+
+/// A call this side handles: its trace context (for the handler and the
+/// calls it makes) and, when a subscriber records it, its span, kept with
+/// the call until its reply is written or the call ends without one.
+struct Handled {
     tc: TraceContext,
+    span: Option<(Span, Instant)>,
+}
+
+impl HandledCall for Handled {
+    fn before_handler(&mut self, ctx: &CallCtx) -> Result<(), Status> {
+        ctx.set_value(self.tc);
+        Ok(())
+    }
+
+    fn before_reply(&mut self, reply: &mut Message) -> Result<(), Status> {
+        if let Some((span, started)) = self.span.take() {
+            finish(
+                &span,
+                reply.header.status_code,
+                &reply.header.status_message,
+                Some(started.elapsed()),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Handled {
+    fn drop(&mut self) {
+        // Ended without a reply: its connection was lost (or the handler
+        // cancelled) first.
+        if let Some((span, started)) = self.span.take() {
+            finish(
+                &span,
+                drpc::Code::CONNECTION_CLOSED.0,
+                "the call ended before its reply was written",
+                Some(started.elapsed()),
+            );
+        }
+    }
 }
 
 impl Tracing {
@@ -234,10 +277,6 @@ impl Tracing {
     /// this task, if the handling endpoint has this plugin.
     pub fn current() -> Option<TraceContext> {
         Incoming::with_current(|m| m.and_then(|m| m.value::<TraceContext>()))
-    }
-
-    fn open(session: &Session) -> Arc<Open> {
-        session.value_or_insert_with(|| Arc::new(Open::default()))
     }
 }
 
@@ -323,102 +362,35 @@ impl Plugin for Tracing {
         "tracing"
     }
 
-    fn after_dial<'a>(
-        &'a self,
-        session: &'a Session,
-        is_redial: bool,
-    ) -> BoxFuture<'a, Result<(), Status>> {
-        if is_redial {
-            // Calls handled on the lost connection that were never answered
-            // (their handlers were cancelled) end here; the new connection
-            // starts its seqs afresh.
-            let open = Self::open(session);
-            let stale: Vec<Handling> = lock(&open.handled).drain().map(|(_, h)| h).collect();
-            for h in stale {
-                finish(
-                    &h.span,
-                    drpc::Code::CONNECTION_CLOSED.0,
-                    "the connection was lost before the reply",
-                    Some(h.started.elapsed()),
-                );
-            }
-        }
-        Box::pin(async { Ok(()) })
-    }
-
-    fn before_write_call(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
+    fn make_call(
+        &self,
+        session: &Session,
+        msg: &mut Message,
+    ) -> Result<Option<Box<dyn MadeCall>>, Status> {
         let parent = outgoing_parent(msg);
         let tc = context_for(parent);
         msg.header.meta.insert(TRACEPARENT, tc.to_traceparent());
         // With no subscriber that records it, there is no span to end: the
         // trace is only carried on.
-        if recording() {
-            let span = span(Kind::Call, session, &msg.header, &tc, parent);
-            if !span.is_disabled() {
-                lock(&Self::open(session).made).insert(msg.header.seq, span);
-            }
-        }
-        Ok(())
-    }
-
-    fn after_call_end(&self, session: &Session, end: &CallEnd<'_>) {
-        let span = session
-            .value::<Arc<Open>>()
-            .and_then(|open| lock(&open.made).remove(&end.seq));
-        if let Some(span) = span {
-            finish(
-                &span,
-                end.status.code().0,
-                end.status.message(),
-                Some(end.elapsed),
-            );
-        }
-    }
-
-    fn after_read_call_header(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
         if !recording() {
-            // The body hook makes the handler's context when it runs.
-            return Ok(());
+            return Ok(None);
         }
+        let span = span(Kind::Call, session, &msg.header, &tc, parent);
+        Ok((!span.is_disabled()).then(|| Box::new(Made { span }) as Box<dyn MadeCall>))
+    }
+
+    fn handle_call(
+        &self,
+        session: &Session,
+        msg: &Message,
+    ) -> Result<Option<Box<dyn HandledCall>>, Status> {
         let parent = incoming_parent(&msg.header);
         let tc = context_for(parent);
-        let span = span(Kind::Handle, session, &msg.header, &tc, parent);
-        if !span.is_disabled() {
-            let handling = Handling {
-                span,
-                started: Instant::now(),
-                tc,
-            };
-            lock(&Self::open(session).handled).insert(msg.header.seq, handling);
-        }
-        Ok(())
-    }
-
-    fn after_read_call_body(&self, ctx: &CallCtx) -> Result<(), Status> {
-        // The handler is about to run: give it (and the calls it makes) the
-        // context of its span, or, when the span is not recorded, a context
-        // in the same trace for its calls to carry on.
-        let recorded = ctx
-            .session()
-            .value::<Arc<Open>>()
-            .and_then(|open| lock(&open.handled).get(&ctx.seq()).map(|h| h.tc));
-        ctx.set_value(recorded.unwrap_or_else(|| context_for(incoming_parent(ctx.header()))));
-        Ok(())
-    }
-
-    fn before_write_reply(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
-        let handling = session
-            .value::<Arc<Open>>()
-            .and_then(|open| lock(&open.handled).remove(&msg.header.seq));
-        if let Some(h) = handling {
-            finish(
-                &h.span,
-                msg.header.status_code,
-                &msg.header.status_message,
-                Some(h.started.elapsed()),
-            );
-        }
-        Ok(())
+        let span = recording()
+            .then(|| span(Kind::Handle, session, &msg.header, &tc, parent))
+            .filter(|s| !s.is_disabled())
+            .map(|s| (s, Instant::now()));
+        Ok(Some(Box::new(Handled { tc, span })))
     }
 
     fn before_write_push(&self, session: &Session, msg: &mut Message) -> Result<(), Status> {
@@ -445,10 +417,6 @@ impl Plugin for Tracing {
         let span = span(Kind::PushHandle, ctx.session(), ctx.header(), &tc, parent);
         finish(&span, 0, "", Some(elapsed));
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

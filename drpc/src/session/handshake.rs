@@ -2,6 +2,7 @@
 //! being established: [`Session::take_handshake`] and the message it takes.
 
 use super::Session;
+use crate::plugin::HandledCall;
 use crate::runtime::link::Link;
 use crate::session::calls::unreversed_filters;
 use crate::values::{decode_body, Status};
@@ -111,10 +112,18 @@ impl Session {
         mut msg: Message,
     ) -> Result<HandshakeMessage, Status> {
         let plugins = self.plugins();
+        let mut scopes = Vec::new();
         let checked = match msg.header.kind {
+            Kind::Call => plugins.iter().try_for_each(|p| {
+                scopes.extend(p.handle_call(self, &msg)?);
+                Ok(())
+            }),
+            _ => Ok(()),
+        }
+        .and_then(|()| match msg.header.kind {
             Kind::Call => plugins.try_each(|p| p.after_read_call_header(self, &mut msg)),
             _ => plugins.try_each(|p| p.after_read_push_header(self, &mut msg)),
-        }
+        })
         .and_then(|()| match msg.header.filters.is_empty() {
             true => Ok(()),
             false => Err(unreversed_filters(&msg.header)),
@@ -123,6 +132,7 @@ impl Session {
             session: self.clone(),
             link: link.clone(),
             msg: Some(msg),
+            scopes,
         };
         match checked {
             Ok(()) => Ok(taken),
@@ -143,6 +153,8 @@ pub struct HandshakeMessage {
     link: Arc<Link>,
     /// `None` once answered.
     msg: Option<Message>,
+    /// The plugins' state for the call, ended when it is answered.
+    scopes: Vec<Box<dyn HandledCall>>,
 }
 
 impl HandshakeMessage {
@@ -183,7 +195,8 @@ impl HandshakeMessage {
     /// status, and reply meta. Does nothing for a push.
     pub fn reply_raw(mut self, result: Result<Bytes, Status>, meta: Meta) {
         if let Some(msg) = self.msg.take() {
-            answer(&self.session, &self.link, &msg.header, result, meta);
+            let scopes = std::mem::take(&mut self.scopes);
+            answer(&self.session, &self.link, scopes, &msg.header, result, meta);
         }
     }
 }
@@ -191,6 +204,7 @@ impl HandshakeMessage {
 fn answer(
     session: &Session,
     link: &Link,
+    mut scopes: Vec<Box<dyn HandledCall>>,
     call: &Header,
     result: Result<Bytes, Status>,
     meta: Meta,
@@ -207,9 +221,14 @@ fn answer(
         }
         Err(status) => crate::core::wire::error_reply(call.seq, call.codec, &status),
     };
-    if let Err(status) = session
-        .plugins()
-        .try_each(|p| p.before_write_reply(session, &mut reply))
+    if let Err(status) = scopes
+        .iter_mut()
+        .try_for_each(|s| s.before_reply(&mut reply))
+        .and_then(|()| {
+            session
+                .plugins()
+                .try_each(|p| p.before_write_reply(session, &mut reply))
+        })
     {
         reply = crate::core::wire::error_reply(call.seq, call.codec, &status);
     }
@@ -226,9 +245,11 @@ impl Drop for HandshakeMessage {
                 "the handshake call {} was not answered",
                 msg.header.service_method
             ));
+            let scopes = std::mem::take(&mut self.scopes);
             answer(
                 &self.session,
                 &self.link,
+                scopes,
                 &msg.header,
                 Err(status),
                 Meta::default(),

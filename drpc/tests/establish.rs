@@ -264,3 +264,84 @@ async fn poll_once<F: std::future::Future + Unpin>(mut fut: F) -> Option<F::Outp
     })
     .await
 }
+
+/// Dial hooks of one endpoint: the first session's waits for the test; the
+/// second's calls the first (through the endpoint's handle, as any code
+/// could) while the first is still being established.
+struct CrossHooks {
+    dials: std::sync::atomic::AtomicUsize,
+    first_gate: Mutex<Option<oneshot::Receiver<()>>>,
+    first_waiting: mpsc::UnboundedSender<Session>,
+    /// What the second hook saw: the first session's pending calls after
+    /// its call was polled once, then the call's result.
+    seen: mpsc::UnboundedSender<Result<usize, Status>>,
+}
+
+impl Plugin for CrossHooks {
+    fn after_dial<'a>(&'a self, s: &'a Session, _: bool) -> BoxFuture<'a, Result<(), Status>> {
+        let n = self.dials.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if n == 0 {
+                let gate = self.first_gate.lock().take().unwrap();
+                let _ = self.first_waiting.send(s.clone());
+                let _ = gate.await;
+                return Ok(());
+            }
+            // Not the first session's own (privileged) handle: the one any
+            // code gets from the endpoint.
+            let first = s
+                .endpoint()
+                .sessions()
+                .into_iter()
+                .find(|other| other != s)
+                .expect("the first session is registered");
+            let call = first.call::<_, i64>("/math/add", &Add { a: 1, b: 1 });
+            tokio::pin!(call);
+            assert!(poll_once(call.as_mut()).await.is_none());
+            let _ = self.seen.send(Ok(first.pending_calls()));
+            let _ = self.seen.send(call.await.map(|v| v as usize));
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_of_one_session_cannot_pass_the_gate_of_another() {
+    let server = Endpoint::builder().router(test_router()).build().unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let (open, gate) = oneshot::channel();
+    let (waiting_tx, mut waiting) = mpsc::unbounded_channel();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let client = Endpoint::builder()
+        .plugin(CrossHooks {
+            dials: Default::default(),
+            first_gate: Mutex::new(Some(gate)),
+            first_waiting: waiting_tx,
+            seen: seen_tx,
+        })
+        .build()
+        .unwrap();
+    let first = tokio::spawn({
+        let (client, addr) = (client.clone(), addr.clone());
+        async move { client.dial(&addr).await }
+    });
+    let first_own = within("the first hook waits", waiting.recv())
+        .await
+        .unwrap();
+    assert_eq!(first_own.state(), drpc::SessionState::Establishing);
+    let second = tokio::spawn({
+        let (client, addr) = (client.clone(), addr.clone());
+        async move { client.dial(&addr).await }
+    });
+    // The second session's hook is inside its own connection hook, but the
+    // first session's gate holds its call: nothing is on the first
+    // connection yet.
+    assert_eq!(within("the second hook", seen.recv()).await, Some(Ok(0)));
+    open.send(()).unwrap();
+    within("the first dial", first).await.unwrap().unwrap();
+    // Once the first session is established, the call goes out.
+    assert_eq!(within("the call", seen.recv()).await, Some(Ok(2)));
+    within("the second dial", second).await.unwrap().unwrap();
+    client.close().await;
+    server.close().await;
+}

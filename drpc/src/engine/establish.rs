@@ -2,10 +2,11 @@
 //! the connection hooks, handing it out once they pass.
 
 use super::connection::{Conn, Verdict};
+pub(crate) use super::hooks::Origin;
+use super::hooks::{mark_established, run_connect_hooks};
 use super::supervisor::supervise;
 use crate::core::lifecycle::Phase;
 use crate::core::wire;
-use crate::runtime::link::Link;
 use crate::session::Session;
 use crate::shared::EndpointShared;
 use crate::values::Status;
@@ -14,13 +15,6 @@ use drpc_socket::{Addr, Socket, WriteHalf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-
-/// Which side opened the connection.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Origin {
-    Accepted,
-    Dialed,
-}
 
 /// Makes `socket` a session: registers it, starts its supervisor, runs the
 /// accept or dial hooks, and returns it once they pass. On a hook's refusal
@@ -66,55 +60,6 @@ pub(crate) async fn establish(
             Err(status)
         }
     }
-}
-
-/// Every connection hook passed: calls made by anyone may go now.
-pub(crate) fn mark_established(session: &Session, link: &Link) {
-    if session.phase() == Phase::Establishing {
-        session.transition(Phase::hooks_passed);
-    }
-    link.established.cancel();
-}
-
-/// Runs the accept or dial hooks of the first connection, each with a
-/// handle that may use the connection before it is established.
-async fn run_connect_hooks(
-    session: &Session,
-    link: &Arc<Link>,
-    origin: Origin,
-) -> Result<(), Status> {
-    let own = session.privileged(link);
-    for p in session.plugins().iter() {
-        // Counted before the hook runs, so a plugin that refuses still gets
-        // its close hook and its counts pair up; once the session has
-        // closed (the count is sealed), no further hook may start.
-        if !session.count_connect_hook() {
-            return Err(session.closed_status());
-        }
-        let verdict = match origin {
-            Origin::Accepted => p.after_accept(&own).await,
-            Origin::Dialed => p.after_dial(&own, false).await,
-        };
-        if let Err(status) = verdict {
-            tracing::debug!(session = %session.id(), plugin = p.name(), %status, "connection refused by a plugin");
-            return Err(status);
-        }
-    }
-    Ok(())
-}
-
-/// The dial hooks of a redialed connection. They are not counted: the
-/// first connection's already were, and the close hooks pair with those.
-pub(crate) async fn run_redial_hooks(session: Session, link: Arc<Link>) -> Result<(), Status> {
-    let own = session.privileged(&link);
-    for p in session.plugins().iter() {
-        if let Err(status) = p.after_dial(&own, true).await {
-            tracing::debug!(session = %session.id(), plugin = p.name(), %status, "redialed connection refused by a plugin");
-            return Err(status);
-        }
-    }
-    mark_established(&session, &link);
-    Ok(())
 }
 
 /// How long a refused peer gets to take its notice.

@@ -6,5 +6,6 @@
 pub(crate) mod connection;
 pub(crate) mod dispatch;
 pub(crate) mod establish;
+pub(crate) mod hooks;
 pub(crate) mod supervisor;
 pub(crate) mod writer;

@@ -3,7 +3,7 @@
 //! decides; the close sequence runs here, once.
 
 use super::connection::{self, Conn, Verdict};
-use super::establish::run_redial_hooks;
+use super::hooks::run_redial_hooks;
 use crate::core::backoff::Backoff;
 use crate::core::lifecycle::{Phase, Then};
 use crate::session::Session;

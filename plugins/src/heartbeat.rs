@@ -4,7 +4,9 @@ use drpc::plugin::BoxFuture;
 use drpc::{CallOptions, Plugin, Session, SessionState, Status};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, which a test can pause and advance.
+use tokio::time::Instant;
 
 /// Pings a session that has been idle for one interval, and closes a
 /// session that has been silent for `misses` intervals, on every session of

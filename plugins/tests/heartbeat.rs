@@ -146,3 +146,48 @@ async fn a_busy_session_sends_no_pings() {
     client.close().await;
     server.close().await;
 }
+
+/// On tokio's paused clock, over an in-memory pipe: exact times, no waiting.
+mod paused {
+    use super::*;
+    use drpc::memory::MemoryNet;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_dropped_when_the_bound_passes() {
+        let server = Endpoint::builder()
+            .plugin(Heartbeat::new(Duration::from_secs(1)).misses(3))
+            .build()
+            .unwrap();
+        // A peer that never answers.
+        let (ours, _silent) = drpc::socket::memory::pipe("server", "silent", 64 * 1024);
+        let started = Instant::now();
+        let session = server.serve(ours).await.unwrap();
+        session.closed().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        let reason = session.close_reason().unwrap();
+        assert_eq!(reason.code(), Code::DEADLINE_EXCEEDED, "{reason}");
+        assert!(reason.message().contains("heartbeat"), "{reason}");
+        server.close().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_live_peer_is_pinged_once_an_interval_and_kept() {
+        let net = MemoryNet::new();
+        let (routes, pings) = counting_pings();
+        let server = Endpoint::builder().router(routes).build().unwrap();
+        net.serve("mem://server", &server);
+        let client = Endpoint::builder()
+            .dialer(net.dialer())
+            .plugin(Heartbeat::new(Duration::from_secs(1)).misses(3))
+            .build()
+            .unwrap();
+        let session = client.dial("mem://server").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        // An idle session pings at 1 s, 2 s, ... and every answer is traffic.
+        assert_eq!(pings.load(Ordering::Relaxed), 10);
+        assert!(session.is_healthy());
+        client.close().await;
+        server.close().await;
+    }
+}

@@ -16,6 +16,10 @@ pub enum Scheme {
     Quic,
     /// `kcp://host:port`: KCP over UDP (feature `kcp`)
     Kcp,
+    /// `mem://name`: an in-memory pipe within one process (see
+    /// [`memory`](crate::memory)); the name is any non-empty text. Only a
+    /// dialer that knows the names (drpc's `MemoryNet`) can dial it.
+    Memory,
 }
 
 impl Scheme {
@@ -27,6 +31,7 @@ impl Scheme {
             Self::Tls => "tls",
             Self::Quic => "quic",
             Self::Kcp => "kcp",
+            Self::Memory => "mem",
         }
     }
 }
@@ -61,6 +66,11 @@ impl Addr {
             Scheme::Unix => {
                 if !target.starts_with('/') {
                     return Err(bad("a unix address needs an absolute path: unix:///path"));
+                }
+            }
+            Scheme::Memory => {
+                if target.is_empty() {
+                    return Err(bad("a memory address needs a name: mem://name"));
                 }
             }
             _ => {
@@ -102,10 +112,13 @@ impl FromStr for Addr {
             "tls" => Scheme::Tls,
             "quic" => Scheme::Quic,
             "kcp" => Scheme::Kcp,
+            "mem" => Scheme::Memory,
             other => {
                 return Err(SocketError::BadAddr {
                     addr: s.to_string(),
-                    reason: format!("unknown scheme {other:?}; known: tcp, unix, tls, quic, kcp"),
+                    reason: format!(
+                        "unknown scheme {other:?}; known: tcp, unix, tls, quic, kcp, mem"
+                    ),
                 })
             }
         };

@@ -12,6 +12,7 @@
 //! | `tls` | `tls://localhost:9443` | `tls` |
 //! | `quic` | `quic://localhost:9443` | `quic` |
 //! | `kcp` | `kcp://127.0.0.1:9095` | `kcp` |
+//! | `mem` | `mem://server` | always (in-memory pipes, [`memory`]) |
 //!
 //! Settings for the transports that need them (certificates, KCP's
 //! profile) live in a [`TransportConfig`] that the caller owns and passes to
@@ -40,6 +41,7 @@ mod config;
 #[cfg(feature = "kcp")]
 pub mod kcp;
 mod listener;
+pub mod memory;
 #[cfg(feature = "quic")]
 pub mod quic;
 #[cfg(feature = "tcp")]
@@ -267,6 +269,7 @@ pub async fn dial(addr: &Addr, config: &TransportConfig) -> Result<Socket, Socke
         Scheme::Quic => quic::dial(addr, config).await,
         #[cfg(feature = "kcp")]
         Scheme::Kcp => kcp::dial(addr, &config.kcp).await,
+        Scheme::Memory => Err(memory::not_dialable()),
         #[allow(unreachable_patterns)]
         other => Err(SocketError::Unsupported(other.as_str().to_string())),
     }

@@ -139,6 +139,7 @@ impl Listener {
                 let local = l.local_addr().clone();
                 (Inner::Kcp(l), local)
             }
+            Scheme::Memory => return Err(crate::memory::not_dialable()),
             #[allow(unreachable_patterns)]
             other => return Err(SocketError::Unsupported(other.as_str().to_string())),
         };

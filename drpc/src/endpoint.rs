@@ -205,6 +205,18 @@ impl Endpoint {
                 }
             }
             tracing::debug!(addr = %listener.local_addr(), "listener stopped");
+            // The transport's own close (QUIC's close frames, KCP's last
+            // datagrams) runs on the listener's socket: it must outlive the
+            // sessions it accepted, and finish before close returns.
+            let grace = inner.grace();
+            tokio::select! {
+                _ = async {
+                    inner.sessions_gone().await;
+                    listener.close().await;
+                } => {}
+                _ = tokio::time::sleep(grace) => {}
+                _ = inner.hurry.cancelled() => {}
+            }
         });
         Ok(local)
     }

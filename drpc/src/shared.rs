@@ -15,6 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -98,6 +99,8 @@ pub(crate) struct EndpointShared {
     /// How long a graceful close waits: the config's `close_grace`, or what
     /// [`Endpoint::shutdown`] was given.
     grace: Mutex<Duration>,
+    /// Woken when the last session leaves the registry.
+    emptied: Notify,
 }
 
 struct Sessions {
@@ -133,6 +136,7 @@ impl EndpointShared {
             closed: CancellationToken::new(),
             hurry: CancellationToken::new(),
             grace: Mutex::new(grace),
+            emptied: Notify::new(),
         }
     }
 
@@ -212,6 +216,25 @@ impl EndpointShared {
         let id = session.shared.id.lock().clone();
         if sessions.by_id.get(&id).is_some_and(|s| s == session) {
             sessions.by_id.remove(&id);
+        }
+        if sessions.by_id.is_empty() {
+            self.emptied.notify_waiters();
+        }
+    }
+
+    /// Completes once the endpoint is closing and has no session left.
+    pub(crate) async fn sessions_gone(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            {
+                let sessions = self.sessions.lock();
+                if sessions.closing && sessions.by_id.is_empty() {
+                    return;
+                }
+            }
+            emptied.await;
         }
     }
 

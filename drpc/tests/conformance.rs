@@ -2,10 +2,12 @@
 //! scheme their address names. Adding a transport is one line in the
 //! `conformance!` list at the bottom.
 
+#[path = "conformance/closing.rs"]
+mod closing;
 mod common;
 
 use common::*;
-use drpc::{CallOptions, Code, Endpoint, PushOptions, Router, Status};
+use drpc::{CallOptions, Code, Config, Endpoint, PushOptions, Router, Status};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -217,6 +219,9 @@ impl Freezable {
 /// latest when the pending calls' deadlines pass: they fail with 408 and
 /// never hang.
 async fn a_vanished_peer_is_found_by_deadlines(t: Transport) {
+    // Closing a session whose peer is frozen waits out the grace (the
+    // transport's close cannot finish): keep it short.
+    let t = t.with(|c| c.close_grace = Duration::from_millis(500));
     let mut server = Freezable::start(&t, test_router()).await;
     let client = Endpoint::builder()
         .config(t.config.clone())
@@ -323,6 +328,7 @@ async fn many_pushes_arrive(t: Transport) {
 /// once the transport's buffers are full, sends wait for room in the write
 /// queue and then fail with 408.
 async fn a_peer_that_stops_reading_makes_sends_fail(t: Transport) {
+    let t = t.with(|c| c.close_grace = Duration::from_millis(500));
     let mut server = Freezable::start(&t, Router::new()).await;
     let client = Endpoint::builder()
         .config(drpc::Config {
@@ -402,6 +408,18 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_peer_that_stops_reading_makes_sends_fail() {
                 super::a_peer_that_stops_reading_makes_sends_fail(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn an_end_of_stream_is_a_graceful_end() {
+                closing::an_end_of_stream_is_a_graceful_end(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_call_crossing_the_going_away_notice_is_answered_102() {
+                closing::a_call_crossing_the_going_away_notice_is_answered_102(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn shutdown_returns_once_the_transport_has_closed() {
+                closing::shutdown_returns_once_the_transport_has_closed(t()).await
             }
         }
     )*};

@@ -155,6 +155,20 @@ impl Listener {
         &self.local
     }
 
+    /// Stops listening and waits until the transport's own work for the
+    /// connections it accepted is done: a QUIC endpoint's closes sent and
+    /// drained, KCP conversations ended. Stream transports have none. The
+    /// caller bounds the wait (their lingers bound it too).
+    pub async fn close(self) {
+        match self.inner {
+            #[cfg(feature = "quic")]
+            Inner::Quic(l) => l.close().await,
+            #[cfg(feature = "kcp")]
+            Inner::Kcp(l) => l.close().await,
+            _ => {}
+        }
+    }
+
     /// Waits for the next peer. The returned [`Accepting`] still has to
     /// finish its handshake.
     pub async fn accept(&mut self) -> Result<Accepting, SocketError> {

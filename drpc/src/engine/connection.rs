@@ -461,6 +461,9 @@ impl Reader<'_> {
                 _ = tokio::time::sleep_until(grace_end) => break,
                 w = async { self.writer.as_mut().expect("checked").await } => {
                     self.writer = None;
+                    if let Ok(WriterEnd::Failed(status)) = &w {
+                        tracing::debug!(session = %self.session.id(), %status, "the writer failed while the connection stopped");
+                    }
                     self.writer_end = w.ok();
                 }
                 read = poll_fn(|cx| poll_read(&mut self.rd, &mut self.inbound, cx)), if can_read => {

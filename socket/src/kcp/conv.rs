@@ -2,7 +2,7 @@
 //! two halves a session reads and writes through.
 
 use super::{bare_segment, cmd, KcpConfig};
-use crate::{Addr, Socket};
+use crate::{Addr, Finished, Socket};
 use parking_lot::Mutex;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -223,8 +223,8 @@ pub(crate) fn start(
         Some(rx) => Source::Channel(rx),
         None => Source::Socket(udp),
     };
-    tokio::spawn(drive(conv.clone(), source, on_end));
-    Halves { conv }
+    let driver = tokio::spawn(drive(conv.clone(), source, on_end));
+    Halves { conv, driver }
 }
 
 enum Source {
@@ -376,15 +376,24 @@ impl Conv {
 /// [`Socket`].
 pub(crate) struct Halves {
     conv: Arc<Conv>,
+    driver: tokio::task::JoinHandle<()>,
 }
 
 impl Halves {
+    /// The socket; its [`Finished`] completes when the conversation is
+    /// over: its bytes and end marker acknowledged and the peer's end
+    /// marker read, or its linger run out, or it failed.
     pub(crate) fn into_socket(self, local: Addr, peer: Addr) -> Socket {
         let read = KcpRead {
             conv: self.conv.clone(),
         };
         let write = KcpWrite { conv: self.conv };
-        Socket::from_parts(Box::new(read), Box::new(write), local, peer)
+        let driver = self.driver;
+        Socket::from_parts(Box::new(read), Box::new(write), local, peer).with_finished(
+            Finished::when(async move {
+                let _ = driver.await;
+            }),
+        )
     }
 }
 

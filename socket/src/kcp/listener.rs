@@ -46,6 +46,8 @@ pub(crate) struct KcpListener {
     /// Ends the receive loop once the listener and all its conversations
     /// are gone.
     closed: Arc<Notify>,
+    /// The receive loop, which ends after the last conversation.
+    receiving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for KcpListener {
@@ -66,7 +68,7 @@ impl KcpListener {
         let local = sock_addr(Scheme::Kcp, local);
         let (tx, accepts) = mpsc::channel(config.backlog.max(1));
         let closed = Arc::new(Notify::new());
-        tokio::spawn(receive(
+        let receiving = tokio::spawn(receive(
             Arc::new(udp),
             local.clone(),
             tx,
@@ -77,11 +79,22 @@ impl KcpListener {
             local,
             accepts,
             closed,
+            receiving: Some(receiving),
         })
     }
 
     pub(crate) fn local_addr(&self) -> &Addr {
         &self.local
+    }
+
+    /// Takes no new conversations and waits until the ones it accepted have
+    /// ended (each within its linger), so their last datagrams are sent.
+    pub(crate) async fn close(mut self) {
+        let receiving = self.receiving.take();
+        drop(self);
+        if let Some(r) = receiving {
+            let _ = r.await;
+        }
     }
 
     pub(crate) async fn accept(&mut self) -> Result<Socket, SocketError> {

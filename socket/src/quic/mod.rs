@@ -21,7 +21,7 @@ mod read;
 mod write;
 
 use crate::addr::sock_addr;
-use crate::{Addr, Scheme, Socket, SocketError, TransportConfig};
+use crate::{Addr, Finished, Scheme, Socket, SocketError, TransportConfig};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, ConnectionError, VarInt};
 use read::{pump, QuicRead};
@@ -181,7 +181,7 @@ pub(crate) async fn dial(addr: &Addr, config: &TransportConfig) -> Result<Socket
     let local = endpoint
         .local_addr()
         .map_err(|e| SocketError::io("dial", addr, e))?;
-    Ok(socket(conn, endpoint, local, &config.quic))
+    Ok(socket(conn, endpoint, local, &config.quic, Side::Dialed))
 }
 
 fn handshake_error(op: &'static str, addr: &Addr, e: ConnectionError) -> SocketError {
@@ -261,8 +261,17 @@ impl QuicListener {
             let local = endpoint
                 .local_addr()
                 .map_err(|e| SocketError::io("accept", &listen, e))?;
-            Ok(socket(conn, endpoint, local, &quic))
+            Ok(socket(conn, endpoint, local, &quic, Side::Accepted))
         })
+    }
+}
+
+impl QuicListener {
+    /// Refuses new connections and waits until every connection it
+    /// accepted has closed and its close has been sent and drained.
+    pub(crate) async fn close(self) {
+        self.endpoint.set_server_config(None);
+        self.endpoint.wait_idle().await;
     }
 }
 
@@ -273,7 +282,8 @@ impl Drop for QuicListener {
     }
 }
 
-/// Who sent the end marker first decides who closes the connection.
+/// Where the closing handshake is: this side's end marker sent, the peer's
+/// read (and everything before it passed on).
 #[derive(Default)]
 pub(crate) struct Ends {
     pub(crate) sent: bool,
@@ -284,6 +294,8 @@ pub(crate) struct Shared {
     pub(crate) ends: parking_lot::Mutex<Ends>,
     /// The first failure of a background batch send; later writes report it.
     pub(crate) send_error: parking_lot::Mutex<Option<String>>,
+    /// Tells the pump that this side's end marker is out.
+    pub(crate) marker_sent: tokio::sync::Notify,
 }
 
 /// Tells the pump that both halves are gone.
@@ -297,17 +309,27 @@ impl Drop for HalvesGuard {
     }
 }
 
+/// Whether a connection has a client endpoint of its own (dialed) or
+/// shares its listener's (accepted).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Dialed,
+    Accepted,
+}
+
 fn socket(
     conn: Connection,
     endpoint: quinn::Endpoint,
     local: SocketAddr,
     cfg: &QuicConfig,
+    side: Side,
 ) -> Socket {
     let peer = sock_addr(Scheme::Quic, conn.remote_address());
     let local = sock_addr(Scheme::Quic, local);
     let shared = Arc::new(Shared {
         ends: parking_lot::Mutex::new(Ends::default()),
         send_error: parking_lot::Mutex::new(None),
+        marker_sent: tokio::sync::Notify::new(),
     });
     // Enough room that a burst of small batches never waits on the reader,
     // few enough that a stalled reader stops the pump (and so, through
@@ -315,15 +337,29 @@ fn socket(
     let (tx, rx) = mpsc::channel(16);
     let (gone_tx, gone_rx) = oneshot::channel();
     let guard = Arc::new(HalvesGuard(Some(gone_tx)));
-    tokio::spawn(pump(
+    let pump = tokio::spawn(pump(
         conn.clone(),
-        endpoint,
+        endpoint.clone(),
         tx,
         shared.clone(),
         gone_rx,
         cfg.clone(),
     ));
+    let parallel = cfg.parallel_sends.max(1);
+    let sends = Arc::new(tokio::sync::Semaphore::new(parallel));
     let read = QuicRead::new(rx, guard.clone());
-    let write = QuicWrite::new(conn, cfg, shared, guard);
-    Socket::from_parts(Box::new(read), Box::new(write), local, peer)
+    let write = QuicWrite::new(conn, cfg, sends.clone(), shared, guard);
+    // The connection's close is done when the pump has seen both end
+    // markers (or given up) and closed it, every batch send has ended, and,
+    // for a dialed connection, its own endpoint has sent the close and
+    // drained. An accepted one's close frame goes out with its listener's
+    // endpoint, which `Listener::close` waits for.
+    let finished = Finished::when(async move {
+        let _ = pump.await;
+        let _ = sends.acquire_many(parallel as u32).await;
+        if side == Side::Dialed {
+            endpoint.wait_idle().await;
+        }
+    });
+    Socket::from_parts(Box::new(read), Box::new(write), local, peer).with_finished(finished)
 }

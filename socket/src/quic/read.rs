@@ -32,7 +32,7 @@ type Tx = mpsc::Sender<io::Result<Bytes>>;
 async fn read_stream(
     mut s: quinn::RecvStream,
     max: usize,
-    tx: Tx,
+    tx: Option<Tx>,
     single_seen: Arc<std::sync::atomic::AtomicBool>,
 ) -> io::Result<StreamRead> {
     use std::sync::atomic::Ordering;
@@ -65,7 +65,9 @@ async fn read_stream(
             {
                 // A reader that has gone away still lets us drain to the
                 // end, so the peer's last writes are not refused.
-                let _ = tx.send(Ok(chunk.bytes)).await;
+                if let Some(tx) = &tx {
+                    let _ = tx.send(Ok(chunk.bytes)).await;
+                }
             }
             Ok(StreamRead::SingleDone)
         }
@@ -85,8 +87,12 @@ fn mixed() -> io::Error {
 
 /// Reads incoming streams, a few at a time, and hands each batch to the
 /// read half in the order they complete. It lives as long as the
-/// connection, so that after the session drops its halves it can still see
-/// the peer's end marker and close the connection cleanly.
+/// connection, and runs its closing handshake (docs/PROTOCOL.md 9.3): once
+/// this side's end marker is out and the peer's has been read, with all
+/// before it, it sends the "read all" stream; the side that receives the
+/// peer's "read all" knows the peer has every byte it sent, and closes the
+/// connection (code 0). A peer that never says so is waited for at most
+/// `close_linger` after the session let go of its halves.
 pub(super) async fn pump(
     conn: Connection,
     _endpoint: quinn::Endpoint,
@@ -95,35 +101,52 @@ pub(super) async fn pump(
     mut gone: oneshot::Receiver<()>,
     cfg: QuicConfig,
 ) {
-    let mut reads: JoinSet<io::Result<StreamRead>> = JoinSet::new();
+    // Streams are accepted in the order the peer opened them; each read
+    // carries that position, since reads finish in any order.
+    let mut reads: JoinSet<(u64, io::Result<StreamRead>)> = JoinSet::new();
+    let mut accepted = 0u64;
+    let mut unfinished = std::collections::BTreeSet::new();
     let mut tx = Some(tx);
     let single_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut fin_seen = false;
+    // The position of the peer's end marker (its first empty stream), and
+    // whether its "read all" (the empty stream after it) has come.
+    let mut marker: Option<u64> = None;
+    let mut peer_read_all = false;
+    let mut read_all_sent = false;
     let mut halves_gone = false;
     let linger = tokio::time::sleep(Duration::MAX);
     tokio::pin!(linger);
     let parallel = cfg.parallel_reads.max(1);
     loop {
-        if fin_seen && reads.is_empty() && tx.is_some() {
+        let all_before_marker = marker.is_some_and(|m| unfinished.range(..m).next().is_none());
+        if all_before_marker && tx.is_some() {
             // Every stream opened before the end marker has been passed on.
             tx = None;
-            let mut ends = shared.ends.lock();
-            ends.received = true;
-            if ends.sent {
-                // We ended first (or both at once): the peer has read all we
-                // sent, since it answered with its own end marker.
-                conn.close(VarInt::from_u32(CLOSE_DONE), b"done");
-                break;
+            shared.ends.lock().received = true;
+        }
+        let sent = shared.ends.lock().sent;
+        if sent && tx.is_none() && !read_all_sent {
+            // Both ends are out and everything the peer sent was read.
+            read_all_sent = true;
+            if let Ok(mut s) = conn.open_uni().await {
+                let _ = s.finish();
             }
         }
+        if sent && peer_read_all && all_before_marker {
+            conn.close(VarInt::from_u32(CLOSE_DONE), b"done");
+            break;
+        }
         tokio::select! {
-            s = conn.accept_uni(), if reads.len() < parallel && !fin_seen => match s {
-                Ok(stream) => match &tx {
-                    Some(t) => {
-                        reads.spawn(read_stream(stream, cfg.max_stream_len, t.clone(), single_seen.clone()));
-                    }
-                    None => drop(stream),
-                },
+            s = conn.accept_uni(), if reads.len() < parallel && !peer_read_all => match s {
+                Ok(stream) => {
+                    let at = accepted;
+                    accepted += 1;
+                    unfinished.insert(at);
+                    // After the end marker a stream carries nothing to pass on.
+                    let to = if marker.is_some() { None } else { tx.clone() };
+                    let (max, single_seen) = (cfg.max_stream_len, single_seen.clone());
+                    reads.spawn(async move { (at, read_stream(stream, max, to, single_seen).await) });
+                }
                 Err(e) => {
                     if let Some(tx) = tx.take() {
                         if let Some(err) = closed_error(&e) {
@@ -134,26 +157,44 @@ pub(super) async fn pump(
                 }
             },
             Some(done) = reads.join_next() => {
-                let item = match done {
-                    Ok(Ok(StreamRead::End | StreamRead::SingleDone)) => {
-                        fin_seen = true;
+                let Ok((at, read)) = done else { continue };
+                unfinished.remove(&at);
+                let item = match read {
+                    Ok(StreamRead::End | StreamRead::SingleDone) => {
+                        match marker {
+                            None => marker = Some(at),
+                            Some(m) if at > m => peer_read_all = true,
+                            // An earlier empty stream finished later: it was
+                            // the marker, and the one taken for it was the
+                            // "read all".
+                            Some(_) => {
+                                marker = Some(at);
+                                peer_read_all = true;
+                            }
+                        }
                         continue;
                     }
-                    Ok(Ok(StreamRead::Batch(bytes))) => Ok(bytes),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => continue,
+                    Ok(StreamRead::Batch(_)) if marker.is_some_and(|m| at > m) => {
+                        Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the peer sent a batch after its end marker",
+                        ))
+                    }
+                    Ok(StreamRead::Batch(bytes)) => Ok(bytes),
+                    Err(e) => Err(e),
                 };
+                let failed = item.is_err();
                 if let Some(t) = &tx {
-                    let failed = item.is_err();
                     // A send to a reader that has gone away fails; keep
                     // draining for the end marker all the same.
                     let _ = t.send(item).await;
-                    if failed {
-                        conn.close(VarInt::from_u32(CLOSE_ABORTED), b"protocol error");
-                        break;
-                    }
+                }
+                if failed {
+                    conn.close(VarInt::from_u32(CLOSE_ABORTED), b"protocol error");
+                    break;
                 }
             },
+            _ = shared.marker_sent.notified() => {}
             _ = &mut gone, if !halves_gone => {
                 halves_gone = true;
                 if !shared.ends.lock().sent {
@@ -166,7 +207,7 @@ pub(super) async fn pump(
                 conn.close(VarInt::from_u32(CLOSE_DONE), b"done");
                 break;
             },
-            _ = conn.closed(), if fin_seen => break,
+            _ = conn.closed(), if marker.is_some() => break,
         }
     }
     reads.abort_all();

@@ -43,6 +43,7 @@ impl QuicWrite {
     pub(super) fn new(
         conn: Connection,
         cfg: &QuicConfig,
+        sends: Arc<Semaphore>,
         shared: Arc<Shared>,
         guard: Arc<HalvesGuard>,
     ) -> Self {
@@ -51,7 +52,7 @@ impl QuicWrite {
             mode: cfg.streams,
             buf: BytesMut::new(),
             batch: None,
-            sends: Arc::new(Semaphore::new(cfg.parallel_sends.max(1))),
+            sends,
             acquiring: None,
             permit: None,
             opening: None,
@@ -215,6 +216,7 @@ impl AsyncWrite for QuicWrite {
         }
         self.fin = true;
         self.shared.ends.lock().sent = true;
+        self.shared.marker_sent.notify_one();
         Poll::Ready(Ok(()))
     }
 }

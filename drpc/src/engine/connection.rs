@@ -169,7 +169,9 @@ pub(crate) async fn run(
         // running ones finish (docs/PROTOCOL.md section 3.1).
         link.going_away();
     }
-    r.stop(next.stop).await;
+    // Boxed: it runs once, at the end, and an idle session's task should
+    // not carry its state.
+    Box::pin(r.stop(next.stop)).await;
     let established = link.established.is_cancelled();
     drop(r);
     // The transport's own close (QUIC's, KCP's) finishes in the

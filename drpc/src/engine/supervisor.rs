@@ -24,7 +24,9 @@ pub(crate) async fn supervise(session: Session, mut conn: Conn, mut verdict: Ver
         if ended.next.then == Then::Close {
             break ended.status;
         }
-        match redial(&session, &mut backoff, &ended.status).await {
+        // Boxed: a session spends its life in the connection, not here, and
+        // an idle session's task should stay small.
+        match Box::pin(redial(&session, &mut backoff, &ended.status)).await {
             Ok(next) => {
                 let link = next.link.clone();
                 session.set_link(Some(link.clone()));

@@ -1,0 +1,70 @@
+//! An idle session holds no read or write buffer: after traffic that grew
+//! them, a session that waits holds a few KiB of heap in all. Measured by
+//! counting this binary's allocations.
+
+mod common;
+#[path = "common/counting.rs"]
+mod counting;
+
+use common::*;
+use counting::{live, Counting};
+use drpc::{CallCtx, Endpoint, Router, Status};
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_holds_no_read_or_write_buffer() {
+    init_tracing();
+    let mut routes = Router::new();
+    routes
+        .call("/big", |_: CallCtx, n: usize| async move {
+            Ok::<_, Status>(drpc::Blob::from(vec![7u8; n]))
+        })
+        .unwrap();
+    let server = Endpoint::builder().router(routes).build().unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let client = Endpoint::builder().build().unwrap();
+    // One session first, so everything made once per endpoint is made.
+    let first = client.dial(&addr).await.unwrap();
+    first
+        .call::<_, drpc::Blob>("/big", &100_000usize)
+        .await
+        .unwrap();
+
+    const SESSIONS: usize = 200;
+    let before = live();
+    let mut sessions = Vec::new();
+    for _ in 0..SESSIONS {
+        let s = within("dial", client.dial(&addr)).await.unwrap();
+        // Traffic first: 64 KiB each way grows the buffers, which an idle
+        // session must give back.
+        let back: drpc::Blob = within("a call", s.call("/big", &65_536usize))
+            .await
+            .unwrap();
+        assert_eq!(back.len(), 65_536);
+        drop(back);
+        sessions.push(s);
+    }
+    // Every session on both sides is idle now; a round trip on each makes
+    // sure its reader has come back to wait (and given its buffer back).
+    for s in &sessions {
+        let _: drpc::Blob = within("a small call", s.call("/big", &1usize))
+            .await
+            .unwrap();
+    }
+    let grown = (live() - before).max(0) as usize;
+    let per_session = grown / (2 * SESSIONS);
+    println!(
+        "{SESSIONS} idle connections (both ends here): {per_session} bytes of heap per session"
+    );
+    assert!(
+        per_session <= 8 * 1024,
+        "an idle session holds {per_session} bytes of heap"
+    );
+    for s in sessions {
+        s.close().await;
+    }
+    client.close().await;
+    server.close().await;
+}

@@ -195,6 +195,8 @@ pub enum ProtoError {
         kind: Kind,
         /// Its seq.
         seq: u32,
+        /// Its codec, which a 413 reply to it carries.
+        codec: CodecId,
     },
 }
 

@@ -120,7 +120,7 @@ impl Framer for RawFramer {
             }
         }
         let meta_bytes = h.meta.wire_len();
-        self.check_header(h.kind, h.seq, h.service_method.len(), meta_bytes)?;
+        self.check_header(h.kind, h.seq, h.codec, h.service_method.len(), meta_bytes)?;
         let head_len = PREFIX
             + MIN_BODY_OF_FRAME
             + h.service_method.len()
@@ -220,7 +220,13 @@ impl Framer for RawFramer {
         frame.advance(PREFIX);
         let msg = parse_frame(frame)?;
         let h = &msg.header;
-        self.check_header(h.kind, h.seq, h.service_method.len(), h.meta.wire_len())?;
+        self.check_header(
+            h.kind,
+            h.seq,
+            h.codec,
+            h.service_method.len(),
+            h.meta.wire_len(),
+        )?;
         Ok(Some(msg))
     }
 }
@@ -231,6 +237,7 @@ impl RawFramer {
         &self,
         kind: Kind,
         seq: u32,
+        codec: CodecId,
         method: usize,
         meta: usize,
     ) -> Result<(), ProtoError> {
@@ -240,6 +247,7 @@ impl RawFramer {
             max,
             kind,
             seq,
+            codec,
         };
         if method > self.limits.max_method_len {
             return Err(over("service method", method, self.limits.max_method_len));

@@ -247,6 +247,7 @@ fn meta_counts_its_length_bytes_and_over_the_limit_is_not_fatal() {
             max: 16 * 1024,
             kind: Kind::Call,
             seq: 5,
+            codec: CodecId::MsgPack,
         }
     );
     assert!(!err.is_fatal());

@@ -62,9 +62,6 @@ pub(crate) struct ConnCore<W> {
     peer_notice: Option<Status>,
     /// Set when the connection has ended: new calls and pushes fail with it.
     ended: Option<Status>,
-    /// The codec of replies this side makes up (to a call it could not
-    /// read, or a notice).
-    default_codec: CodecId,
     /// The writer, waiting for something to write.
     writer: Option<W>,
     /// The writer shuts the connection's write side down once it has
@@ -94,7 +91,7 @@ pub(crate) enum QueueError {
 }
 
 impl<W> ConnCore<W> {
-    pub(crate) fn new(out: Outbound, hold: Hold, default_codec: CodecId) -> Self {
+    pub(crate) fn new(out: Outbound, hold: Hold) -> Self {
         Self {
             calls: InFlight::default(),
             out,
@@ -104,7 +101,6 @@ impl<W> ConnCore<W> {
             going_away_sent: false,
             peer_notice: None,
             ended: None,
-            default_codec,
             writer: None,
             finish_writing: false,
             room: Vec::new(),
@@ -118,12 +114,14 @@ impl<W> ConnCore<W> {
             Frame::Oversize {
                 kind: Kind::Call,
                 seq,
+                codec,
                 status,
-            } => return self.answer_at_once(seq, self.default_codec, &status),
+            } => return self.answer_at_once(seq, codec, &status),
             Frame::Oversize {
                 kind: Kind::Reply,
                 seq,
                 status,
+                ..
             } => {
                 return match self.calls.complete(seq, Outcome::Failed(status)) {
                     Completed::Wake(w) => Event::Replied(w),

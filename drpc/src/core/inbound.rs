@@ -8,6 +8,7 @@
 
 use crate::values::Status;
 use bytes::BytesMut;
+use drpc_codec::CodecId;
 use drpc_proto::{Framer, Kind, Message, ProtoError};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ pub(crate) enum Frame {
     Oversize {
         kind: Kind,
         seq: u32,
+        codec: CodecId,
         status: Status,
     },
 }
@@ -86,9 +88,12 @@ impl Inbound {
             Ok(Some(msg)) => Frame::Message(msg),
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => match e {
-                ProtoError::HeaderTooLarge { kind, seq, .. } => Frame::Oversize {
+                ProtoError::HeaderTooLarge {
+                    kind, seq, codec, ..
+                } => Frame::Oversize {
                     kind,
                     seq,
+                    codec,
                     status: Status::message_too_large(e.to_string()),
                 },
                 other => return Err(other),
@@ -253,7 +258,9 @@ mod tests {
         ]);
         feed(&mut i, &bytes, t);
         match i.next().unwrap() {
-            Some(Frame::Oversize { kind, seq, status }) => {
+            Some(Frame::Oversize {
+                kind, seq, status, ..
+            }) => {
                 assert_eq!((kind, seq), (Kind::Call, 9));
                 assert_eq!(status.code(), crate::values::Code::MESSAGE_TOO_LARGE);
             }

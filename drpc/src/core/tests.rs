@@ -8,7 +8,6 @@ use super::inflight::Outcome;
 use super::outbound::Outbound;
 use crate::values::{Code, Status};
 use bytes::BufMut;
-use drpc_codec::CodecId;
 use drpc_proto::{FrameLimits, Header, Kind, Message, Proto, RawProto};
 use std::time::{Duration, Instant};
 
@@ -58,7 +57,6 @@ impl Side {
             core: ConnCore::new(
                 Outbound::new(RawProto.framer(&limits()), 4096, queue),
                 Hold::new(64 * 1024),
-                CodecId::MsgPack,
             ),
         }
     }
@@ -410,7 +408,6 @@ fn an_oversize_call_is_answered_413_and_the_stream_goes_on() {
     a.core = ConnCore::new(
         Outbound::new(RawProto.framer(&FrameLimits::default()), 4096, 1024),
         Hold::new(1024),
-        CodecId::MsgPack,
     );
     a.core.establish();
     let (seq, _) = a.core.calls.start(clock.now() + SEC);

@@ -77,8 +77,8 @@ pub(crate) fn encode_status(err: &ProtoError) -> Status {
 
 /// The status that ends a connection whose peer sent bytes that break the
 /// protocol, and the 413 reply owed first when the frame was an oversize
-/// call whose seq could be read.
-pub(crate) fn fatal_input(err: &ProtoError, codec: CodecId) -> (Status, Option<Message>) {
+/// call whose seq could be read (its codec could not be: codec 1).
+pub(crate) fn fatal_input(err: &ProtoError) -> (Status, Option<Message>) {
     let status = match err {
         ProtoError::FrameTooLarge { .. } => Status::message_too_large(err.to_string()),
         _ => Status::bad_message(format!("bad input from the peer: {err}")),
@@ -88,7 +88,7 @@ pub(crate) fn fatal_input(err: &ProtoError, codec: CodecId) -> (Status, Option<M
             kind: Some(Kind::Call),
             seq: Some(seq),
             ..
-        } if *seq != 0 => Some(error_reply(*seq, codec, &status)),
+        } if *seq != 0 => Some(error_reply(*seq, CodecId::MsgPack, &status)),
         _ => None,
     };
     (status, reply)
@@ -145,7 +145,7 @@ mod tests {
             kind: Some(Kind::Call),
             seq: Some(4),
         };
-        let (status, reply) = fatal_input(&err, CodecId::MsgPack);
+        let (status, reply) = fatal_input(&err);
         assert_eq!(status.code(), Code::MESSAGE_TOO_LARGE);
         assert_eq!(reply.unwrap().header.seq, 4);
         let push = ProtoError::FrameTooLarge {
@@ -154,8 +154,8 @@ mod tests {
             kind: Some(Kind::Push),
             seq: Some(0),
         };
-        assert!(fatal_input(&push, CodecId::MsgPack).1.is_none());
-        let (status, reply) = fatal_input(&ProtoError::UnknownKind(9), CodecId::MsgPack);
+        assert!(fatal_input(&push).1.is_none());
+        let (status, reply) = fatal_input(&ProtoError::UnknownKind(9));
         assert_eq!(status.code(), Code::BAD_MESSAGE);
         assert!(reply.is_none());
     }

@@ -45,7 +45,6 @@ impl Conn {
                 ep.config.write_queue,
             ),
             Hold::new(ep.config.max_frame_len),
-            ep.config.default_codec,
         );
         Self {
             link: Arc::new(Link::new(core, parts.local, parts.peer)),
@@ -349,7 +348,7 @@ impl Reader<'_> {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return None,
                 Err(err) => {
-                    let (status, reply) = wire::fatal_input(&err, self.ep.config.default_codec);
+                    let (status, reply) = wire::fatal_input(&err);
                     if let Some(reply) = reply {
                         // Answered before the connection closes.
                         self.link.reply_at_once(&reply);

@@ -129,8 +129,9 @@ pub trait Plugin: Send + Sync + 'static {
     /// The session can already call and push, and replies are read, so the
     /// hook can talk to the peer (present a credential, say); incoming calls
     /// and pushes wait until every connection hook has passed (see
-    /// [`Session::take_handshake`]). Runs again on each redial. Only this
-    /// hook's own task may call or push yet; other tasks' calls wait
+    /// [`Session::take_handshake`]). Runs again on each redial. Only the
+    /// handle this hook is given (and its clones) may call or push on the
+    /// connection yet; calls through any other handle of the session wait
     /// (within their deadlines) until the hooks pass.
     ///
     /// Errors: the session is closed with this status as its reason and

@@ -19,12 +19,10 @@ pub fn transport_config() -> Result<TransportConfig, Box<dyn std::error::Error>>
     let mut config = TransportConfig::default();
     config.tls = TlsConfig::default()
         // To listen: the certificate chain and its key (add a client CA to
-        // require client certificates).
-        .with_server(tls::server_config(
-            cert.pem().as_bytes(),
-            key.serialize_pem().as_bytes(),
-            None,
-        )?)
+        // require client certificates). From PEM, the key also makes QUIC's
+        // stateless-reset secret, so a restarted server resets old
+        // connections at once.
+        .with_server_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None)?
         // To dial: the roots the server's certificate must chain to.
         .with_client(tls::client_config(ca.pem().as_bytes(), None)?);
     Ok(config)

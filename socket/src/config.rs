@@ -24,6 +24,12 @@ pub struct TransportConfig {
     /// slow link, short enough that half-open handshakes cannot pile up.
     /// Dials are bounded by their caller instead.
     pub handshake_timeout: Duration,
+    /// How many connections a TCP (or TLS) listener's kernel queue holds
+    /// before they are accepted. Default: 1024, so a burst of connects is
+    /// queued rather than dropped (a dropped SYN costs the dialer a second
+    /// or more before it retries); the kernel caps it at
+    /// `net.core.somaxconn`.
+    pub tcp_backlog: u32,
     /// Certificates for `tls://` and `quic://`.
     #[cfg(any(feature = "tls", feature = "quic"))]
     pub tls: crate::tls::TlsConfig,
@@ -53,6 +59,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(10),
+            tcp_backlog: 1024,
             #[cfg(any(feature = "tls", feature = "quic"))]
             tls: Default::default(),
             #[cfg(feature = "quic")]

@@ -48,6 +48,8 @@ pub mod quic;
 mod tcp;
 #[cfg(any(feature = "tls", feature = "quic"))]
 pub mod tls;
+#[cfg(any(feature = "quic", feature = "kcp"))]
+mod udp;
 #[cfg(all(feature = "unix", unix))]
 mod unix;
 

@@ -106,7 +106,7 @@ impl Listener {
         let (inner, local) = match addr.scheme() {
             #[cfg(feature = "tcp")]
             Scheme::Tcp => {
-                let (l, local) = crate::tcp::bind(addr).await?;
+                let (l, local) = crate::tcp::bind(addr, config.tcp_backlog).await?;
                 (Inner::Tcp(l), local)
             }
             #[cfg(all(feature = "unix", unix))]
@@ -123,7 +123,7 @@ impl Listener {
             #[cfg(feature = "tls")]
             Scheme::Tls => {
                 let server = config.tls.server("tls")?;
-                let (listener, local) = crate::tcp::bind(addr).await?;
+                let (listener, local) = crate::tcp::bind(addr, config.tcp_backlog).await?;
                 let acceptor = tokio_rustls::TlsAcceptor::from(server);
                 (Inner::Tls { listener, acceptor }, local)
             }

@@ -3,7 +3,7 @@
 use crate::addr::sock_addr;
 use crate::{Addr, Scheme, Socket, SocketError};
 use std::io;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 pub(crate) async fn dial(addr: &Addr) -> Result<Socket, SocketError> {
     let stream = connect(addr).await?;
@@ -16,10 +16,31 @@ pub(crate) async fn connect(addr: &Addr) -> Result<TcpStream, SocketError> {
         .map_err(|e| SocketError::io("dial", addr, e))
 }
 
-pub(crate) async fn bind(addr: &Addr) -> Result<(TcpListener, Addr), SocketError> {
-    let l = TcpListener::bind(addr.target())
+/// Listens on `addr` with a kernel queue of `backlog` connections.
+pub(crate) async fn bind(addr: &Addr, backlog: u32) -> Result<(TcpListener, Addr), SocketError> {
+    let op = |e| SocketError::io("listen", addr, e);
+    let at = tokio::net::lookup_host(addr.target())
         .await
-        .map_err(|e| SocketError::io("listen", addr, e))?;
+        .map_err(op)?
+        .next()
+        .ok_or_else(|| {
+            op(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the host has no address",
+            ))
+        })?;
+    let socket = if at.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(op)?;
+    // As std's listener does on Unix: a restarted server can bind again at
+    // once, with old connections still in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true).map_err(op)?;
+    socket.bind(at).map_err(op)?;
+    let l = socket.listen(backlog).map_err(op)?;
     let local = l
         .local_addr()
         .map_err(|e| SocketError::io("listen", addr, e))?;
@@ -41,4 +62,24 @@ pub(crate) fn socket(stream: TcpStream, scheme: Scheme) -> io::Result<Socket> {
     let (local, peer) = prepare(&stream, scheme)?;
     let (r, w) = stream.into_split();
     Ok(Socket::from_parts(Box::new(r), Box::new(w), local, peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listener_queues_as_many_connections_as_configured() {
+        let addr: Addr = "tcp://127.0.0.1:0".parse().unwrap();
+        let (_l, local) = bind(&addr, 777).await.unwrap();
+        let port = local.target().rsplit_once(':').unwrap().1.to_string();
+        // `ss` shows a listening socket's queue size in its Send-Q column.
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) lists listening sockets");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let send_q: Vec<&str> = text.split_whitespace().collect();
+        assert_eq!(send_q.get(2).copied(), Some("777"), "{text}");
+    }
 }

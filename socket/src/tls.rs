@@ -48,6 +48,10 @@ pub struct TlsConfig {
     /// The name the server's certificate must carry. By default, the host
     /// of the dialed address (`localhost` in `tls://localhost:9443`).
     pub server_name: Option<String>,
+    /// A secret derived from the server's private key (by
+    /// [`TlsConfig::with_server_pem`]), from which a QUIC listener makes its
+    /// stateless-reset key unless one is set.
+    pub(crate) reset_secret: Option<[u8; 32]>,
 }
 
 impl TlsConfig {
@@ -55,6 +59,28 @@ impl TlsConfig {
     pub fn with_server(mut self, config: Arc<ServerConfig>) -> Self {
         self.server = Some(config);
         self
+    }
+
+    /// Sets the config used to listen from PEM (as [`server_config`]), and
+    /// derives from the private key the secret a QUIC listener makes its
+    /// stateless-reset tokens from: a server restarted with the same key
+    /// resets its old connections at once (see
+    /// [`QuicConfig::reset_key`](crate::quic::QuicConfig::reset_key)).
+    pub fn with_server_pem(
+        mut self,
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+        client_ca_pem: Option<&[u8]>,
+    ) -> Result<Self, SocketError> {
+        self.server = Some(server_config(cert_chain_pem, key_pem, client_ca_pem)?);
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| SocketError::Config(format!("private key: {e}")))?;
+        let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"drpc/1 stateless reset");
+        let tag = ring::hmac::sign(&derive, key.secret_der());
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(tag.as_ref());
+        self.reset_secret = Some(secret);
+        Ok(self)
     }
 
     /// Sets the config used to dial.

@@ -240,7 +240,8 @@ pub fn tls_config(certs: &Certs) -> Config {
     use drpc::socket::tls;
     let mut config = Config::default();
     config.transport.tls = tls::TlsConfig::default()
-        .with_server(tls::server_config(&certs.server_cert, &certs.server_key, None).unwrap())
+        .with_server_pem(&certs.server_cert, &certs.server_key, None)
+        .unwrap()
         .with_client(tls::client_config(&certs.ca, None).unwrap());
     config
 }

@@ -59,9 +59,20 @@ impl Drop for KcpListener {
 impl KcpListener {
     pub(crate) async fn bind(addr: &Addr, config: &KcpConfig) -> Result<Self, SocketError> {
         config.check()?;
-        let udp = UdpSocket::bind(addr.target())
+        let op = |e| SocketError::io("listen", addr, e);
+        let at = tokio::net::lookup_host(addr.target())
             .await
-            .map_err(|e| SocketError::io("listen", addr, e))?;
+            .map_err(op)?
+            .next()
+            .ok_or_else(|| {
+                op(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the host has no address",
+                ))
+            })?;
+        let udp = crate::udp::bind(at, config.socket_buffer)
+            .and_then(UdpSocket::from_std)
+            .map_err(op)?;
         let local = udp
             .local_addr()
             .map_err(|e| SocketError::io("listen", addr, e))?;

@@ -113,6 +113,14 @@ pub struct KcpConfig {
     /// conversation stays to get its last bytes and end marker
     /// acknowledged. Default: 3 s.
     pub close_linger: Duration,
+    /// The receive and send buffers asked of the kernel for each UDP
+    /// socket (a listener's is shared by its conversations). Default:
+    /// 4 MiB: a full 256-segment window is 350 KiB, and a listener's
+    /// conversations burst at once; with the kernel's usual 208 KiB, bursts
+    /// on loopback were dropped and resent by the hundred. The kernel caps
+    /// it (Linux: `net.core.rmem_max`, `wmem_max`); a smaller grant is
+    /// logged. 0 leaves the kernel's default.
+    pub socket_buffer: usize,
 }
 
 impl Default for KcpConfig {
@@ -127,6 +135,7 @@ impl Default for KcpConfig {
             dead_link: 20,
             backlog: 128,
             close_linger: Duration::from_secs(3),
+            socket_buffer: 4 * 1024 * 1024,
         }
     }
 }
@@ -189,13 +198,13 @@ pub(crate) async fn dial(addr: &Addr, config: &KcpConfig) -> Result<Socket, Sock
                 io::Error::new(io::ErrorKind::NotFound, "the host has no address"),
             )
         })?;
-    let bind = if remote.is_ipv6() {
-        "[::]:0"
+    let bind: SocketAddr = if remote.is_ipv6() {
+        "[::]:0".parse().expect("literal")
     } else {
-        "0.0.0.0:0"
+        "0.0.0.0:0".parse().expect("literal")
     };
-    let udp = UdpSocket::bind(bind)
-        .await
+    let udp = crate::udp::bind(bind, config.socket_buffer)
+        .and_then(UdpSocket::from_std)
         .map_err(|e| SocketError::io("dial", addr, e))?;
     udp.connect(remote)
         .await

@@ -13,6 +13,7 @@ use crate::core::outbound::Outbound;
 use crate::core::wire;
 use crate::plugin::BoxFuture;
 use crate::runtime::link::Link;
+use crate::runtime::timer::LazyTimer;
 use crate::session::Session;
 use crate::shared::EndpointShared;
 use crate::values::Status;
@@ -20,6 +21,7 @@ use drpc_proto::{Kind, Message};
 use drpc_socket::{Finished, ReadHalf, Socket, WriteHalf};
 use std::future::poll_fn;
 use std::io;
+use std::pin::pin;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -224,23 +226,32 @@ impl Reader<'_> {
             }) as BoxFuture<'static, _>,
             Verdict::Run(fut) => fut,
         });
-        let shared = &self.session.shared;
+        let (session, link) = (self.session, self.link);
+        let shared = &session.shared;
+        // Made once and polled on every turn: making and dropping them each
+        // turn costs a lock and a list update apiece, per read.
+        let mut abort = pin!(shared.abort_requested.cancelled());
+        let mut dropped = pin!(link.drop_requested.cancelled());
+        let mut closing = pin!(shared.close_requested.cancelled());
+        let mut woken = pin!(link.reader.notified());
+        let mut frame_timer = pin!(LazyTimer::new());
+        let mut call_timer = pin!(LazyTimer::new());
         loop {
-            let frame_deadline = self.inbound.frame_deadline();
-            let call_deadline = self.link.core().calls.next_deadline();
+            frame_timer.as_mut().arm(self.inbound.frame_deadline());
+            call_timer.as_mut().arm(link.core().calls.next_deadline());
             let can_read = self.reading && self.waiting.is_none() && !self.backlog;
             tokio::select! {
                 biased;
-                _ = shared.abort_requested.cancelled() => {
-                    return (Cause::Abort, self.session.abort_status());
+                _ = &mut abort => {
+                    return (Cause::Abort, session.abort_status());
                 }
-                _ = self.link.drop_requested.cancelled() => {
-                    let reason = self.link.drop_reason.get().cloned().unwrap_or_else(|| {
+                _ = &mut dropped => {
+                    let reason = link.drop_reason.get().cloned().unwrap_or_else(|| {
                         Status::connection_closed("the connection was dropped")
                     });
                     return (Cause::Dropped, reason);
                 }
-                _ = shared.close_requested.cancelled() => {
+                _ = &mut closing => {
                     let status = match self.established {
                         true => Status::connection_closed("closed by the local endpoint"),
                         false => Status::connection_closed("closed before the session was established"),
@@ -292,15 +303,20 @@ impl Reader<'_> {
                         return end;
                     }
                 }
-                _ = self.link.reader.notified() => {
+                _ = &mut woken => {
+                    woken.set(link.reader.notified());
                     if let Some(end) = self.retry_waiting() {
                         return end;
                     }
                 }
-                _ = sleep_until(frame_deadline), if frame_deadline.is_some() => {
-                    return (Cause::Broken, self.inbound.frame_timed_out());
+                _ = frame_timer.as_mut().fired(), if frame_timer.is_armed() => {
+                    // Armed lazily: the frame it was set for may be whole.
+                    let now = tokio::time::Instant::now().into_std();
+                    if self.inbound.frame_deadline().is_some_and(|d| d <= now) {
+                        return (Cause::Broken, self.inbound.frame_timed_out());
+                    }
                 }
-                _ = sleep_until(call_deadline), if call_deadline.is_some() => {
+                _ = call_timer.as_mut().fired(), if call_timer.is_armed() => {
                     self.expire_calls();
                 }
             }
@@ -445,6 +461,7 @@ impl Reader<'_> {
         }
         let shared = &self.session.shared;
         let mut finishing = false;
+        let mut call_timer = pin!(LazyTimer::new());
         while self.writer.is_some() {
             let owed = handlers.running() > 0 || self.link.core().handling() > 0;
             if !finishing && (stop == Stop::Flush || !owed) {
@@ -453,7 +470,9 @@ impl Reader<'_> {
                 finishing = true;
                 self.link.finish_writing();
             }
-            let call_deadline = self.link.core().calls.next_deadline();
+            call_timer
+                .as_mut()
+                .arm(self.link.core().calls.next_deadline());
             let can_read = self.reading && self.waiting.is_none() && !self.backlog;
             tokio::select! {
                 biased;
@@ -486,7 +505,7 @@ impl Reader<'_> {
                     }
                 }
                 _ = self.link.reader.notified() => {}
-                _ = sleep_until(call_deadline), if call_deadline.is_some() => self.expire_calls(),
+                _ = call_timer.as_mut().fired(), if call_timer.is_armed() => self.expire_calls(),
             }
         }
         if let Some(w) = self.writer.take() {
@@ -526,14 +545,6 @@ const FRAMES_PER_TURN: usize = 32;
 /// before the connection closes without its end of stream. A peer that is
 /// still there answers an end of stream within a round trip.
 const LINGER_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Sleeps until `at` (forever when `None`: the branch is disabled then).
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Reads what the socket has into the inbound buffer. While it has nothing,
 /// an empty buffer is given back, so an idle connection holds none.

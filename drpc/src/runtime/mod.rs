@@ -1,7 +1,8 @@
 //! The tokio pieces for one connection and its calls: the link its tasks
 //! and callers share, the admission of calls, and the scope a handler runs
-//! in. Nothing here knows a `Session` or a `Plugin`.
+//! in, and a timer for changing deadlines. Nothing here knows a `Session` or a `Plugin`.
 
 pub(crate) mod admission;
 pub(crate) mod link;
 pub(crate) mod scope;
+pub(crate) mod timer;

@@ -71,6 +71,11 @@ pub struct Config {
     /// [`Endpoint::close`](crate::Endpoint::close)) waits for running
     /// handlers, and then for their replies to be written, before it cancels
     /// them. [`Endpoint::shutdown`](crate::Endpoint::shutdown) takes its own.
+    /// A peer that ends its stream (shuts down its write side) gets the same:
+    /// the calls it already sent run and are answered within this grace.
+    /// After its own end of stream, a side reads on until the peer's (so
+    /// closing cannot reset a connection whose replies the peer still
+    /// reads), for at most this grace and at most 1 s of the peer's silence.
     ///
     /// Default 10 s: long enough for most handlers to finish, short enough
     /// for a deploy to move on.

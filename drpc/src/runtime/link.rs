@@ -132,7 +132,9 @@ impl Link {
                     other => Poll::Ready(queue_result(other)),
                 },
             );
-        match tokio::time::timeout_at(deadline.into(), wait).await {
+        // Boxed: a full queue is rare, and its timer would otherwise make
+        // every call's future larger (and costlier to move).
+        match Box::pin(tokio::time::timeout_at(deadline.into(), wait)).await {
             Ok(r) => r,
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "{method}: the deadline passed while waiting for room in the write queue"
@@ -193,7 +195,7 @@ impl Link {
             Err(QueueError::Full) => Poll::Pending,
             other => Poll::Ready(queue_result(other)),
         });
-        match tokio::time::timeout_at(deadline.into(), wait).await {
+        match Box::pin(tokio::time::timeout_at(deadline.into(), wait)).await {
             Ok(r) => r,
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "{}: the deadline passed while waiting for room in the write queue",

@@ -411,6 +411,17 @@ impl Session {
                 )),
             };
         }
+        // Almost always usable at once: no waiter registered, no timer, and
+        // the waiting below kept out of every call's future.
+        if let Some(link) = self.link_now()? {
+            return Ok(link);
+        }
+        Box::pin(self.wait_for_link(deadline, what)).await
+    }
+
+    /// Waits until the session has a usable link, or fails as
+    /// [`Session::usable_link`] says.
+    async fn wait_for_link(&self, deadline: Instant, what: &str) -> Result<Arc<Link>, Status> {
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);

@@ -160,3 +160,23 @@ impl fmt::Debug for Addr {
 pub(crate) fn sock_addr(scheme: Scheme, a: std::net::SocketAddr) -> Addr {
     Addr::new(scheme, a.to_string()).expect("socket address is host:port")
 }
+
+/// The first socket address `addr`'s host and port resolve to; `op`
+/// (`dial`, `listen`) names what failed.
+#[allow(dead_code)] // unused when only unix is built
+pub(crate) async fn resolve(
+    addr: &Addr,
+    op: &'static str,
+) -> Result<std::net::SocketAddr, SocketError> {
+    let failed = |e| SocketError::io(op, addr, e);
+    tokio::net::lookup_host(addr.target())
+        .await
+        .map_err(failed)?
+        .next()
+        .ok_or_else(|| {
+            failed(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host has no address",
+            ))
+        })
+}

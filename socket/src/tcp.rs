@@ -1,6 +1,6 @@
 //! TCP: the default transport.
 
-use crate::addr::sock_addr;
+use crate::addr::{resolve, sock_addr};
 use crate::{Addr, Scheme, Socket, SocketError};
 use std::io;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -19,16 +19,7 @@ pub(crate) async fn connect(addr: &Addr) -> Result<TcpStream, SocketError> {
 /// Listens on `addr` with a kernel queue of `backlog` connections.
 pub(crate) async fn bind(addr: &Addr, backlog: u32) -> Result<(TcpListener, Addr), SocketError> {
     let op = |e| SocketError::io("listen", addr, e);
-    let at = tokio::net::lookup_host(addr.target())
-        .await
-        .map_err(op)?
-        .next()
-        .ok_or_else(|| {
-            op(io::Error::new(
-                io::ErrorKind::NotFound,
-                "the host has no address",
-            ))
-        })?;
+    let at = resolve(addr, "listen").await?;
     let socket = if at.is_ipv4() {
         TcpSocket::new_v4()
     } else {

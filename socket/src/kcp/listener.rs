@@ -2,7 +2,7 @@
 
 use super::conv::{self, Link};
 use super::{cmd, first_segment, KcpConfig};
-use crate::addr::sock_addr;
+use crate::addr::{resolve, sock_addr};
 use crate::{Addr, Scheme, Socket, SocketError};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
@@ -60,16 +60,7 @@ impl KcpListener {
     pub(crate) async fn bind(addr: &Addr, config: &KcpConfig) -> Result<Self, SocketError> {
         config.check()?;
         let op = |e| SocketError::io("listen", addr, e);
-        let at = tokio::net::lookup_host(addr.target())
-            .await
-            .map_err(op)?
-            .next()
-            .ok_or_else(|| {
-                op(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "the host has no address",
-                ))
-            })?;
+        let at = resolve(addr, "listen").await?;
         let udp = crate::udp::bind(at, config.socket_buffer)
             .and_then(UdpSocket::from_std)
             .map_err(op)?;

@@ -28,7 +28,7 @@ mod listener;
 
 pub(crate) use listener::KcpListener;
 
-use crate::addr::sock_addr;
+use crate::addr::{resolve, sock_addr};
 use crate::{Addr, Scheme, Socket, SocketError};
 use std::io;
 use std::net::SocketAddr;
@@ -187,17 +187,7 @@ pub(crate) fn first_segment(d: &[u8]) -> Option<(u32, u8, u32, u32)> {
 
 pub(crate) async fn dial(addr: &Addr, config: &KcpConfig) -> Result<Socket, SocketError> {
     config.check()?;
-    let remote: SocketAddr = tokio::net::lookup_host(addr.target())
-        .await
-        .map_err(|e| SocketError::io("dial", addr, e))?
-        .next()
-        .ok_or_else(|| {
-            SocketError::io(
-                "dial",
-                addr,
-                io::Error::new(io::ErrorKind::NotFound, "the host has no address"),
-            )
-        })?;
+    let remote: SocketAddr = resolve(addr, "dial").await?;
     let bind: SocketAddr = if remote.is_ipv6() {
         "[::]:0".parse().expect("literal")
     } else {

@@ -20,7 +20,7 @@
 mod read;
 mod write;
 
-use crate::addr::sock_addr;
+use crate::addr::{resolve, sock_addr};
 use crate::{Addr, Finished, Scheme, Socket, SocketError, TransportConfig};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, ConnectionError, VarInt};
@@ -191,20 +191,6 @@ fn transport(cfg: &QuicConfig) -> Result<Arc<quinn::TransportConfig>, SocketErro
         // from parking state on ones nobody reads.
         .max_concurrent_bidi_streams(VarInt::from_u32(0));
     Ok(Arc::new(t))
-}
-
-async fn resolve(addr: &Addr, op: &'static str) -> Result<SocketAddr, SocketError> {
-    tokio::net::lookup_host(addr.target())
-        .await
-        .map_err(|e| SocketError::io(op, addr, e))?
-        .next()
-        .ok_or_else(|| {
-            SocketError::io(
-                op,
-                addr,
-                io::Error::new(io::ErrorKind::NotFound, "the host has no address"),
-            )
-        })
 }
 
 fn with_alpn<T: Clone>(config: &T, alpn: impl FnOnce(&mut T)) -> T {

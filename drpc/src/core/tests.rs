@@ -139,13 +139,19 @@ fn reply_status(outcome: Option<Outcome>) -> (i32, String) {
 
 const SEC: Duration = Duration::from_secs(1);
 
-#[test]
-fn calls_and_replies_cross_both_ways_matched_by_each_senders_seq() {
+/// A clock and two established sides on it.
+fn established_pair() -> (Clock, Side, Side) {
     let clock = Clock::new();
-    let (mut a, mut b) = (
+    let (a, b) = (
         Side::established(clock.now()),
         Side::established(clock.now()),
     );
+    (clock, a, b)
+}
+
+#[test]
+fn calls_and_replies_cross_both_ways_matched_by_each_senders_seq() {
+    let (clock, mut a, mut b) = established_pair();
     let a1 = a.call("/add", b"1+2", SEC, clock.now());
     let b1 = b.call("/who", b"?", SEC, clock.now());
     // Both sides used seq 1: the seq spaces are each sender's own.
@@ -168,11 +174,7 @@ fn calls_and_replies_cross_both_ways_matched_by_each_senders_seq() {
 
 #[test]
 fn replies_may_come_in_any_order() {
-    let clock = Clock::new();
-    let (mut a, mut b) = (
-        Side::established(clock.now()),
-        Side::established(clock.now()),
-    );
+    let (clock, mut a, mut b) = established_pair();
     let seqs: Vec<u32> = (0..3)
         .map(|i| a.call("/m", &[i], SEC, clock.now()))
         .collect();
@@ -188,11 +190,7 @@ fn replies_may_come_in_any_order() {
 
 #[test]
 fn pushes_arrive_in_the_order_sent() {
-    let clock = Clock::new();
-    let (mut a, mut b) = (
-        Side::established(clock.now()),
-        Side::established(clock.now()),
-    );
+    let (clock, mut a, mut b) = established_pair();
     for i in 0..5u8 {
         a.push("/note", &[i]);
     }
@@ -230,11 +228,7 @@ fn a_deadline_passes_on_the_virtual_clock_and_the_late_reply_is_dropped() {
 
 #[test]
 fn a_call_that_crosses_the_going_away_notice_is_answered_102() {
-    let clock = Clock::new();
-    let (mut a, mut b) = (
-        Side::established(clock.now()),
-        Side::established(clock.now()),
-    );
+    let (clock, mut a, mut b) = established_pair();
     let running = a.call("/work", b"", SEC, clock.now());
     let got = calls(a.send_to(&mut b, clock.now()));
     // B shuts down; A's next call is already on its way.
@@ -344,11 +338,7 @@ fn a_refused_connection_answers_its_held_calls_and_drops_its_pushes() {
 
 #[test]
 fn a_seq_still_being_handled_is_refused_with_400_and_the_first_call_keeps_it() {
-    let clock = Clock::new();
-    let (mut a, mut b) = (
-        Side::established(clock.now()),
-        Side::established(clock.now()),
-    );
+    let (clock, mut a, mut b) = established_pair();
     let seq = a.call("/m", b"first", SEC, clock.now());
     let first = calls(a.send_to(&mut b, clock.now()));
     // A peer that reuses the seq while the first call runs.
@@ -385,11 +375,7 @@ fn a_call_with_seq_zero_breaks_the_protocol() {
 
 #[test]
 fn a_reply_is_sent_once_whatever_asks_twice() {
-    let clock = Clock::new();
-    let (mut a, mut b) = (
-        Side::established(clock.now()),
-        Side::established(clock.now()),
-    );
+    let (clock, mut a, mut b) = established_pair();
     let seq = a.call("/m", b"", SEC, clock.now());
     let got = calls(a.send_to(&mut b, clock.now()));
     b.answer(&got[0], b"one");
@@ -427,11 +413,7 @@ fn an_oversize_call_is_answered_413_and_the_stream_goes_on() {
 
 #[test]
 fn a_reply_that_cannot_be_encoded_becomes_an_error_reply() {
-    let clock = Clock::new();
-    let (mut a, mut b) = (
-        Side::established(clock.now()),
-        Side::established(clock.now()),
-    );
+    let (clock, mut a, mut b) = established_pair();
     let seq = a.call("/m", b"", SEC, clock.now());
     let got = calls(a.send_to(&mut b, clock.now()));
     b.answer(&got[0], &vec![0u8; 70 * 1024]);

@@ -4,12 +4,17 @@
 
 mod common;
 
+use bytes::BytesMut;
 use common::*;
 use drpc::plugin::BoxFuture;
+use drpc::proto::{FrameLimits, Header, Message, Proto, RawProto};
 use drpc::{CallCtx, Code, Endpoint, Plugin, PushCtx, Session, Status};
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// An accept hook that waits until the test opens it.
 struct SlowAccept(Mutex<Option<oneshot::Receiver<()>>>);
@@ -61,6 +66,82 @@ async fn calls_and_pushes_wait_for_the_accept_hooks_then_run_in_order() {
     }
     assert_eq!(within("the held call", call).await.unwrap().unwrap(), 5);
     client.close().await;
+    server.close().await;
+}
+
+/// An accept hook that passes only once the reader has seen `after`
+/// frames: by then the hold is full and the reader has stopped reading.
+struct PassAfterFrames {
+    seen: AtomicUsize,
+    after: usize,
+    full: Notify,
+}
+
+impl Plugin for PassAfterFrames {
+    fn before_read_header(&self, _: &Session) {
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.after {
+            self.full.notify_one();
+        }
+    }
+
+    fn after_accept<'a>(&'a self, _: &'a Session) -> BoxFuture<'a, Result<(), Status>> {
+        Box::pin(async move {
+            self.full.notified().await;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_read_behind_a_full_hold_run_once_the_hooks_pass() {
+    // 100 pushes and a call in one write: the server reads them all at
+    // once, holds 64, and stops. No more bytes come after the hooks pass.
+    const PUSHES: u8 = 100;
+    let (tx, mut pushed) = mpsc::unbounded_channel();
+    let mut r = test_router();
+    r.push("/n", move |_: PushCtx, n: u8| {
+        let _ = tx.send(n);
+        async {}
+    })
+    .unwrap();
+    let server = Endpoint::builder()
+        .router(r)
+        .plugin(PassAfterFrames {
+            seen: AtomicUsize::new(0),
+            // The hold takes 64 (docs/SETTINGS.md); the 65th waits.
+            after: 65,
+            full: Notify::new(),
+        })
+        .build()
+        .unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let mut framer = RawProto.framer(&FrameLimits::default());
+    let mut wire = BytesMut::new();
+    for n in 0..PUSHES {
+        let push = Message::new(Header::push("/n"), vec![n]);
+        framer.encode(&push, &mut wire).unwrap();
+    }
+    // MessagePack {"a": 2, "b": 3}.
+    let call = Message::new(
+        Header::call(7, "/math/add"),
+        vec![0x82, 0xa1, 0x61, 2, 0xa1, 0x62, 3],
+    );
+    framer.encode(&call, &mut wire).unwrap();
+    let mut raw = TcpStream::connect(addr.target()).await.unwrap();
+    raw.write_all(&wire).await.unwrap();
+    for n in 0..PUSHES {
+        assert_eq!(within("a held push", pushed.recv()).await, Some(n));
+    }
+    let mut buf = BytesMut::new();
+    let reply = loop {
+        if let Some(m) = framer.decode(&mut buf).unwrap() {
+            break m;
+        }
+        let read = within("the reply", raw.read_buf(&mut buf)).await.unwrap();
+        assert!(read > 0, "the connection closed before the reply");
+    };
+    assert_eq!((reply.header.seq, reply.header.status_code), (7, 0));
+    assert_eq!(&reply.body[..], &[5]);
     server.close().await;
 }
 

@@ -263,7 +263,9 @@ impl Reader<'_> {
                     if let Err(status) = v {
                         return (Cause::HookRefused, status);
                     }
-                    self.establish();
+                    if let Some(end) = self.establish() {
+                        return end;
+                    }
                 }
                 w = async { self.writer.as_mut().expect("checked").await }, if self.writer.is_some() => {
                     self.writer = None;
@@ -324,8 +326,9 @@ impl Reader<'_> {
     }
 
     /// The hooks passed: what was held runs now, in order, then messages go
-    /// straight to their handlers.
-    fn establish(&mut self) {
+    /// straight to their handlers. Frames already read behind a full hold
+    /// are handled at once: no more bytes may come to wake the reader.
+    fn establish(&mut self) -> Option<(Cause, Status)> {
         self.established = true;
         if self.session.phase() == Phase::Establishing {
             self.session.transition(Phase::hooks_passed);
@@ -338,7 +341,9 @@ impl Reader<'_> {
         if let Some(msg) = self.waiting.take() {
             let arrived = self.inbound.arrived();
             self.dispatch(msg, arrived);
+            return self.frames();
         }
+        None
     }
 
     fn dispatch(&self, msg: Message, arrived: Instant) {

@@ -20,13 +20,13 @@ use crate::values::Status;
 use drpc_proto::{Kind, Message};
 use drpc_socket::{Finished, ReadHalf, Socket, WriteHalf};
 use std::future::poll_fn;
+use std::future::Future;
 use std::io;
 use std::pin::pin;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::task::JoinHandle;
 
 /// A connected socket made into a link, before its tasks start.
 pub(crate) struct Conn {
@@ -93,7 +93,10 @@ pub(crate) async fn run(
         wr,
         finished,
     } = conn;
-    let writer = ep.tasks.spawn(write_loop(link.clone(), wr));
+    // Polled by this task beside the reads, not spawned: a reply or call
+    // queued while the reader runs is written in the same turn, without a
+    // hop through the scheduler (what h2 does with its connection task).
+    let writer: Writer = Box::pin(write_loop(link.clone(), wr));
     let now = tokio::time::Instant::now().into_std();
     let mut r = Reader {
         session,
@@ -191,6 +194,9 @@ pub(crate) async fn run(
     }
 }
 
+/// The connection's writer, driven by the connection's task.
+type Writer = Pin<Box<dyn Future<Output = WriterEnd> + Send>>;
+
 struct Reader<'a> {
     session: &'a Session,
     ep: &'a Arc<EndpointShared>,
@@ -205,7 +211,7 @@ struct Reader<'a> {
     /// worth, and handles them before it reads again.
     backlog: bool,
     established: bool,
-    writer: Option<JoinHandle<WriterEnd>>,
+    writer: Option<Writer>,
     writer_end: Option<WriterEnd>,
 }
 
@@ -270,9 +276,8 @@ impl Reader<'_> {
                 w = async { self.writer.as_mut().expect("checked").await }, if self.writer.is_some() => {
                     self.writer = None;
                     let status = match w {
-                        Ok(WriterEnd::Failed(status)) => status,
-                        Ok(WriterEnd::Finished) => Status::connection_closed("the writer stopped"),
-                        Err(e) => Status::internal("the writer task failed").with_cause(e),
+                        WriterEnd::Failed(status) => status,
+                        WriterEnd::Finished => Status::connection_closed("the writer stopped"),
                     };
                     return (Cause::Broken, status);
                 }
@@ -459,9 +464,8 @@ impl Reader<'_> {
             handlers.abort.cancel();
         }
         if stop == Stop::AtOnce {
-            if let Some(w) = self.writer.take() {
-                w.abort();
-            }
+            // Dropped unfinished: what is queued is not written.
+            self.writer = None;
             return;
         }
         let shared = &self.session.shared;
@@ -486,10 +490,10 @@ impl Reader<'_> {
                 _ = tokio::time::sleep_until(grace_end) => break,
                 w = async { self.writer.as_mut().expect("checked").await } => {
                     self.writer = None;
-                    if let Ok(WriterEnd::Failed(status)) = &w {
+                    if let WriterEnd::Failed(status) = &w {
                         tracing::debug!(session = %self.session.id(), %status, "the writer failed while the connection stopped");
                     }
-                    self.writer_end = w.ok();
+                    self.writer_end = Some(w);
                 }
                 read = poll_fn(|cx| poll_read(&mut self.rd, &mut self.inbound, cx)), if can_read => {
                     match read {
@@ -513,10 +517,9 @@ impl Reader<'_> {
                 _ = call_timer.as_mut().fired(), if call_timer.is_armed() => self.expire_calls(),
             }
         }
-        if let Some(w) = self.writer.take() {
+        if self.writer.take().is_some() {
             // The grace ran out, or a hurry: cancel what still runs.
             handlers.abort.cancel();
-            w.abort();
             return;
         }
         // Our side has ended its stream. Read on until the peer ends its

@@ -10,8 +10,8 @@
 //!
 //! With no `--inflight`, `--body` or `--sessions`, it runs three tables:
 //! a 581-byte body on one session at 1, 10 and 100 calls in flight; the
-//! same load at 100 in flight spread over 4 sessions (and 4 ceiling
-//! connections); and a 16 KiB body at 10 in flight. Each drpc row is one
+//! same load at 100 in flight spread over 4 sessions (beside 4 ceiling
+//! connections, and one: `ceiling x1`); and a 16 KiB body at 10 in flight. Each drpc row is one
 //! codec: `raw` (the raw codec) or `typed` (MessagePack); both echo a
 //! [`drpc::Blob`], which decodes as a slice of the frame.
 //!
@@ -419,6 +419,12 @@ fn main() {
                 bare.push(ceiling::Client::connect(bare_addr).await);
             }
             let ceiling = Target::Ceiling(bare);
+            // With several sessions, one connection's ceiling runs too: how
+            // much spreading the load over sessions gains against it.
+            let single_ceiling = match case.sessions {
+                1 => None,
+                _ => Some(Target::Ceiling(vec![ceiling::Client::connect(bare_addr).await])),
+            };
             let body = Bytes::from((0..case.body).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
             let big = Bytes::from(vec![7u8; args.big]);
             println!();
@@ -426,20 +432,29 @@ fn main() {
                 "{} B body, {} session{}",
                 case.body,
                 case.sessions,
-                if case.sessions == 1 { "" } else { "s (the ceiling: as many connections)" }
+                if case.sessions == 1 {
+                    ""
+                } else {
+                    "s (the ceiling: as many connections; ceiling x1: one connection)"
+                }
             );
+            let x1 = if single_ceiling.is_some() { " | of ceiling x1" } else { "" };
             println!(
-                "{:>9} | {:<15} {:>10} {:>9} {:>9} {:>10} | {:>10} {:>6}",
+                "{:>9} | {:<15} {:>10} {:>9} {:>9} {:>10} | {:>10} {:>6}{x1}",
                 "in-flight", "target", "calls/s", "p50 µs", "p99 µs", "CPU µs", "of ceiling", "CPU x"
             );
-            println!("{}", "-".repeat(93));
+            println!("{}", "-".repeat(93 + x1.len()));
             for &n in &case.inflight {
                 let want = |side: &str| args.only.as_deref().is_none_or(|o| o == side);
                 let mut c_rounds = Vec::new();
+                let mut c1_rounds = Vec::new();
                 let mut d_rounds: Vec<Vec<Round>> = drpc.iter().map(|_| Vec::new()).collect();
                 for _ in 0..args.rounds {
                     if want("ceiling") {
                         c_rounds.push(round(&ceiling, n, args.secs, &body, &big, server_clock).await);
+                        if let Some(single) = &single_ceiling {
+                            c1_rounds.push(round(single, n, args.secs, &body, &big, server_clock).await);
+                        }
                     }
                     if want("drpc") {
                         for ((_, target), rounds) in drpc.iter().zip(d_rounds.iter_mut()) {
@@ -448,12 +463,16 @@ fn main() {
                     }
                 }
                 let c = summarize(c_rounds);
+                let c1 = summarize(c1_rounds);
                 if let Some(c) = &c {
-                    print_row(n, "ceiling", c, None);
+                    print_row(n, "ceiling", c, None, None);
+                }
+                if let Some(c1) = &c1 {
+                    print_row(n, "ceiling x1", c1, None, None);
                 }
                 for ((name, _), rounds) in drpc.iter().zip(d_rounds) {
                     if let Some(f) = summarize(rounds) {
-                        print_row(n, name, &f, c.as_ref());
+                        print_row(n, name, &f, c.as_ref(), c1.as_ref());
                     }
                 }
             }
@@ -472,7 +491,15 @@ fn main() {
     server.join().expect("server thread");
 }
 
-fn print_row(inflight: usize, name: &str, f: &Figures, ceiling: Option<&Figures>) {
+/// One row; `single` is the one-connection ceiling of a several-session
+/// table, compared by calls/s in a last column.
+fn print_row(
+    inflight: usize,
+    name: &str,
+    f: &Figures,
+    ceiling: Option<&Figures>,
+    single: Option<&Figures>,
+) {
     let (share, cpu) = match ceiling {
         Some(c) => (
             format!("{:.0}%", 100.0 * f.calls_per_sec / c.calls_per_sec),
@@ -480,8 +507,11 @@ fn print_row(inflight: usize, name: &str, f: &Figures, ceiling: Option<&Figures>
         ),
         None => ("-".to_string(), "-".to_string()),
     };
+    let x1 = single
+        .map(|c1| format!(" | {:>13.0}%", 100.0 * f.calls_per_sec / c1.calls_per_sec))
+        .unwrap_or_default();
     println!(
-        "{:>9} | {:<15} {:>10.0} {:>9.1} {:>9.1} {:>10.2} | {:>10} {:>6}",
+        "{:>9} | {:<15} {:>10.0} {:>9.1} {:>9.1} {:>10.2} | {:>10} {:>6}{x1}",
         inflight, name, f.calls_per_sec, f.p50_us, f.p99_us, f.cpu_per_call_us, share, cpu
     );
 }

@@ -12,7 +12,7 @@ use drpc::{CallCtx, Code, Endpoint, Plugin, PushCtx, Session, Status};
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -132,14 +132,7 @@ async fn frames_read_behind_a_full_hold_run_once_the_hooks_pass() {
     for n in 0..PUSHES {
         assert_eq!(within("a held push", pushed.recv()).await, Some(n));
     }
-    let mut buf = BytesMut::new();
-    let reply = loop {
-        if let Some(m) = framer.decode(&mut buf).unwrap() {
-            break m;
-        }
-        let read = within("the reply", raw.read_buf(&mut buf)).await.unwrap();
-        assert!(read > 0, "the connection closed before the reply");
-    };
+    let reply = read_frame(&mut raw).await;
     assert_eq!((reply.header.seq, reply.header.status_code), (7, 0));
     assert_eq!(&reply.body[..], &[5]);
     server.close().await;

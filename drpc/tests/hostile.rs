@@ -200,15 +200,7 @@ async fn a_call_with_an_unknown_transfer_filter_is_answered_400() {
         .unwrap();
     let mut raw = TcpStream::connect(p.addr.target()).await.unwrap();
     raw.write_all(&wire).await.unwrap();
-    let mut framer = RawProto.framer(&FrameLimits::default());
-    let mut buf = BytesMut::new();
-    let reply = loop {
-        if let Some(m) = framer.decode(&mut buf).unwrap() {
-            break m;
-        }
-        let n = within("reply bytes", raw.read_buf(&mut buf)).await.unwrap();
-        assert!(n > 0, "connection closed before the reply");
-    };
+    let reply = read_frame(&mut raw).await;
     assert_eq!((reply.header.seq, reply.header.status_code), (9, 400));
     assert!(reply.header.status_message.contains("transfer filters [7]"));
     p.close().await;
@@ -280,15 +272,7 @@ async fn raw_call(raw: &mut TcpStream, msg: &drpc::proto::Message) -> drpc::prot
         .with_meta_len(usize::MAX);
     RawProto.framer(&unlimited).encode(msg, &mut wire).unwrap();
     raw.write_all(&wire).await.unwrap();
-    let mut framer = RawProto.framer(&FrameLimits::default());
-    let mut buf = BytesMut::new();
-    loop {
-        if let Some(m) = framer.decode(&mut buf).unwrap() {
-            return m;
-        }
-        let n = within("reply bytes", raw.read_buf(&mut buf)).await.unwrap();
-        assert!(n > 0, "connection closed before the reply");
-    }
+    read_frame(raw).await
 }
 
 #[tokio::test]

@@ -14,6 +14,22 @@ use tokio::sync::mpsc;
 /// so a loaded 2-core machine never flakes, while a hang still fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The next frame a raw connection receives, in the raw wire format (bytes
+/// after it are dropped: for tests that expect one reply).
+pub async fn read_frame(raw: &mut tokio::net::TcpStream) -> drpc::proto::Message {
+    use drpc::proto::{FrameLimits, Proto, RawProto};
+    use tokio::io::AsyncReadExt;
+    let mut framer = RawProto.framer(&FrameLimits::default());
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        if let Some(m) = framer.decode(&mut buf).unwrap() {
+            return m;
+        }
+        let n = within("a frame", raw.read_buf(&mut buf)).await.unwrap();
+        assert!(n > 0, "the connection closed before a whole frame");
+    }
+}
+
 /// Awaits `fut`, failing the test if it takes longer than [`WAIT`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(WAIT, fut).await {

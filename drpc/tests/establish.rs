@@ -96,7 +96,16 @@ impl Plugin for PassAfterFrames {
 async fn frames_read_behind_a_full_hold_run_once_the_hooks_pass() {
     // 100 pushes and a call in one write: the server reads them all at
     // once, holds 64, and stops. No more bytes come after the hooks pass.
-    const PUSHES: u8 = 100;
+    // The call comes last, or 65th: the message that finds the hold full.
+    for call_after in [100, 64] {
+        held_pushes_and_a_call(100, call_after).await;
+    }
+}
+
+/// Writes `pushes` pushes with a call after the first `call_after`, in one
+/// write, to a server whose accept hook passes once its hold is full; all
+/// of them must run, in order, and the call be answered.
+async fn held_pushes_and_a_call(pushes: u8, call_after: u8) {
     let (tx, mut pushed) = mpsc::unbounded_channel();
     let mut r = test_router();
     r.push("/n", move |_: PushCtx, n: u8| {
@@ -117,23 +126,32 @@ async fn frames_read_behind_a_full_hold_run_once_the_hooks_pass() {
     let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
     let mut framer = RawProto.framer(&FrameLimits::default());
     let mut wire = BytesMut::new();
-    for n in 0..PUSHES {
-        let push = Message::new(Header::push("/n"), vec![n]);
-        framer.encode(&push, &mut wire).unwrap();
-    }
     // MessagePack {"a": 2, "b": 3}.
     let call = Message::new(
         Header::call(7, "/math/add"),
         vec![0x82, 0xa1, 0x61, 2, 0xa1, 0x62, 3],
     );
-    framer.encode(&call, &mut wire).unwrap();
+    for n in 0..pushes {
+        if n == call_after {
+            framer.encode(&call, &mut wire).unwrap();
+        }
+        let push = Message::new(Header::push("/n"), vec![n]);
+        framer.encode(&push, &mut wire).unwrap();
+    }
+    if call_after >= pushes {
+        framer.encode(&call, &mut wire).unwrap();
+    }
     let mut raw = TcpStream::connect(addr.target()).await.unwrap();
     raw.write_all(&wire).await.unwrap();
-    for n in 0..PUSHES {
+    for n in 0..pushes {
         assert_eq!(within("a held push", pushed.recv()).await, Some(n));
     }
     let reply = read_frame(&mut raw).await;
-    assert_eq!((reply.header.seq, reply.header.status_code), (7, 0));
+    assert_eq!(
+        (reply.header.seq, reply.header.status_code),
+        (7, 0),
+        "call after {call_after} pushes"
+    );
     assert_eq!(&reply.body[..], &[5]);
     server.close().await;
 }

@@ -19,16 +19,18 @@ use crate::shared::EndpointShared;
 use crate::values::Status;
 use drpc_proto::{Kind, Message};
 use drpc_socket::{Finished, ReadHalf, Socket, WriteHalf};
+use futures_util::FutureExt;
 use std::future::poll_fn;
 use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-/// A connected socket made into a link, before its tasks start.
+/// A connected socket made into a link, before its connection runs.
 pub(crate) struct Conn {
     pub(crate) link: Arc<Link>,
     rd: ReadHalf,
@@ -96,7 +98,17 @@ pub(crate) async fn run(
     // Polled by this task beside the reads, not spawned: a reply or call
     // queued while the reader runs is written in the same turn, without a
     // hop through the scheduler (what h2 does with its connection task).
-    let writer: Writer = Box::pin(write_loop(link.clone(), wr));
+    let writer: Writer = Box::pin(
+        AssertUnwindSafe(write_loop(link.clone(), wr))
+            .catch_unwind()
+            .map(|ended| {
+                // A transport's writer that panics fails this connection,
+                // not the session's task.
+                ended.unwrap_or_else(|_| {
+                    WriterEnd::Failed(Status::internal("the connection's writer panicked"))
+                })
+            }),
+    );
     let now = tokio::time::Instant::now().into_std();
     let mut r = Reader {
         session,
@@ -331,8 +343,9 @@ impl Reader<'_> {
     }
 
     /// The hooks passed: what was held runs now, in order, then messages go
-    /// straight to their handlers. Frames already read behind a full hold
-    /// are handled at once: no more bytes may come to wake the reader.
+    /// straight to their handlers. A message and frames already read behind
+    /// a full hold are handled at once: no more bytes may come to wake the
+    /// reader.
     fn establish(&mut self) -> Option<(Cause, Status)> {
         self.established = true;
         if self.session.phase() == Phase::Establishing {
@@ -343,12 +356,10 @@ impl Reader<'_> {
         for (msg, arrived) in held {
             self.dispatch(msg, arrived);
         }
-        if let Some(msg) = self.waiting.take() {
-            let arrived = self.inbound.arrived();
-            self.dispatch(msg, arrived);
-            return self.frames();
-        }
-        None
+        // The message that found the hold full goes through the core again
+        // (a call is recorded as being handled only there), then the frames
+        // read behind it.
+        self.retry_waiting()
     }
 
     fn dispatch(&self, msg: Message, arrived: Instant) {

@@ -19,13 +19,27 @@ pub(crate) enum WriterEnd {
 }
 
 /// Writes until [`Link::finish_writing`] and an empty queue, or an error.
+///
+/// It is polled by the connection's task, beside the reads and timers of
+/// that same task: after a batch, when another is ready at once, it lets
+/// them run first (a busy sender must not keep incoming replies unread or
+/// deadlines unchecked, nor spend the task's whole coop budget).
 pub(crate) async fn write_loop(link: Arc<Link>, mut wr: WriteHalf) -> WriterEnd {
+    let mut wrote = false;
     loop {
+        let mut waited = false;
         let step = poll_fn(|cx| match link.core().next_write(|| cx.waker().clone()) {
-            WriteStep::Wait => Poll::Pending,
+            WriteStep::Wait => {
+                waited = true;
+                Poll::Pending
+            }
             step => Poll::Ready(step),
         })
         .await;
+        if wrote && !waited {
+            tokio::task::yield_now().await;
+        }
+        wrote = true;
         let batch = match step {
             WriteStep::Batch(batch, room) => {
                 for w in room {

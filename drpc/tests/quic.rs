@@ -173,14 +173,7 @@ async fn a_restarted_server_resets_its_old_connections_at_once() {
     // not know them and answers with a stateless reset: the call fails at
     // once with the connection, long before its 20 s deadline (or QUIC's
     // 30 s idle timeout).
-    let err = session
-        .call_with::<_, i64>(
-            "/math/add",
-            &Add { a: 1, b: 1 },
-            drpc::CallOptions::new().timeout(std::time::Duration::from_secs(20)),
-        )
-        .await
-        .unwrap_err();
+    let err = call_with_a_long_deadline(&session).await;
     assert_eq!(err.code(), drpc::Code::CONNECTION_CLOSED, "{err}");
     within("the session ends", session.closed()).await;
     // And a new dial reaches the new server.
@@ -208,18 +201,24 @@ async fn a_frozen_peer_is_noticed_within_the_idle_timeout() {
         .await
         .unwrap();
     server.freeze().await;
-    let err = session
-        .call_with::<_, i64>(
-            "/math/add",
-            &Add { a: 1, b: 1 },
-            drpc::CallOptions::new().timeout(std::time::Duration::from_secs(20)),
-        )
-        .await
-        .unwrap_err();
+    let err = call_with_a_long_deadline(&session).await;
     // The connection died of its 2 s idle timeout, not the call of its 20 s
     // deadline.
     assert_eq!(err.code(), drpc::Code::CONNECTION_CLOSED, "{err}");
     within("the session ends", session.closed()).await;
     client.close().await;
     server.thaw_and_end();
+}
+
+/// A call with a 20 s deadline, which the test expects to fail long before
+/// it, with the connection.
+async fn call_with_a_long_deadline(session: &drpc::Session) -> drpc::Status {
+    session
+        .call_with::<_, i64>(
+            "/math/add",
+            &Add { a: 1, b: 1 },
+            drpc::CallOptions::new().timeout(std::time::Duration::from_secs(20)),
+        )
+        .await
+        .unwrap_err()
 }

@@ -82,18 +82,25 @@ fn replies(msgs: &[Message]) -> Vec<(u32, i32, Vec<u8>)> {
 const ADD_1_2: &[u8] = &[0x82, 0xa1, b'a', 0x01, 0xa1, b'b', 0x02];
 const UNIT: &[u8] = &[0xc0];
 
-/// A peer that sends calls and then ends its stream still gets the replies
-/// of the calls already received, after their handlers finish.
-pub async fn an_end_of_stream_is_a_graceful_end(t: Transport) {
-    init_tracing();
-    let (routes, mut gate) = gated_router();
+/// A server whose `/wait` handler waits on the gate, and a raw peer
+/// connected to it.
+async fn gated_server(t: &Transport) -> (Endpoint, Gate, RawPeer) {
+    let (routes, gate) = gated_router();
     let server = Endpoint::builder()
         .config(t.config.clone())
         .router(routes)
         .build()
         .unwrap();
     let addr = server.listen(t.listen.as_str()).await.unwrap();
-    let mut peer = RawPeer::dial(&t, &addr).await;
+    let peer = RawPeer::dial(t, &addr).await;
+    (server, gate, peer)
+}
+
+/// A peer that sends calls and then ends its stream still gets the replies
+/// of the calls already received, after their handlers finish.
+pub async fn an_end_of_stream_is_a_graceful_end(t: Transport) {
+    init_tracing();
+    let (server, mut gate, mut peer) = gated_server(&t).await;
     peer.call(1, "/wait", UNIT).await;
     peer.call(2, "/math/add", ADD_1_2).await;
     within("handler start", gate.started.recv()).await.unwrap();
@@ -114,14 +121,7 @@ pub async fn an_end_of_stream_is_a_graceful_end(t: Transport) {
 /// not read it yet) is answered with 102, not left unanswered.
 pub async fn a_call_crossing_the_going_away_notice_is_answered_102(t: Transport) {
     init_tracing();
-    let (routes, mut gate) = gated_router();
-    let server = Endpoint::builder()
-        .config(t.config.clone())
-        .router(routes)
-        .build()
-        .unwrap();
-    let addr = server.listen(t.listen.as_str()).await.unwrap();
-    let mut peer = RawPeer::dial(&t, &addr).await;
+    let (server, mut gate, mut peer) = gated_server(&t).await;
     peer.call(1, "/wait", UNIT).await;
     within("handler start", gate.started.recv()).await.unwrap();
     let closing = tokio::spawn({

@@ -288,6 +288,10 @@ struct Figures {
     cpu_per_call_us: f64,
     p50_us: f64,
     p99_us: f64,
+    /// Each round's own p50, in µs: compared round by round with the
+    /// ceiling's, which ran just before, so that drift between rounds on a
+    /// shared machine cancels out.
+    round_p50s: Vec<f64>,
 }
 
 fn summarize(rounds: Vec<Round>) -> Option<Figures> {
@@ -300,15 +304,42 @@ fn summarize(rounds: Vec<Round>) -> Option<Figures> {
     };
     let calls = median(rounds.iter().map(|r| r.calls_per_sec).collect());
     let cpu = median(rounds.iter().map(|r| r.cpu_per_call_us).collect());
+    let round_p50s = rounds
+        .iter()
+        .map(|r| {
+            let mut lat = r.latencies.clone();
+            lat.sort_unstable();
+            percentile(&lat, 0.50)
+        })
+        .collect();
     let mut lat: Vec<u64> = rounds.into_iter().flat_map(|r| r.latencies).collect();
     lat.sort_unstable();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
     Some(Figures {
         calls_per_sec: calls,
         cpu_per_call_us: cpu,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
+        p50_us: percentile(&lat, 0.50),
+        p99_us: percentile(&lat, 0.99),
+        round_p50s,
     })
+}
+
+/// The `p` percentile of sorted latencies in ns, in µs.
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+    sorted.get(at).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+/// The median over rounds of `f`'s p50 over the ceiling's in the same round.
+fn paired_p50(f: &Figures, ceiling: &Figures) -> Option<f64> {
+    let mut ratios: Vec<f64> = f
+        .round_p50s
+        .iter()
+        .zip(&ceiling.round_p50s)
+        .filter(|(_, c)| **c > 0.0)
+        .map(|(d, c)| d / c)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    ratios.get(ratios.len() / 2).copied()
 }
 
 fn listen_addr(transport: &str) -> String {
@@ -392,7 +423,8 @@ fn main() {
             args.rounds, args.secs
         );
         println!("server and client: one single-threaded tokio runtime each, on separate OS threads (one core each)");
-        println!("CPU is both threads' CPU time per call; 'of ceiling' compares calls/s, 'CPU x' CPU per call");
+        println!("CPU is both threads' CPU time per call; 'of ceiling' compares calls/s, 'CPU x' CPU per call,");
+        println!("'p50 x' each round's p50 with the ceiling's of the same round (the median of those ratios)");
         if args.big > 0 {
             println!("while one more caller echoes a {} B body back to back on the same session", args.big);
         }
@@ -440,10 +472,10 @@ fn main() {
             );
             let x1 = if single_ceiling.is_some() { " | of ceiling x1" } else { "" };
             println!(
-                "{:>9} | {:<15} {:>10} {:>9} {:>9} {:>10} | {:>10} {:>6}{x1}",
-                "in-flight", "target", "calls/s", "p50 µs", "p99 µs", "CPU µs", "of ceiling", "CPU x"
+                "{:>9} | {:<15} {:>10} {:>9} {:>9} {:>10} | {:>10} {:>6} {:>6}{x1}",
+                "in-flight", "target", "calls/s", "p50 µs", "p99 µs", "CPU µs", "of ceiling", "CPU x", "p50 x"
             );
-            println!("{}", "-".repeat(93 + x1.len()));
+            println!("{}", "-".repeat(100 + x1.len()));
             for &n in &case.inflight {
                 let want = |side: &str| args.only.as_deref().is_none_or(|o| o == side);
                 let mut c_rounds = Vec::new();
@@ -500,18 +532,19 @@ fn print_row(
     ceiling: Option<&Figures>,
     single: Option<&Figures>,
 ) {
-    let (share, cpu) = match ceiling {
+    let (share, cpu, p50) = match ceiling {
         Some(c) => (
             format!("{:.0}%", 100.0 * f.calls_per_sec / c.calls_per_sec),
             format!("{:.2}", f.cpu_per_call_us / c.cpu_per_call_us),
+            paired_p50(f, c).map_or("-".to_string(), |r| format!("{r:.2}")),
         ),
-        None => ("-".to_string(), "-".to_string()),
+        None => ("-".to_string(), "-".to_string(), "-".to_string()),
     };
     let x1 = single
         .map(|c1| format!(" | {:>13.0}%", 100.0 * f.calls_per_sec / c1.calls_per_sec))
         .unwrap_or_default();
     println!(
-        "{:>9} | {:<15} {:>10.0} {:>9.1} {:>9.1} {:>10.2} | {:>10} {:>6}{x1}",
-        inflight, name, f.calls_per_sec, f.p50_us, f.p99_us, f.cpu_per_call_us, share, cpu
+        "{:>9} | {:<15} {:>10.0} {:>9.1} {:>9.1} {:>10.2} | {:>10} {:>6} {:>6}{x1}",
+        inflight, name, f.calls_per_sec, f.p50_us, f.p99_us, f.cpu_per_call_us, share, cpu, p50
     );
 }

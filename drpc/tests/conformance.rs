@@ -172,10 +172,7 @@ impl Freezable {
         let (thaw, thaw_rx) = std::sync::mpsc::channel::<()>();
         let t = t.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = own_runtime();
             rt.block_on(async move {
                 let ep = Endpoint::builder()
                     .config(t.config.clone())

@@ -76,10 +76,7 @@ impl Server {
             std::sync::mpsc::channel::<(Order, tokio::sync::oneshot::Sender<()>)>();
         let (thaw, thawed) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = own_runtime();
             let ep = rt.block_on(async {
                 let ep = drpc::Endpoint::builder()
                     .config(config)

@@ -23,10 +23,7 @@ impl Crashable {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (crash, crashed) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = own_runtime();
             rt.block_on(async move {
                 let ep = Endpoint::builder()
                     .router(test_router())

@@ -30,6 +30,15 @@ pub async fn read_frame(raw: &mut tokio::net::TcpStream) -> drpc::proto::Message
     }
 }
 
+/// A runtime for a server on a thread of its own, which a test can stop
+/// (or freeze) independently of its own runtime.
+pub fn own_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Awaits `fut`, failing the test if it takes longer than [`WAIT`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     match tokio::time::timeout(WAIT, fut).await {

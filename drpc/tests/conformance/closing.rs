@@ -163,10 +163,7 @@ pub async fn shutdown_returns_once_the_transport_has_closed(t: Transport) {
     let config = t.config.clone();
     let listen = t.listen.clone();
     let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = own_runtime();
         rt.block_on(async move {
             let mut routes = Router::new();
             routes

@@ -66,6 +66,25 @@ impl Inbound {
         (&mut self.buf, offered)
     }
 
+    /// How much room a read should offer when the buffer was released and
+    /// that room is at most `most`; `None` when reading into the buffer
+    /// itself is the way (it holds a partial frame, or reads are larger).
+    /// The reader then reads into space of its own, and only bytes that
+    /// came make a buffer: a read that finds nothing allocates nothing.
+    pub(crate) fn released_offer(&self, most: usize) -> Option<usize> {
+        (self.buf.capacity() == 0 && self.sizer.next <= most).then_some(self.sizer.next)
+    }
+
+    /// `bytes` were read, into space of the reader's own that offered
+    /// `offered` (see [`Inbound::released_offer`]), at `now`.
+    pub(crate) fn filled_from(&mut self, offered: usize, bytes: &[u8], now: Instant) {
+        // Exactly as large as what came: whole frames leave it empty, and
+        // a partial one grows it on the next read.
+        self.buf.reserve(bytes.len());
+        self.buf.extend_from_slice(bytes);
+        self.filled(offered, bytes.len(), now);
+    }
+
     /// `n` bytes were read into the buffer, which offered `offered`, at `now`.
     pub(crate) fn filled(&mut self, offered: usize, n: usize, now: Instant) {
         self.sizer.record(offered, n);
@@ -294,5 +313,32 @@ mod tests {
         feed(&mut i, &[0, 0], t);
         i.release_if_empty();
         assert!(i.capacity() > 0);
+    }
+
+    #[test]
+    fn a_read_without_a_buffer_keeps_only_what_came() {
+        let t = Instant::now();
+        let mut i = inbound(t);
+        assert_eq!(i.released_offer(512), None, "an offer over the reader's space");
+        let offered = i.released_offer(16 * 1024).expect("no buffer yet");
+        assert_eq!(offered, 1024);
+        let bytes = wire(&[
+            Message::new(Header::push("/a"), vec![1]),
+            Message::new(Header::push("/b"), vec![2; 100]),
+        ]);
+        let cut = bytes.len() - 3;
+        i.filled_from(offered, &bytes[..cut], t);
+        assert!(i.capacity() < offered, "a buffer of what came, not of the offer");
+        assert!(matches!(i.next(), Ok(Some(Frame::Message(m))) if m.body[..] == [1]));
+        assert!(matches!(i.next(), Ok(None)));
+        assert_eq!(
+            i.released_offer(16 * 1024),
+            None,
+            "a partial frame is read into its buffer"
+        );
+        feed(&mut i, &bytes[cut..], t);
+        assert!(matches!(i.next(), Ok(Some(Frame::Message(m))) if m.body.len() == 100));
+        i.release_if_empty();
+        assert_eq!(i.released_offer(16 * 1024), Some(1024));
     }
 }

@@ -4,6 +4,7 @@
 //! drained or not as [`after_connection`] decides.
 
 use super::dispatch;
+use super::read::{poll_read, Read};
 use super::writer::{write_loop, WriterEnd};
 use crate::core::conn::{ConnCore, Event};
 use crate::core::hold::Hold;
@@ -22,12 +23,10 @@ use drpc_socket::{Finished, ReadHalf, Socket, WriteHalf};
 use futures_util::FutureExt;
 use std::future::poll_fn;
 use std::future::Future;
-use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// A connected socket made into a link, before its connection runs.
@@ -227,13 +226,6 @@ struct Reader<'a> {
     writer_end: Option<WriterEnd>,
 }
 
-/// What one read brought.
-enum Read {
-    Bytes,
-    End,
-    Failed(io::Error),
-}
-
 impl Reader<'_> {
     /// Reads and dispatches until something ends the connection.
     async fn until_ending(&mut self, verdict: Verdict) -> (Cause, Status) {
@@ -244,14 +236,12 @@ impl Reader<'_> {
             }) as BoxFuture<'static, _>,
             Verdict::Run(fut) => fut,
         });
-        let (session, link) = (self.session, self.link);
-        let shared = &session.shared;
-        // Made once and polled on every turn: making and dropping them each
-        // turn costs a lock and a list update apiece, per read.
-        let mut abort = pin!(shared.abort_requested.cancelled());
-        let mut dropped = pin!(link.drop_requested.cancelled());
-        let mut closing = pin!(shared.close_requested.cancelled());
-        let mut woken = pin!(link.reader.notified());
+        let link = self.link;
+        // Close, abort and drop requests wake the reader through the link
+        // (cheaper to poll on every turn than their tokens), and are
+        // checked once at the start, for one made before this connection
+        // was the session's.
+        link.reader.notify();
         let mut frame_timer = pin!(LazyTimer::new());
         let mut call_timer = pin!(LazyTimer::new());
         loop {
@@ -260,21 +250,13 @@ impl Reader<'_> {
             let can_read = self.reading && self.waiting.is_none() && !self.backlog;
             tokio::select! {
                 biased;
-                _ = &mut abort => {
-                    return (Cause::Abort, session.abort_status());
-                }
-                _ = &mut dropped => {
-                    let reason = link.drop_reason.get().cloned().unwrap_or_else(|| {
-                        Status::connection_closed("the connection was dropped")
-                    });
-                    return (Cause::Dropped, reason);
-                }
-                _ = &mut closing => {
-                    let status = match self.established {
-                        true => Status::connection_closed("closed by the local endpoint"),
-                        false => Status::connection_closed("closed before the session was established"),
-                    };
-                    return (Cause::LocalClose, status);
+                _ = poll_fn(|cx| link.reader.poll(cx)) => {
+                    if let Some(end) = self.requested_end() {
+                        return end;
+                    }
+                    if let Some(end) = self.retry_waiting() {
+                        return end;
+                    }
                 }
                 v = async { verdict.as_mut().expect("checked").await }, if verdict.is_some() => {
                     verdict = None;
@@ -322,12 +304,6 @@ impl Reader<'_> {
                         return end;
                     }
                 }
-                _ = &mut woken => {
-                    woken.set(link.reader.notified());
-                    if let Some(end) = self.retry_waiting() {
-                        return end;
-                    }
-                }
                 _ = frame_timer.as_mut().fired(), if frame_timer.is_armed() => {
                     // Armed lazily: the frame it was set for may be whole.
                     let now = tokio::time::Instant::now().into_std();
@@ -340,6 +316,31 @@ impl Reader<'_> {
                 }
             }
         }
+    }
+
+    /// The end asked for by an abort, a drop or a close, if any (in that
+    /// order: the most abrupt wins).
+    fn requested_end(&self) -> Option<(Cause, Status)> {
+        let (shared, link) = (&self.session.shared, self.link);
+        if shared.abort_requested.is_cancelled() {
+            return Some((Cause::Abort, self.session.abort_status()));
+        }
+        if link.drop_requested.is_cancelled() {
+            let reason = link
+                .drop_reason
+                .get()
+                .cloned()
+                .unwrap_or_else(|| Status::connection_closed("the connection was dropped"));
+            return Some((Cause::Dropped, reason));
+        }
+        if shared.close_requested.is_cancelled() {
+            let status = match self.established {
+                true => Status::connection_closed("closed by the local endpoint"),
+                false => Status::connection_closed("closed before the session was established"),
+            };
+            return Some((Cause::LocalClose, status));
+        }
+        None
     }
 
     /// The hooks passed: what was held runs now, in order, then messages go
@@ -524,7 +525,7 @@ impl Reader<'_> {
                         self.reading = false;
                     }
                 }
-                _ = self.link.reader.notified() => {}
+                _ = poll_fn(|cx| self.link.reader.poll(cx)) => {}
                 _ = call_timer.as_mut().fired(), if call_timer.is_armed() => self.expire_calls(),
             }
         }
@@ -564,21 +565,3 @@ const FRAMES_PER_TURN: usize = 32;
 /// before the connection closes without its end of stream. A peer that is
 /// still there answers an end of stream within a round trip.
 const LINGER_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Reads what the socket has into the inbound buffer. While it has nothing,
-/// an empty buffer is given back, so an idle connection holds none.
-fn poll_read(rd: &mut ReadHalf, inbound: &mut Inbound, cx: &mut Context<'_>) -> Poll<Read> {
-    let (buf, offered) = inbound.room();
-    match tokio_util::io::poll_read_buf(Pin::new(rd), cx, buf) {
-        Poll::Pending => {
-            inbound.release_if_empty();
-            Poll::Pending
-        }
-        Poll::Ready(Ok(0)) => Poll::Ready(Read::End),
-        Poll::Ready(Ok(n)) => {
-            inbound.filled(offered, n, tokio::time::Instant::now().into_std());
-            Poll::Ready(Read::Bytes)
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Read::Failed(e)),
-    }
-}

@@ -7,5 +7,6 @@ pub(crate) mod connection;
 pub(crate) mod dispatch;
 pub(crate) mod establish;
 pub(crate) mod hooks;
+mod read;
 pub(crate) mod supervisor;
 pub(crate) mod writer;

@@ -6,6 +6,7 @@
 use crate::core::conn::{ConnCore, QueueError};
 use crate::core::inflight::Outcome;
 use crate::core::wire;
+use crate::runtime::attention::Attention;
 use crate::values::Status;
 use bytes::BytesMut;
 use drpc_proto::{Head, Message, ProtoError, WriteBody};
@@ -25,8 +26,9 @@ pub(crate) struct Link {
     pub(crate) local: Addr,
     pub(crate) peer: Addr,
     /// Tells the reader to look again: a deadline earlier than its timer,
-    /// room in the hold, the hooks' verdict, a drop asked for.
-    pub(crate) reader: Notify,
+    /// room in the hold, a handler ended while draining, a drop, close or
+    /// abort asked for.
+    pub(crate) reader: Attention,
     /// Woken when a message is held while the connection is established,
     /// for a hook waiting to take one.
     pub(crate) held: Notify,
@@ -70,7 +72,7 @@ impl Drop for HandlerGuard {
         if h.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             h.idle.notify_waiters();
             // The reader may be draining, waiting for the last one.
-            self.0.reader.notify_one();
+            self.0.reader.notify();
         }
     }
 }
@@ -81,7 +83,7 @@ impl Link {
             core: Mutex::new(core),
             local,
             peer,
-            reader: Notify::new(),
+            reader: Attention::default(),
             held: Notify::new(),
             handlers: Handlers::default(),
             established: CancellationToken::new(),
@@ -155,7 +157,7 @@ impl Link {
             .start_call(head, deadline, write_body, || waiter.clone())?;
         if earlier {
             // The reader's deadline timer must fire sooner.
-            self.reader.notify_one();
+            self.reader.notify();
         }
         if let Some(w) = writer {
             w.wake();
@@ -170,7 +172,7 @@ impl Link {
     pub(crate) fn register_call(&self, deadline: Instant) -> u32 {
         let (seq, earlier) = self.core().calls.start(deadline);
         if earlier {
-            self.reader.notify_one();
+            self.reader.notify();
         }
         seq
     }

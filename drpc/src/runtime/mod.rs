@@ -3,6 +3,7 @@
 //! in, and a timer for changing deadlines. Nothing here knows a `Session` or a `Plugin`.
 
 pub(crate) mod admission;
+pub(crate) mod attention;
 pub(crate) mod link;
 pub(crate) mod scope;
 pub(crate) mod timer;

@@ -78,7 +78,7 @@ impl Session {
                 if let Some(msg) = core.take_held(service_method) {
                     drop(core);
                     // Room was freed for a reader that may be waiting.
-                    link.reader.notify_one();
+                    link.reader.notify();
                     return self.read_handshake(&link, msg);
                 }
                 if core.is_established() {

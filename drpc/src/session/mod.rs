@@ -288,6 +288,7 @@ impl Session {
     /// completes when that handler does).
     pub async fn close(&self) {
         self.shared.close_requested.cancel();
+        self.wake_reader();
         if !scope::in_session(self.identity()) {
             self.closed().await;
         }
@@ -303,6 +304,15 @@ impl Session {
     pub fn abort(&self, reason: Status) {
         let _ = self.shared.abort_reason.set(reason);
         self.shared.abort_requested.cancel();
+        self.wake_reader();
+    }
+
+    /// Has the current connection's reader look at the session's requests
+    /// (a connection that starts later checks them when it starts).
+    fn wake_reader(&self) {
+        if let Some(link) = self.link() {
+            link.reader.notify();
+        }
     }
 
     /// Drops the current connection at once, as if it had broken, with
@@ -314,7 +324,7 @@ impl Session {
         if let Some(link) = self.link() {
             let _ = link.drop_reason.set(reason);
             link.drop_requested.cancel();
-            link.reader.notify_one();
+            link.reader.notify();
         }
     }
 

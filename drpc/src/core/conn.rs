@@ -64,6 +64,9 @@ pub(crate) struct ConnCore<W> {
     ended: Option<Status>,
     /// The writer, waiting for something to write.
     writer: Option<W>,
+    /// The writer's task is handling frames and polls the writer right
+    /// after: what is queued meanwhile needs no wake-up.
+    writer_due: bool,
     /// The writer shuts the connection's write side down once it has
     /// written everything.
     finish_writing: bool,
@@ -102,6 +105,7 @@ impl<W> ConnCore<W> {
             peer_notice: None,
             ended: None,
             writer: None,
+            writer_due: false,
             finish_writing: false,
             room: Vec::new(),
         }
@@ -190,6 +194,22 @@ impl<W> ConnCore<W> {
 
     /// Queues a message that must not wait for room (a reply, a notice);
     /// one that cannot be encoded is replaced by what can be said instead.
+    /// Marks a turn of the writer's own task that polls the writer when it
+    /// ends (`true`), and that turn's end (`false`). A wake-up from that
+    /// turn would only have the task polled once more for nothing.
+    pub(crate) fn writer_due(&mut self, due: bool) {
+        self.writer_due = due;
+    }
+
+    /// The writer to wake now that something is queued, if it waits and
+    /// will not be polled anyway.
+    fn writer_to_wake(&mut self) -> Option<W> {
+        match self.writer_due {
+            true => None,
+            false => self.writer.take(),
+        }
+    }
+
     fn force(&mut self, msg: &Message) -> Option<W> {
         if let Err(err) = self.out.push(msg) {
             let h = &msg.header;
@@ -199,7 +219,7 @@ impl<W> ConnCore<W> {
                 let _ = self.out.push(&fallback);
             }
         }
-        self.writer.take()
+        self.writer_to_wake()
     }
 
     /// The connection's hooks passed: what was held is dispatched now, in
@@ -233,7 +253,7 @@ impl<W> ConnCore<W> {
                 dropped += 1;
             }
         }
-        (dropped, self.writer.take())
+        (dropped, self.writer_to_wake())
     }
 
     /// Answers call `seq` of the peer with `reply`, exactly once; returns
@@ -269,7 +289,7 @@ impl<W> ConnCore<W> {
             return Err(QueueError::Full);
         }
         self.out.push(msg).map_err(QueueError::Encode)?;
-        Ok(self.writer.take())
+        Ok(self.writer_to_wake())
     }
 
     /// Starts a call of this side in one step: registers it, waiting until
@@ -299,7 +319,7 @@ impl<W> ConnCore<W> {
             .push_with(head, write_body)
             .map_err(QueueError::Encode)?;
         let earlier = self.calls.insert(seq, deadline);
-        Ok((seq, earlier, self.writer.take()))
+        Ok((seq, earlier, self.writer_to_wake()))
     }
 
     /// Why new calls and pushes fail on this connection, if they do: it
@@ -348,7 +368,7 @@ impl<W> ConnCore<W> {
     /// the last replies). Returns the writer to wake.
     pub(crate) fn finish_writing(&mut self) -> Option<W> {
         self.finish_writing = true;
-        self.writer.take()
+        self.writer_to_wake()
     }
 
     /// The peer's calls being handled (or held), whose replies are owed.
@@ -364,7 +384,7 @@ impl<W> ConnCore<W> {
     pub(crate) fn end(&mut self, status: Status) -> Vec<W> {
         let mut woken = self.calls.fail_all(&status);
         woken.append(&mut self.room);
-        woken.extend(self.writer.take());
+        woken.extend(self.writer_to_wake());
         self.ended.get_or_insert(status);
         woken
     }

@@ -319,7 +319,11 @@ mod tests {
     fn a_read_without_a_buffer_keeps_only_what_came() {
         let t = Instant::now();
         let mut i = inbound(t);
-        assert_eq!(i.released_offer(512), None, "an offer over the reader's space");
+        assert_eq!(
+            i.released_offer(512),
+            None,
+            "an offer over the reader's space"
+        );
         let offered = i.released_offer(16 * 1024).expect("no buffer yet");
         assert_eq!(offered, 1024);
         let bytes = wire(&[
@@ -328,7 +332,10 @@ mod tests {
         ]);
         let cut = bytes.len() - 3;
         i.filled_from(offered, &bytes[..cut], t);
-        assert!(i.capacity() < offered, "a buffer of what came, not of the offer");
+        assert!(
+            i.capacity() < offered,
+            "a buffer of what came, not of the offer"
+        );
         assert!(matches!(i.next(), Ok(Some(Frame::Message(m))) if m.body[..] == [1]));
         assert!(matches!(i.next(), Ok(None)));
         assert_eq!(

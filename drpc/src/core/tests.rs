@@ -485,3 +485,23 @@ fn a_refusal_notice_is_reported_as_it_was_sent() {
     }
     assert_eq!(b.core.peer_notice().unwrap().code(), Code::OVERLOADED);
 }
+
+#[test]
+fn replies_queued_in_the_writers_own_turn_wake_nobody_and_the_writer_still_finds_them() {
+    let (clock, mut a, mut b) = established_pair();
+    a.call("/x", b"1", Duration::from_secs(5), clock.now());
+    let call = calls(a.send_to(&mut b, clock.now())).remove(0);
+    assert!(matches!(b.core.next_write(|| 99), WriteStep::Wait));
+    b.core.writer_due(true);
+    assert_eq!(b.answer(&call, b"ok"), None, "no wake-up inside the turn");
+    b.core.writer_due(false);
+    // The writer, polled after the turn, takes the reply.
+    assert!(matches!(b.core.next_write(|| 99), WriteStep::Batch(..)));
+    assert!(matches!(b.core.next_write(|| 99), WriteStep::Wait));
+    // Outside a turn, the waiting writer is woken as before.
+    b.push("/p", b"");
+    assert!(matches!(b.core.next_write(|| 99), WriteStep::Batch(..)));
+    assert!(matches!(b.core.next_write(|| 99), WriteStep::Wait));
+    let msg = Message::new(Header::push("/q"), vec![]);
+    assert_eq!(b.core.send(&msg, || 0).unwrap(), Some(99));
+}

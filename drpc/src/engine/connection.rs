@@ -9,7 +9,7 @@ use super::writer::{write_loop, WriterEnd};
 use crate::core::conn::{ConnCore, Event};
 use crate::core::hold::Hold;
 use crate::core::inbound::{Frame, Inbound};
-use crate::core::lifecycle::{after_connection, Cause, Facts, Next, Notice, Phase, Stop, Then};
+use crate::core::lifecycle::{after_connection, Cause, Facts, Next, Notice, Phase, Then};
 use crate::core::outbound::Outbound;
 use crate::core::wire;
 use crate::plugin::BoxFuture;
@@ -27,7 +27,10 @@ use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
+
+mod stop;
 
 /// A connected socket made into a link, before its connection runs.
 pub(crate) struct Conn {
@@ -126,6 +129,7 @@ pub(crate) async fn run(
         established: false,
         writer: Some(writer),
         writer_end: None,
+        woke_callers: false,
     };
     let (cause, status) = r.until_ending(verdict).await;
     let notice = match link.peer_notice() {
@@ -224,6 +228,8 @@ struct Reader<'a> {
     established: bool,
     writer: Option<Writer>,
     writer_end: Option<WriterEnd>,
+    /// Replies read in this turn woke their callers.
+    woke_callers: bool,
 }
 
 impl Reader<'_> {
@@ -245,6 +251,12 @@ impl Reader<'_> {
         let mut frame_timer = pin!(LazyTimer::new());
         let mut call_timer = pin!(LazyTimer::new());
         loop {
+            if std::mem::take(&mut self.woke_callers) {
+                // The callers just woken run first: the calls they make
+                // next go out in this task's next turn, and the turn that
+                // would have found nothing to do between is saved.
+                yield_once().await;
+            }
             frame_timer.as_mut().arm(self.inbound.frame_deadline());
             call_timer.as_mut().arm(link.core().calls.next_deadline());
             let can_read = self.reading && self.waiting.is_none() && !self.backlog;
@@ -374,6 +386,15 @@ impl Reader<'_> {
     /// before it lets other tasks run (`backlog` then says more may wait);
     /// `Some` when one ends the connection.
     fn frames(&mut self) -> Option<(Cause, Status)> {
+        // Replies queued by handlers that finish inline need no wake-up of
+        // the writer: this task polls it next (in either loop).
+        self.link.core().writer_due(true);
+        let end = self.handle_frames();
+        self.link.core().writer_due(false);
+        end
+    }
+
+    fn handle_frames(&mut self) -> Option<(Cause, Status)> {
         self.backlog = false;
         let mut handled = 0;
         while self.waiting.is_none() {
@@ -419,7 +440,13 @@ impl Reader<'_> {
             Event::Push(msg) => dispatch::push(self.session, self.link, msg),
             Event::Held => self.link.held.notify_waiters(),
             Event::HoldFull(msg) => self.waiting = Some(msg),
-            Event::Replied(waker) | Event::Answered(waker) => {
+            Event::Replied(waker) => {
+                if let Some(w) = waker {
+                    w.wake();
+                    self.woke_callers = true;
+                }
+            }
+            Event::Answered(waker) => {
                 if let Some(w) = waker {
                     w.wake();
                 }
@@ -463,95 +490,21 @@ impl Reader<'_> {
             w.wake();
         }
     }
+}
 
-    /// Stops the connection as decided: drains it (running handlers finish
-    /// and their replies are written, calls that cross the notice are
-    /// answered), flushes what is queued, or stops at once. Bounded by the
-    /// close grace, and cut short by a second close of the endpoint or an
-    /// abort.
-    async fn stop(&mut self, stop: Stop) {
-        let grace_end = tokio::time::Instant::now() + self.ep.grace();
-        let handlers = &self.link.handlers;
-        if stop != Stop::Drain {
-            handlers.abort.cancel();
+/// Lets the tasks already scheduled run before this one goes on: a wake
+/// of its own and one `Pending`. Unlike `tokio::task::yield_now`, it does
+/// not wait for the scheduler's next look at the I/O driver (a system call
+/// on a current-thread runtime).
+fn yield_once() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    poll_fn(move |cx| {
+        if std::mem::replace(&mut yielded, true) {
+            return Poll::Ready(());
         }
-        if stop == Stop::AtOnce {
-            // Dropped unfinished: what is queued is not written.
-            self.writer = None;
-            return;
-        }
-        let shared = &self.session.shared;
-        let mut finishing = false;
-        let mut call_timer = pin!(LazyTimer::new());
-        while self.writer.is_some() {
-            let owed = handlers.running() > 0 || self.link.core().handling() > 0;
-            if !finishing && (stop == Stop::Flush || !owed) {
-                // Every reply owed is queued: write them, then end the
-                // stream.
-                finishing = true;
-                self.link.finish_writing();
-            }
-            call_timer
-                .as_mut()
-                .arm(self.link.core().calls.next_deadline());
-            let can_read = self.reading && self.waiting.is_none() && !self.backlog;
-            tokio::select! {
-                biased;
-                _ = shared.abort_requested.cancelled() => break,
-                _ = self.ep.hurry.cancelled() => break,
-                _ = tokio::time::sleep_until(grace_end) => break,
-                w = async { self.writer.as_mut().expect("checked").await } => {
-                    self.writer = None;
-                    if let WriterEnd::Failed(status) = &w {
-                        tracing::debug!(session = %self.session.id(), %status, "the writer failed while the connection stopped");
-                    }
-                    self.writer_end = Some(w);
-                }
-                read = poll_fn(|cx| poll_read(&mut self.rd, &mut self.inbound, cx)), if can_read => {
-                    match read {
-                        // The peer's calls that cross the going-away notice
-                        // are answered 102 (the core does), replies to calls
-                        // that already failed are dropped.
-                        Read::Bytes => {
-                            if self.frames().is_some() {
-                                self.reading = false;
-                            }
-                        }
-                        Read::End | Read::Failed(_) => self.reading = false,
-                    }
-                }
-                _ = tokio::task::yield_now(), if self.backlog => {
-                    if self.frames().is_some() {
-                        self.reading = false;
-                    }
-                }
-                _ = poll_fn(|cx| self.link.reader.poll(cx)) => {}
-                _ = call_timer.as_mut().fired(), if call_timer.is_armed() => self.expire_calls(),
-            }
-        }
-        if self.writer.take().is_some() {
-            // The grace ran out, or a hurry: cancel what still runs.
-            handlers.abort.cancel();
-            return;
-        }
-        // Our side has ended its stream. Read on until the peer ends its
-        // own, so closing with its bytes unread cannot reset a connection
-        // whose last replies it still reads; but not past the grace, nor
-        // past LINGER_QUIET of silence (a frozen peer has nothing to lose).
-        while self.reading && matches!(self.writer_end, Some(WriterEnd::Finished)) {
-            let mut sink = [0u8; 4096];
-            let quiet = tokio::time::Instant::now() + LINGER_QUIET;
-            let read = tokio::select! {
-                _ = tokio::time::sleep_until(grace_end.min(quiet)) => break,
-                _ = self.ep.hurry.cancelled() => break,
-                _ = shared.abort_requested.cancelled() => break,
-                r = tokio::io::AsyncReadExt::read(&mut self.rd, &mut sink) => r,
-            };
-            if !matches!(read, Ok(n) if n > 0) {
-                self.reading = false;
-            }
-        }
-    }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
 }
 
 /// How many frames the reader handles before it lets other tasks run. The
@@ -560,8 +513,3 @@ impl Reader<'_> {
 /// the first calls of a round while this side still works through its
 /// replies, so both sides work at once instead of in turn.
 const FRAMES_PER_TURN: usize = 32;
-
-/// After this side ended its stream, how long a silent peer is waited for
-/// before the connection closes without its end of stream. A peer that is
-/// still there answers an end of stream within a round trip.
-const LINGER_QUIET: std::time::Duration = std::time::Duration::from_secs(1);

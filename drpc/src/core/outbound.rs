@@ -90,7 +90,10 @@ impl Outbound {
         write_body: WriteBody<'_>,
     ) -> Result<(), ProtoError> {
         if self.buf.capacity() == 0 {
-            self.buf.reserve(self.batch.min(16 * 1024));
+            // Small first: a lone message (most, when few are in flight)
+            // then takes an allocation the allocator serves from its
+            // per-thread cache; a busy batch grows by doubling.
+            self.buf.reserve(self.batch.min(FIRST_ROOM));
         }
         let start = self.buf.len();
         // A body writer that panics (a user's `Serialize`) must not leave
@@ -166,6 +169,11 @@ impl Outbound {
         self.buf.capacity() + self.sealed.iter().map(|b| b.bytes.len()).sum::<usize>()
     }
 }
+
+/// The room a new batch starts with: a small message's frame fits, and
+/// allocations this small are the cheapest (glibc serves up to 1,032
+/// bytes from a per-thread cache).
+const FIRST_ROOM: usize = 1024;
 
 /// Cuts a buffer back to where a frame started, unless forgotten.
 struct Truncate<'a> {

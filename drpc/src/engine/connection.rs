@@ -15,6 +15,7 @@ use crate::core::wire;
 use crate::plugin::BoxFuture;
 use crate::runtime::link::Link;
 use crate::runtime::timer::LazyTimer;
+use crate::runtime::yielding::yield_once;
 use crate::session::Session;
 use crate::shared::EndpointShared;
 use crate::values::Status;
@@ -27,7 +28,6 @@ use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Instant;
 
 mod stop;
@@ -311,7 +311,7 @@ impl Reader<'_> {
                         }
                     }
                 }
-                _ = tokio::task::yield_now(), if self.backlog => {
+                _ = yield_once(), if self.backlog => {
                     if let Some(end) = self.frames() {
                         return end;
                     }
@@ -490,21 +490,6 @@ impl Reader<'_> {
             w.wake();
         }
     }
-}
-
-/// Lets the tasks already scheduled run before this one goes on: a wake
-/// of its own and one `Pending`. Unlike `tokio::task::yield_now`, it does
-/// not wait for the scheduler's next look at the I/O driver (a system call
-/// on a current-thread runtime).
-fn yield_once() -> impl Future<Output = ()> {
-    let mut yielded = false;
-    poll_fn(move |cx| {
-        if std::mem::replace(&mut yielded, true) {
-            return Poll::Ready(());
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
 }
 
 /// How many frames the reader handles before it lets other tasks run. The

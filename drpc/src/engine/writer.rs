@@ -3,6 +3,7 @@
 
 use crate::core::conn::WriteStep;
 use crate::runtime::link::Link;
+use crate::runtime::yielding::yield_once;
 use crate::values::Status;
 use drpc_socket::WriteHalf;
 use std::future::poll_fn;
@@ -37,7 +38,7 @@ pub(crate) async fn write_loop(link: Arc<Link>, mut wr: WriteHalf) -> WriterEnd 
         })
         .await;
         if wrote && !waited {
-            tokio::task::yield_now().await;
+            yield_once().await;
         }
         wrote = true;
         let batch = match step {

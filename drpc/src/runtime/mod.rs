@@ -7,3 +7,4 @@ pub(crate) mod attention;
 pub(crate) mod link;
 pub(crate) mod scope;
 pub(crate) mod timer;
+pub(crate) mod yielding;

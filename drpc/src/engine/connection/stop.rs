@@ -5,6 +5,7 @@ use crate::core::lifecycle::Stop;
 use crate::engine::read::{poll_read, Read};
 use crate::engine::writer::WriterEnd;
 use crate::runtime::timer::LazyTimer;
+use crate::runtime::yielding::yield_once;
 use std::future::poll_fn;
 use std::pin::pin;
 
@@ -65,7 +66,7 @@ impl Reader<'_> {
                         Read::End | Read::Failed(_) => self.reading = false,
                     }
                 }
-                _ = tokio::task::yield_now(), if self.backlog => {
+                _ = yield_once(), if self.backlog => {
                     if self.frames().is_some() {
                         self.reading = false;
                     }

@@ -8,7 +8,6 @@ use drpc_codec::CodecId;
 use drpc_proto::{Header, Meta};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::any::Any;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -225,18 +224,6 @@ impl CallCtx {
         let mut parts = self.inner.reply.lock();
         let codec = parts.codec.unwrap_or(self.codec());
         (codec, std::mem::take(&mut parts.meta))
-    }
-
-    /// Encodes a handler's return value with the reply codec.
-    pub(crate) fn encode_reply<R: Serialize>(&self, value: &R) -> Result<Bytes, Status> {
-        let codec = self.reply_codec();
-        codec.encode(value).map(Bytes::from).map_err(|e| {
-            Status::internal(format!(
-                "cannot encode the reply of {} as {codec}",
-                self.service_method()
-            ))
-            .with_cause(e)
-        })
     }
 }
 

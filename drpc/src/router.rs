@@ -5,15 +5,38 @@
 use crate::context::{CallCtx, PushCtx};
 use crate::plugin::{BoxFuture, Plugin, Plugins, RouteKind};
 use crate::values::Status;
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use drpc_codec::{CodecError, CodecId};
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
 
-/// What a call handler produces: the encoded reply body, or a status.
-pub(crate) type CallOutput = Result<Bytes, Status>;
+/// What a call handler produces: its reply body, or a status.
+pub(crate) type CallOutput = Result<ReplyBody, Status>;
+
+/// A call handler's reply body.
+pub(crate) enum ReplyBody {
+    /// Encoded already (a raw handler's).
+    Bytes(Bytes),
+    /// A value, encoded with the reply codec when the reply is queued:
+    /// straight into the connection's batch when no plugin needs it as
+    /// bytes first.
+    Value(Box<dyn ReplyValue>),
+}
+
+/// A handler's return value, its type erased.
+pub(crate) trait ReplyValue: Send {
+    /// Appends the value's encoding with `codec` to `out`.
+    fn encode_into(&self, codec: CodecId, out: &mut BytesMut) -> Result<(), CodecError>;
+}
+
+impl<R: Serialize + Send> ReplyValue for R {
+    fn encode_into(&self, codec: CodecId, out: &mut BytesMut) -> Result<(), CodecError> {
+        codec.encode_into(self, out.writer())
+    }
+}
 
 /// A call route, erased: decodes the argument at once (a 400 comes back
 /// here, before anything runs) and returns the handler's future, not yet
@@ -203,11 +226,11 @@ impl Router {
         R: Serialize + Send + 'static,
     {
         let handler = Arc::new(handler);
-        self.set_call_fallback(raw_call(move |ctx: CallCtx| {
+        self.set_call_fallback(erase_call(move |ctx: CallCtx| {
             let handler = handler.clone();
             async move {
-                let value = handler(ctx.clone()).await?;
-                ctx.encode_reply(&value)
+                let value = handler(ctx).await?;
+                Ok(ReplyBody::Value(Box::new(value)))
             }
         }))
     }
@@ -345,17 +368,30 @@ fn insert<F>(
     Ok(full)
 }
 
+/// Erases a handler that takes the call's context as it is.
+fn erase_call<F, Fut>(handler: F) -> CallFn
+where
+    F: Fn(CallCtx) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = CallOutput> + Send + 'static,
+{
+    Arc::new(move |ctx: &CallCtx| Ok(Box::pin(handler(ctx.clone())) as BoxFuture<'static, _>))
+}
+
 /// Erases a handler of encoded bytes.
 fn raw_call<F, Fut>(handler: F) -> CallFn
 where
     F: Fn(CallCtx) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
 {
-    Arc::new(move |ctx: &CallCtx| Ok(Box::pin(handler(ctx.clone())) as BoxFuture<'static, _>))
+    erase_call(move |ctx| {
+        let fut = handler(ctx);
+        async move { fut.await.map(ReplyBody::Bytes) }
+    })
 }
 
 /// Erases a typed handler: the argument is decoded now (400 on failure);
-/// the future runs the handler and encodes its value with the reply codec.
+/// the future runs the handler, whose value is encoded when the reply is
+/// queued.
 fn typed_call<F, Fut, A, R>(handler: F) -> CallFn
 where
     F: Fn(CallCtx, A) -> Fut + Send + Sync + 'static,
@@ -365,11 +401,10 @@ where
 {
     Arc::new(move |ctx: &CallCtx| {
         let arg: A = ctx.decode()?;
-        let ctx = ctx.clone();
         let fut = handler(ctx.clone(), arg);
         Ok(Box::pin(async move {
             let value = fut.await?;
-            ctx.encode_reply(&value)
+            Ok(ReplyBody::Value(Box::new(value)))
         }) as BoxFuture<'static, _>)
     })
 }

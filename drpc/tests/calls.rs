@@ -319,3 +319,65 @@ async fn large_bodies_cross_intact() {
     assert!(back.as_slice() == body.as_slice());
     p.close().await;
 }
+
+/// A reply value whose `Serialize` fails, or panics.
+struct BadReply {
+    panics: bool,
+}
+
+impl serde::Serialize for BadReply {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        if self.panics {
+            panic!("this reply panics while it is encoded");
+        }
+        Err(serde::ser::Error::custom("this reply cannot be encoded"))
+    }
+}
+
+#[tokio::test]
+async fn a_reply_that_cannot_be_encoded_or_is_too_large_is_an_error_reply_and_the_session_lives_on()
+{
+    let mut router = test_router();
+    router
+        .call("/bad_reply", |_: CallCtx, panics: bool| async move {
+            Ok::<_, Status>(BadReply { panics })
+        })
+        .unwrap()
+        .call("/big_reply", |_: CallCtx, n: usize| async move {
+            Ok::<_, Status>(serde_bytes::ByteBuf::from(vec![1u8; n]))
+        })
+        .unwrap();
+    let config = Config {
+        max_frame_len: 4096,
+        ..Config::default()
+    };
+    let p = pair_with(router, Router::new(), config).await;
+    let err = p
+        .session
+        .call::<_, ()>("/bad_reply", &false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::INTERNAL);
+    assert!(
+        err.message()
+            .contains("cannot encode the reply of /bad_reply"),
+        "{err}"
+    );
+    let err = p
+        .session
+        .call::<_, ()>("/bad_reply", &true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::INTERNAL);
+    assert!(err.message().contains("panicked"), "{err}");
+    let err = p
+        .session
+        .call::<_, serde_bytes::ByteBuf>("/big_reply", &8192usize)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::MESSAGE_TOO_LARGE, "{err}");
+    let small: serde_bytes::ByteBuf = p.session.call("/big_reply", &16usize).await.unwrap();
+    assert_eq!(small.len(), 16);
+    assert!(p.session.is_healthy());
+    p.close().await;
+}

@@ -41,9 +41,11 @@ async fn unix_carries_bytes_and_removes_its_file() {
 
 #[tokio::test]
 async fn dial_failure_names_the_address() {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
+    // Bound but not listening: the port stays ours (no other test can take
+    // it meanwhile) and refuses connections.
+    let bound = tokio::net::TcpSocket::new_v4().unwrap();
+    bound.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = bound.local_addr().unwrap().port();
     let err = dial(
         &format!("tcp://127.0.0.1:{port}").parse().unwrap(),
         &TransportConfig::default(),

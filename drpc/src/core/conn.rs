@@ -266,6 +266,22 @@ impl<W> ConnCore<W> {
         self.force(reply)
     }
 
+    /// Queues a reply whose body `write_body` encodes in place, unless the
+    /// call was answered already; returns the writer to wake. When the
+    /// body fails, nothing is queued and the reply is still owed.
+    pub(crate) fn reply_with(
+        &mut self,
+        head: &Head<'_>,
+        write_body: WriteBody<'_>,
+    ) -> Result<Option<W>, ProtoError> {
+        if !self.handling.contains(&head.seq) {
+            return Ok(None);
+        }
+        self.out.push_with(head, write_body)?;
+        self.handling.remove(&head.seq);
+        Ok(self.writer_to_wake())
+    }
+
     /// Queues a reply to a call that was never dispatched (an oversize
     /// frame refused before the connection closes); returns the writer to
     /// wake.

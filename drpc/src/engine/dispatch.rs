@@ -5,12 +5,13 @@
 use crate::context::{CallCtx, PushCtx};
 use crate::core::wire;
 use crate::plugin::{BoxFuture, HandledCall, Plugins};
-use crate::router::CallOutput;
+use crate::router::{CallOutput, ReplyBody, ReplyValue};
 use crate::runtime::link::Link;
 use crate::runtime::scope::{self, Current};
 use crate::session::calls::unreversed_filters;
 use crate::session::Session;
 use crate::values::{Status, MAX_DEADLINE_AHEAD};
+use bytes::BytesMut;
 use drpc_codec::CodecId;
 use drpc_proto::{Header, Message};
 use futures_util::FutureExt;
@@ -36,20 +37,38 @@ impl Answer<'_> {
     /// state (`scopes`). `ctx` is there once the call got as far as its
     /// context (its reply codec and meta).
     fn send(&self, scopes: Vec<Box<dyn HandledCall>>, ctx: Option<&CallCtx>, out: CallOutput) {
+        let session = self.session;
+        let plugins = session.plugins();
+        let watched = !scopes.is_empty() || !plugins.is_empty() || self.route_plugins.is_some();
         let mut reply = match (out, ctx) {
             (Ok(body), Some(ctx)) => {
                 let (codec, meta) = ctx.take_reply_parts();
                 let mut h = Header::reply(self.seq);
                 h.codec = codec;
                 h.meta = meta;
-                Message::new(h, body)
+                match body {
+                    ReplyBody::Bytes(body) => Message::new(h, body),
+                    // Nothing needs the body as bytes: it is encoded
+                    // straight into the connection's batch.
+                    ReplyBody::Value(value) if !watched => {
+                        let encode = |dst: &mut BytesMut| encode_reply(ctx, &*value, codec, dst);
+                        match self.link.reply_with(&h.head(), encode) {
+                            Ok(()) => return,
+                            Err(status) => wire::error_reply(self.seq, self.codec, &status),
+                        }
+                    }
+                    ReplyBody::Value(value) => {
+                        let mut body = BytesMut::new();
+                        match encode_reply(ctx, &*value, codec, &mut body) {
+                            Ok(()) => Message::new(h, body.freeze()),
+                            Err(status) => wire::error_reply(self.seq, self.codec, &status),
+                        }
+                    }
+                }
             }
             (Ok(_), None) => unreachable!("a body comes only from a handler, which has a context"),
             (Err(status), _) => wire::error_reply(self.seq, self.codec, &status),
         };
-        let session = self.session;
-        let plugins = session.plugins();
-        let watched = !scopes.is_empty() || !plugins.is_empty() || self.route_plugins.is_some();
         if watched {
             let mut scopes = scopes;
             let hooked = scopes
@@ -176,6 +195,31 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Message, arrive
         };
         answer.send(scopes, Some(&ctx), out);
     }));
+}
+
+/// Encodes a handler's value for its reply. It runs outside the handler's
+/// future, so a `Serialize` that panics is caught here: 500, as for a
+/// handler that panics.
+fn encode_reply(
+    ctx: &CallCtx,
+    value: &dyn ReplyValue,
+    codec: CodecId,
+    dst: &mut BytesMut,
+) -> Result<(), Status> {
+    let method = ctx.service_method();
+    match std::panic::catch_unwind(AssertUnwindSafe(|| value.encode_into(codec, dst))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Status::internal(format!(
+            "cannot encode the reply of {method} as {codec}"
+        ))
+        .with_cause(e)),
+        Err(panic) => {
+            tracing::error!(session = %ctx.session().id(), method, panic = panic_message(&panic), "encoding a reply panicked");
+            Err(Status::internal(format!(
+                "the handler of {method} panicked"
+            )))
+        }
+    }
 }
 
 /// Creates the per-call state of each plugin of `plugins`.

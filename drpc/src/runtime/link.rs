@@ -226,6 +226,35 @@ impl Link {
         }
     }
 
+    /// Queues a reply to the peer's call whose body `write_body` encodes
+    /// straight into the batch, without waiting (as [`Link::reply`]).
+    ///
+    /// Errors: the body's own error, or 413 or 400 when the frame cannot
+    /// be encoded; nothing is queued then, and the reply is still owed.
+    pub(crate) fn reply_with(
+        &self,
+        head: &Head<'_>,
+        mut write_body: impl FnMut(&mut BytesMut) -> Result<(), Status>,
+    ) -> Result<(), Status> {
+        let mut failed = None;
+        let queued = self.core().reply_with(head, &mut |dst: &mut BytesMut| {
+            write_body(dst).map_err(|status| {
+                let what = status.message().to_string();
+                failed = Some(status);
+                ProtoError::Unencodable(what)
+            })
+        });
+        match queued {
+            Ok(writer) => {
+                if let Some(w) = writer {
+                    w.wake();
+                }
+                Ok(())
+            }
+            Err(err) => Err(failed.unwrap_or_else(|| wire::encode_status(&err))),
+        }
+    }
+
     /// Queues a reply to a call that never reached a handler (refused on
     /// arrival, or never dispatched).
     pub(crate) fn reply_at_once(&self, msg: &Message) {

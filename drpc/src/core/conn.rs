@@ -74,6 +74,22 @@ pub(crate) struct ConnCore<W> {
     room: Vec<W>,
 }
 
+/// A call started by [`ConnCore::start_call`].
+#[derive(Debug)]
+pub(crate) struct Started<W> {
+    pub(crate) seq: u32,
+    /// The deadline timer must be set earlier.
+    pub(crate) earlier: bool,
+    /// The writer to wake.
+    pub(crate) writer: Option<W>,
+    /// The call is alone: nothing else is in flight or queued, and the
+    /// writer waits idle (and was not woken). Its caller may take the batch
+    /// with [`ConnCore::lone_batch`] and write it at once, saving a hop to
+    /// the writer's task; if it cannot, it wakes the writer with
+    /// [`ConnCore::wake_writer`].
+    pub(crate) lone: bool,
+}
+
 /// What the writer does next; see [`ConnCore::next_write`].
 #[derive(Debug)]
 pub(crate) enum WriteStep<W> {
@@ -310,16 +326,15 @@ impl<W> ConnCore<W> {
 
     /// Starts a call of this side in one step: registers it, waiting until
     /// `deadline`, and queues its frame, whose body `write_body` encodes in
-    /// place (`head.seq` is set here). Returns the seq, whether the deadline
-    /// timer must be set earlier, and the writer to wake; on any error the
-    /// call is not registered.
+    /// place (`head.seq` is set here). On any error the call is not
+    /// registered.
     pub(crate) fn start_call(
         &mut self,
         head: &mut Head<'_>,
         deadline: Instant,
         write_body: WriteBody<'_>,
         waiter: impl FnOnce() -> W,
-    ) -> Result<(u32, bool, Option<W>), QueueError> {
+    ) -> Result<Started<W>, QueueError> {
         if let Some(status) = self.refusal() {
             return Err(QueueError::Closed(status));
         }
@@ -335,7 +350,49 @@ impl<W> ConnCore<W> {
             .push_with(head, write_body)
             .map_err(QueueError::Encode)?;
         let earlier = self.calls.insert(seq, deadline);
-        Ok((seq, earlier, self.writer_to_wake()))
+        // The only call in flight, the only message queued, and the writer
+        // idle: its caller may write it at once (see `lone_batch`).
+        let lone = self.writer.is_some()
+            && !self.writer_due
+            && self.out.queued() == 1
+            && self.calls.len() == 1;
+        let writer = match lone {
+            true => None,
+            false => self.writer_to_wake(),
+        };
+        Ok(Started {
+            seq,
+            earlier,
+            writer,
+            lone,
+        })
+    }
+
+    /// The batch of a lone call (see [`Started::lone`]) for its caller to
+    /// write itself, with the senders to wake for the room it frees; `None`
+    /// when the writer was woken meanwhile and writes it. The writer stays
+    /// registered, idle.
+    pub(crate) fn lone_batch(&mut self) -> Option<(Batch, Vec<W>)> {
+        if self.writer.is_none() || self.writer_due {
+            return None;
+        }
+        self.take_batch()
+    }
+
+    /// The next batch, with the senders to wake for the room it frees.
+    fn take_batch(&mut self) -> Option<(Batch, Vec<W>)> {
+        let batch = self.out.next_batch()?;
+        let room = match self.out.has_room() {
+            true => std::mem::take(&mut self.room),
+            false => Vec::new(),
+        };
+        Some((batch, room))
+    }
+
+    /// The writer to wake, when a lone call's caller could not write its
+    /// batch itself.
+    pub(crate) fn wake_writer(&mut self) -> Option<W> {
+        self.writer_to_wake()
     }
 
     /// Why new calls and pushes fail on this connection, if they do: it
@@ -362,15 +419,8 @@ impl<W> ConnCore<W> {
     /// now have room), finish (a close asked for it, and everything queued
     /// is taken), or wait, registering itself to be woken.
     pub(crate) fn next_write(&mut self, writer: impl FnOnce() -> W) -> WriteStep<W> {
-        match self.out.next_batch() {
-            Some(batch) => {
-                let room = if self.out.has_room() {
-                    std::mem::take(&mut self.room)
-                } else {
-                    Vec::new()
-                };
-                WriteStep::Batch(batch, room)
-            }
+        match self.take_batch() {
+            Some((batch, room)) => WriteStep::Batch(batch, room),
             None if self.finish_writing => WriteStep::Finish,
             None => {
                 self.writer = Some(writer());

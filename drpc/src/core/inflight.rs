@@ -196,7 +196,6 @@ impl<W> InFlight<W> {
     }
 
     /// Entries, waiting or not yet collected.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.calls.len()
     }

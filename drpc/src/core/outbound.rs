@@ -152,7 +152,6 @@ impl Outbound {
     }
 
     /// Messages queued and not yet taken.
-    #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.queued
     }

@@ -505,3 +505,50 @@ fn replies_queued_in_the_writers_own_turn_wake_nobody_and_the_writer_still_finds
     let msg = Message::new(Header::push("/q"), vec![]);
     assert_eq!(b.core.send(&msg, || 0).unwrap(), Some(99));
 }
+
+/// Starts a call the way a caller does, encoding its body in place.
+fn start(side: &mut Side, method: &str, now: Instant) -> super::conn::Started<u32> {
+    let mut header = Header::call(0, method);
+    header.timeout = Some(Duration::from_secs(5));
+    let mut head = header.head();
+    side.core
+        .start_call(
+            &mut head,
+            now + Duration::from_secs(5),
+            &mut |_| Ok(()),
+            || 7,
+        )
+        .expect("room to send")
+}
+
+#[test]
+fn a_lone_calls_caller_may_write_it_and_any_other_call_wakes_the_writer() {
+    let (clock, mut a, _b) = established_pair();
+    assert!(matches!(a.core.next_write(|| 99), WriteStep::Wait));
+    let first = start(&mut a, "/one", clock.now());
+    assert!(first.lone, "alone in flight, the writer idle");
+    assert_eq!(first.writer, None, "the writer is left waiting");
+    let (batch, room) = a.core.lone_batch().expect("its batch");
+    assert_eq!(batch.calls, vec![first.seq]);
+    assert!(room.is_empty());
+    assert!(a.core.lone_batch().is_none(), "taken once");
+    // A second call while the first is in flight is the writer's to write.
+    let second = start(&mut a, "/two", clock.now());
+    assert!(!second.lone);
+    assert_eq!(second.writer, Some(99));
+    assert!(a.core.lone_batch().is_none(), "the writer was woken");
+    assert!(matches!(a.core.next_write(|| 99), WriteStep::Batch(..)));
+}
+
+#[test]
+fn a_lone_caller_that_cannot_write_wakes_the_writer_and_nothing_is_lost() {
+    let (clock, mut a, mut b) = established_pair();
+    assert!(matches!(a.core.next_write(|| 99), WriteStep::Wait));
+    let started = start(&mut a, "/one", clock.now());
+    assert!(started.lone);
+    // Its caller found the write half busy: the writer writes it.
+    assert_eq!(a.core.wake_writer(), Some(99));
+    let got = calls(a.send_to(&mut b, clock.now()));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header.seq, started.seq);
+}

@@ -36,7 +36,6 @@ mod stop;
 pub(crate) struct Conn {
     pub(crate) link: Arc<Link>,
     rd: ReadHalf,
-    wr: WriteHalf,
     finished: Finished,
 }
 
@@ -53,16 +52,16 @@ impl Conn {
             Hold::new(ep.config.max_frame_len),
         );
         Self {
-            link: Arc::new(Link::new(core, parts.local, parts.peer)),
+            link: Arc::new(Link::new(core, parts.write, parts.local, parts.peer)),
             rd: parts.read,
-            wr: parts.write,
             finished: parts.finished,
         }
     }
 
     /// The write half alone, to refuse the connection before it starts.
     pub(crate) fn into_write_half(self) -> WriteHalf {
-        self.wr
+        let wr = self.link.write_side().take();
+        wr.expect("a connection that has not started has its write half")
     }
 }
 
@@ -91,17 +90,12 @@ pub(crate) async fn run(
     ever_established: bool,
 ) -> Ended {
     let ep = session.shared.ep.clone();
-    let Conn {
-        link,
-        rd,
-        wr,
-        finished,
-    } = conn;
+    let Conn { link, rd, finished } = conn;
     // Polled by this task beside the reads, not spawned: a reply or call
     // queued while the reader runs is written in the same turn, without a
     // hop through the scheduler (what h2 does with its connection task).
     let writer: Writer = Box::pin(
-        AssertUnwindSafe(write_loop(link.clone(), wr))
+        AssertUnwindSafe(write_loop(link.clone()))
             .catch_unwind()
             .map(|ended| {
                 // A transport's writer that panics fails this connection,

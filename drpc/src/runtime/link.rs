@@ -7,15 +7,16 @@ use crate::core::conn::{ConnCore, QueueError};
 use crate::core::inflight::Outcome;
 use crate::core::wire;
 use crate::runtime::attention::Attention;
+use crate::runtime::write_side::WriteSide;
 use crate::values::Status;
 use bytes::BytesMut;
 use drpc_proto::{Head, Message, ProtoError, WriteBody};
-use drpc_socket::Addr;
+use drpc_socket::{Addr, WriteHalf};
 use parking_lot::{Mutex, MutexGuard};
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 /// One connection's shared state.
 pub(crate) struct Link {
     core: Mutex<ConnCore<Waker>>,
+    /// The write half. Locked before `core` when both are.
+    write_side: Mutex<WriteSide>,
     pub(crate) local: Addr,
     pub(crate) peer: Addr,
     /// Tells the reader to look again: a deadline earlier than its timer,
@@ -78,9 +81,10 @@ impl Drop for HandlerGuard {
 }
 
 impl Link {
-    pub(crate) fn new(core: ConnCore<Waker>, local: Addr, peer: Addr) -> Self {
+    pub(crate) fn new(core: ConnCore<Waker>, wr: WriteHalf, local: Addr, peer: Addr) -> Self {
         Self {
             core: Mutex::new(core),
+            write_side: Mutex::new(WriteSide::new(wr)),
             local,
             peer,
             reader: Attention::default(),
@@ -105,6 +109,12 @@ impl Link {
     /// never while a plugin hook or handler runs.
     pub(crate) fn core(&self) -> MutexGuard<'_, ConnCore<Waker>> {
         self.core.lock()
+    }
+
+    /// The write half, locked. Never held across an await; `core` may be
+    /// locked inside it, never the other way round.
+    pub(crate) fn write_side(&self) -> MutexGuard<'_, WriteSide> {
+        self.write_side.lock()
     }
 
     /// Starts a call whose body `write_body` encodes straight into the
@@ -152,17 +162,56 @@ impl Link {
         waiter: Option<&Waker>,
     ) -> Result<u32, QueueError> {
         let waiter = waiter.unwrap_or(Waker::noop());
-        let (seq, earlier, writer) = self
+        let started = self
             .core()
             .start_call(head, deadline, write_body, || waiter.clone())?;
-        if earlier {
+        if started.earlier {
             // The reader's deadline timer must fire sooner.
             self.reader.notify();
         }
-        if let Some(w) = writer {
+        if let Some(w) = started.writer {
             w.wake();
         }
-        Ok(seq)
+        if started.lone && !self.write_lone() {
+            if let Some(w) = self.core().wake_writer() {
+                w.wake();
+            }
+        }
+        Ok(started.seq)
+    }
+
+    /// Writes the batch of a lone call here, on the caller's task, rather
+    /// than waking the writer's: when few calls are in flight, the hop from
+    /// one task to the other is most of the time spent before the bytes
+    /// leave. True when it is all written; otherwise the writer must be
+    /// woken to go on with it (or to report its failure).
+    fn write_lone(&self) -> bool {
+        // Never waits: if the writer holds the write half, it writes.
+        let Some(mut side) = self.write_side.try_lock() else {
+            return false;
+        };
+        if !side.is_free() {
+            return false;
+        }
+        let Some((batch, room)) = self.core().lone_batch() else {
+            return false;
+        };
+        side.start(batch);
+        // No waker of the writer's here: if the socket cannot take it all
+        // now, the writer goes on with its own.
+        let done = match side.poll_current(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(failed)) => {
+                side.fail(failed);
+                false
+            }
+            Poll::Pending => false,
+        };
+        drop(side);
+        for w in room {
+            w.wake();
+        }
+        done
     }
 
     /// Registers a call of this side waiting until `deadline`, before its

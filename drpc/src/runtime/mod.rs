@@ -7,4 +7,5 @@ pub(crate) mod attention;
 pub(crate) mod link;
 pub(crate) mod scope;
 pub(crate) mod timer;
+pub(crate) mod write_side;
 pub(crate) mod yielding;

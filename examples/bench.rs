@@ -17,7 +17,8 @@
 //!
 //! Server and client each run on a single-threaded tokio runtime on its own
 //! OS thread, so each gets one core. Every level runs `--rounds` times,
-//! ceiling and drpc back to back in every round; calls/s is the median over
+//! ceiling and drpc taking turns in slices of a tenth of a round (so a drift
+//! of the machine's speed touches them alike); calls/s is the median over
 //! the rounds, latency percentiles pool every call, and CPU per call is the
 //! CPU time of both threads (read from their thread clocks) over the calls
 //! made, so a loss in calls/s with equal CPU per call shows stalls between
@@ -216,27 +217,46 @@ struct Round {
     latencies: Vec<u64>,
 }
 
-/// A warm-up, then `secs` of calls from `inflight` workers.
+/// How many turns each target takes within a round.
+const SLICES: usize = 10;
+
+/// One round of every target in `targets`: a warm-up each, then `secs` of
+/// calls from `inflight` workers each, taken in [`SLICES`] turns (target
+/// after target, over and over), so that the machine's speed drifting
+/// within the round touches every target alike.
 async fn round(
-    target: &Target,
+    targets: &[&Target],
     inflight: usize,
     secs: f64,
     body: &Bytes,
     big: &Bytes,
     server: cpu::Clock,
-) -> Round {
-    run(target, inflight, Duration::from_millis(300), body, big).await;
-    let client = cpu::Clock::this_thread();
-    let cpu0 = client.seconds() + server.seconds();
-    let started = Instant::now();
-    let latencies = run(target, inflight, Duration::from_secs_f64(secs), body, big).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = client.seconds() + server.seconds() - cpu0;
-    Round {
-        calls_per_sec: latencies.len() as f64 / elapsed,
-        cpu_per_call_us: cpu * 1e6 / latencies.len() as f64,
-        latencies,
+) -> Vec<Round> {
+    for target in targets {
+        run(target, inflight, Duration::from_millis(300), body, big).await;
     }
+    let slice = Duration::from_secs_f64(secs / SLICES as f64);
+    let client = cpu::Clock::this_thread();
+    // Per target: latencies, seconds elapsed, CPU seconds.
+    let mut taken: Vec<(Vec<u64>, f64, f64)> =
+        targets.iter().map(|_| (Vec::new(), 0.0, 0.0)).collect();
+    for _ in 0..SLICES {
+        for (target, (latencies, elapsed, cpu)) in targets.iter().zip(taken.iter_mut()) {
+            let cpu0 = client.seconds() + server.seconds();
+            let started = Instant::now();
+            latencies.extend(run(target, inflight, slice, body, big).await);
+            *elapsed += started.elapsed().as_secs_f64();
+            *cpu += client.seconds() + server.seconds() - cpu0;
+        }
+    }
+    taken
+        .into_iter()
+        .map(|(latencies, elapsed, cpu)| Round {
+            calls_per_sec: latencies.len() as f64 / elapsed,
+            cpu_per_call_us: cpu * 1e6 / latencies.len() as f64,
+            latencies,
+        })
+        .collect()
 }
 
 /// `inflight` workers call back to back until the time is up; returns every
@@ -482,16 +502,26 @@ fn main() {
                 let mut c1_rounds = Vec::new();
                 let mut d_rounds: Vec<Vec<Round>> = drpc.iter().map(|_| Vec::new()).collect();
                 for _ in 0..args.rounds {
+                    // Ceiling(s) first, then each drpc target, in one round.
+                    let mut targets: Vec<&Target> = Vec::new();
                     if want("ceiling") {
-                        c_rounds.push(round(&ceiling, n, args.secs, &body, &big, server_clock).await);
-                        if let Some(single) = &single_ceiling {
-                            c1_rounds.push(round(single, n, args.secs, &body, &big, server_clock).await);
-                        }
+                        targets.push(&ceiling);
+                        targets.extend(single_ceiling.as_ref());
                     }
                     if want("drpc") {
-                        for ((_, target), rounds) in drpc.iter().zip(d_rounds.iter_mut()) {
-                            rounds.push(round(target, n, args.secs, &body, &big, server_clock).await);
+                        targets.extend(drpc.iter().map(|(_, t)| t));
+                    }
+                    let mut measured = round(&targets, n, args.secs, &body, &big, server_clock)
+                        .await
+                        .into_iter();
+                    if want("ceiling") {
+                        c_rounds.extend(measured.next());
+                        if single_ceiling.is_some() {
+                            c1_rounds.extend(measured.next());
                         }
+                    }
+                    for (r, rounds) in measured.zip(d_rounds.iter_mut()) {
+                        rounds.push(r);
                     }
                 }
                 let c = summarize(c_rounds);

@@ -386,7 +386,6 @@ impl Reader<'_> {
         // Replies queued by handlers that finish inline need no wake-up of
         // the writer: this task polls it next (in either loop).
         self.link.core().writer_due(true);
-        self.woken = 0;
         let end = self.handle_frames();
         self.link.core().writer_due(false);
         end

@@ -67,6 +67,10 @@ pub(crate) struct ConnCore<W> {
     /// The writer's task is handling frames and polls the writer right
     /// after: what is queued meanwhile needs no wake-up.
     writer_due: bool,
+    /// The frame being handled in that turn is the last one read: replies
+    /// queued now are all the writer would find when the turn ends, and
+    /// their answerer may write them at once (see [`ReplyWrite::Here`]).
+    last_frame: bool,
     /// The writer shuts the connection's write side down once it has
     /// written everything.
     finish_writing: bool,
@@ -88,6 +92,19 @@ pub(crate) struct Started<W> {
     /// the writer's task; if it cannot, it wakes the writer with
     /// [`ConnCore::wake_writer`].
     pub(crate) lone: bool,
+}
+
+/// Who writes a reply just queued.
+#[derive(Debug)]
+pub(crate) enum ReplyWrite<W> {
+    /// The writer; the waker, if it must be woken.
+    Writer(Option<W>),
+    /// Its answerer, at once, with [`ConnCore::reply_batch`]: it came from
+    /// the last frame read in the writer's own task's turn, so the writer
+    /// would write it right after anyway, but only after the turn's
+    /// bookkeeping. Whatever the answerer cannot write, the writer (due
+    /// when the turn ends) goes on with.
+    Here,
 }
 
 /// What the writer does next; see [`ConnCore::next_write`].
@@ -122,6 +139,7 @@ impl<W> ConnCore<W> {
             ended: None,
             writer: None,
             writer_due: false,
+            last_frame: false,
             finish_writing: false,
             room: Vec::new(),
         }
@@ -215,6 +233,31 @@ impl<W> ConnCore<W> {
     /// turn would only have the task polled once more for nothing.
     pub(crate) fn writer_due(&mut self, due: bool) {
         self.writer_due = due;
+        self.last_frame = false;
+    }
+
+    /// Marks whether the frame about to be handled (in the turn marked by
+    /// [`ConnCore::writer_due`]) is the last one read.
+    pub(crate) fn last_frame(&mut self, last: bool) {
+        self.last_frame = last;
+    }
+
+    /// Who writes a reply just queued.
+    fn reply_write(&mut self) -> ReplyWrite<W> {
+        match self.writer_due && self.last_frame && self.writer.is_some() {
+            true => ReplyWrite::Here,
+            false => ReplyWrite::Writer(self.writer_to_wake()),
+        }
+    }
+
+    /// What a reply's answerer writes at once (see [`ReplyWrite::Here`]),
+    /// with the senders to wake for the room it frees; `None` if that is
+    /// no longer the writer's plan.
+    pub(crate) fn reply_batch(&mut self) -> Option<(Batch, Vec<W>)> {
+        match self.writer_due && self.last_frame && self.writer.is_some() {
+            true => self.take_batch(),
+            false => None,
+        }
     }
 
     /// The writer to wake now that something is queued, if it waits and
@@ -272,30 +315,33 @@ impl<W> ConnCore<W> {
         (dropped, self.writer_to_wake())
     }
 
-    /// Answers call `seq` of the peer with `reply`, exactly once; returns
-    /// the writer to wake. A reply to a call not being handled (answered
-    /// already) is not sent.
-    pub(crate) fn reply(&mut self, reply: &Message) -> Option<W> {
+    /// Answers call `seq` of the peer with `reply`, exactly once; says who
+    /// writes it. A reply to a call not being handled (answered already)
+    /// is not sent.
+    pub(crate) fn reply(&mut self, reply: &Message) -> ReplyWrite<W> {
         if !self.handling.remove(&reply.header.seq) {
-            return None;
+            return ReplyWrite::Writer(None);
         }
-        self.force(reply)
+        match self.force(reply) {
+            Some(w) => ReplyWrite::Writer(Some(w)),
+            None => self.reply_write(),
+        }
     }
 
     /// Queues a reply whose body `write_body` encodes in place, unless the
-    /// call was answered already; returns the writer to wake. When the
+    /// call was answered already; says who writes it. When the
     /// body fails, nothing is queued and the reply is still owed.
     pub(crate) fn reply_with(
         &mut self,
         head: &Head<'_>,
         write_body: WriteBody<'_>,
-    ) -> Result<Option<W>, ProtoError> {
+    ) -> Result<ReplyWrite<W>, ProtoError> {
         if !self.handling.contains(&head.seq) {
-            return Ok(None);
+            return Ok(ReplyWrite::Writer(None));
         }
         self.out.push_with(head, write_body)?;
         self.handling.remove(&head.seq);
-        Ok(self.writer_to_wake())
+        Ok(self.reply_write())
     }
 
     /// Queues a reply to a call that was never dispatched (an oversize
@@ -387,6 +433,12 @@ impl<W> ConnCore<W> {
             false => Vec::new(),
         };
         Some((batch, room))
+    }
+
+    /// Takes back a written batch's buffer for the next (see
+    /// [`Outbound::recycle`]).
+    pub(crate) fn recycle(&mut self, batch: Batch) {
+        self.out.recycle(batch);
     }
 
     /// The writer to wake, when a lone call's caller could not write its

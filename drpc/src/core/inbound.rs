@@ -94,6 +94,12 @@ impl Inbound {
         }
     }
 
+    /// Whether bytes read are still to be decoded (whole frames or part of
+    /// one).
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// When the bytes decoded last arrived.
     pub(crate) fn arrived(&self) -> Instant {
         self.arrived

@@ -5,7 +5,10 @@
 //! A batch grows until it holds `batch` bytes; a message whose body alone
 //! is that large goes in a batch of its own, so the small messages queued
 //! before it do not wait for all of its bytes. When the writer has taken
-//! everything, no buffer is kept: an idle connection holds none.
+//! everything, the buffer goes with the batch; once written, a small one
+//! comes back ([`Outbound::recycle`]) for the next, so a connection that
+//! sends a message at a time allocates nothing, and an idle one holds at
+//! most that small buffer.
 
 use bytes::{Bytes, BytesMut};
 use drpc_proto::{Framer, Head, Kind, Message, ProtoError, WriteBody};
@@ -32,6 +35,8 @@ pub(crate) struct Outbound {
     /// Messages encoded and not yet taken by the writer.
     queued: usize,
     limit: usize,
+    /// A written batch's buffer, emptied, for the next batch.
+    spare: Option<(BytesMut, Vec<u32>)>,
 }
 
 impl Outbound {
@@ -48,6 +53,7 @@ impl Outbound {
             sealed: VecDeque::new(),
             queued: 0,
             limit: limit.max(1),
+            spare: None,
         }
     }
 
@@ -90,10 +96,13 @@ impl Outbound {
         write_body: WriteBody<'_>,
     ) -> Result<(), ProtoError> {
         if self.buf.capacity() == 0 {
-            // Small first: a lone message (most, when few are in flight)
-            // then takes an allocation the allocator serves from its
-            // per-thread cache; a busy batch grows by doubling.
-            self.buf.reserve(self.batch.min(FIRST_ROOM));
+            match self.spare.take() {
+                Some((buf, calls)) => (self.buf, self.buf_calls) = (buf, calls),
+                // Small first: a lone message (most, when few are in
+                // flight) then takes an allocation the allocator serves
+                // from its per-thread cache; a busy batch grows by doubling.
+                None => self.buf.reserve(self.batch.min(FIRST_ROOM)),
+            }
         }
         let start = self.buf.len();
         // A body writer that panics (a user's `Serialize`) must not leave
@@ -137,6 +146,9 @@ impl Outbound {
         let batch = match self.sealed.pop_front() {
             Some(b) => b,
             None if self.buf.is_empty() => return None,
+            // All there is. (Split rather than taken whole: the buffer is
+            // then shared-kind once and for all, and its trips through
+            // `recycle` allocate nothing.)
             None => Batch {
                 bytes: self.buf.split().freeze(),
                 calls: std::mem::take(&mut self.buf_calls),
@@ -144,11 +156,29 @@ impl Outbound {
         };
         if self.sealed.is_empty() && self.buf.is_empty() {
             // Everything is taken: the writer's room is the space for new
-            // senders, and a drained connection holds no buffer.
+            // senders, and a drained connection holds no buffer of its own.
             self.queued = 0;
             self.buf = BytesMut::new();
         }
         Some(batch)
+    }
+
+    /// Takes back the buffer of a batch that has been written, for the next
+    /// batch, if it is small (at most [`FIRST_ROOM`]) and nothing else
+    /// holds it; a larger one is freed, so an idle connection keeps little.
+    pub(crate) fn recycle(&mut self, batch: Batch) {
+        if self.spare.is_some() || batch.bytes.len() > FIRST_ROOM {
+            return;
+        }
+        let Ok(mut buf) = batch.bytes.try_into_mut() else {
+            return;
+        };
+        if buf.capacity() <= FIRST_ROOM {
+            buf.clear();
+            let mut calls = batch.calls;
+            calls.clear();
+            self.spare = Some((buf, calls));
+        }
     }
 
     /// Messages queued and not yet taken.
@@ -165,7 +195,8 @@ impl Outbound {
     /// The bytes of buffer held now.
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.buf.capacity() + self.sealed.iter().map(|b| b.bytes.len()).sum::<usize>()
+        let spare = self.spare.as_ref().map_or(0, |(b, _)| b.capacity());
+        spare + self.buf.capacity() + self.sealed.iter().map(|b| b.bytes.len()).sum::<usize>()
     }
 }
 
@@ -229,6 +260,23 @@ mod tests {
         assert!(o.next_batch().is_none());
         assert_eq!(o.queued(), 0);
         assert_eq!(o.capacity(), 0, "a drained connection holds no buffer");
+    }
+
+    #[test]
+    fn a_written_small_buffer_serves_the_next_batch() {
+        let mut o = outbound(64 * 1024, 100);
+        o.push(&Message::new(Header::call(1, "/a"), vec![1; 600]))
+            .unwrap();
+        let first = o.next_batch().unwrap();
+        let at = first.bytes.as_ptr();
+        o.recycle(first);
+        assert!(o.capacity() > 0, "the buffer came back");
+        o.push(&Message::new(Header::call(2, "/a"), vec![2; 600]))
+            .unwrap();
+        let second = o.next_batch().unwrap();
+        assert_eq!(second.bytes.as_ptr(), at, "the same buffer, not a new one");
+        assert_eq!(second.calls, vec![2]);
+        assert_eq!(decode_all(&second.bytes)[0].header.seq, 2);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Two cores talking to each other in memory, under a virtual clock: the
 //! protocol rules of a session, with no socket, task or real time.
 
-use super::conn::{ConnCore, Event, QueueError, WriteStep};
+use super::conn::{ConnCore, Event, QueueError, ReplyWrite, WriteStep};
 use super::hold::{Hold, MAX_HELD};
 use super::inbound::{Frame, Inbound};
 use super::inflight::Outcome;
@@ -84,7 +84,7 @@ impl Side {
         self.core.send(&msg, || 0).expect("room to send");
     }
 
-    fn answer(&mut self, call: &Message, body: &[u8]) -> Option<u32> {
+    fn answer(&mut self, call: &Message, body: &[u8]) -> ReplyWrite<u32> {
         let mut h = Header::reply(call.header.seq);
         h.codec = call.header.codec;
         self.core.reply(&Message::new(h, body.to_vec()))
@@ -374,6 +374,34 @@ fn a_call_with_seq_zero_breaks_the_protocol() {
 }
 
 #[test]
+fn a_reply_to_the_last_frame_of_the_writers_turn_is_written_by_its_answerer() {
+    let (clock, mut a, mut b) = established_pair();
+    a.call("/m", b"", SEC, clock.now());
+    a.call("/m", b"", SEC, clock.now());
+    let got = calls(a.send_to(&mut b, clock.now()));
+    // The writer waits, registered; outside a turn of its task it is woken.
+    assert!(matches!(b.core.next_write(|| 7), WriteStep::Wait));
+    b.core.writer_due(true);
+    b.core.last_frame(false);
+    assert!(matches!(b.answer(&got[0], b"1"), ReplyWrite::Writer(None)));
+    assert!(
+        b.core.reply_batch().is_none(),
+        "not the last frame: the writer"
+    );
+    b.core.last_frame(true);
+    assert!(matches!(b.answer(&got[1], b"2"), ReplyWrite::Here));
+    let (batch, _) = b.core.reply_batch().expect("both replies, to write here");
+    let mut framer = RawProto.framer(&limits());
+    let mut bytes = bytes::BytesMut::from(&batch.bytes[..]);
+    let bodies: Vec<_> = std::iter::from_fn(|| framer.decode(&mut bytes).unwrap())
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(bodies, [&b"1"[..], &b"2"[..]]);
+    b.core.writer_due(false);
+    assert!(b.core.reply_batch().is_none(), "the turn is over");
+}
+
+#[test]
 fn a_reply_is_sent_once_whatever_asks_twice() {
     let (clock, mut a, mut b) = established_pair();
     let seq = a.call("/m", b"", SEC, clock.now());
@@ -493,7 +521,11 @@ fn replies_queued_in_the_writers_own_turn_wake_nobody_and_the_writer_still_finds
     let call = calls(a.send_to(&mut b, clock.now())).remove(0);
     assert!(matches!(b.core.next_write(|| 99), WriteStep::Wait));
     b.core.writer_due(true);
-    assert_eq!(b.answer(&call, b"ok"), None, "no wake-up inside the turn");
+    let write = b.answer(&call, b"ok");
+    assert!(
+        matches!(write, ReplyWrite::Writer(None)),
+        "no wake-up inside the turn"
+    );
     b.core.writer_due(false);
     // The writer, polled after the turn, takes the reply.
     assert!(matches!(b.core.next_write(|| 99), WriteStep::Batch(..)));

@@ -423,7 +423,12 @@ impl Reader<'_> {
         let session = self.session;
         session.plugins().each(|p| p.before_read_header(session));
         let arrived = self.inbound.arrived();
-        let event = self.link.core().on_frame(frame, arrived);
+        let last = !self.inbound.has_buffered();
+        let event = {
+            let mut core = self.link.core();
+            core.last_frame(last);
+            core.on_frame(frame, arrived)
+        };
         self.event(event, arrived)
     }
 

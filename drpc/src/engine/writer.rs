@@ -3,10 +3,10 @@
 
 use crate::core::conn::WriteStep;
 use crate::runtime::link::Link;
+use crate::runtime::write_side::WriteFailure;
 use crate::runtime::yielding::yield_once;
 use crate::values::Status;
 use std::future::poll_fn;
-use std::io;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -24,7 +24,7 @@ enum Step {
     Write,
     Finish,
     /// A caller's own write of its lone call failed.
-    Failed((io::Error, Vec<u32>)),
+    Failed(WriteFailure),
 }
 
 /// Writes until [`Link::finish_writing`] and an empty queue, or an error.
@@ -79,7 +79,17 @@ pub(crate) async fn write_loop(link: Arc<Link>) -> WriterEnd {
                 return WriterEnd::Finished;
             }
             Step::Failed(failed) => Err(failed),
-            Step::Write => poll_fn(|cx| link.write_side().poll_current(cx)).await,
+            Step::Write => {
+                poll_fn(|cx| {
+                    let mut side = link.write_side();
+                    side.poll_current(cx).map_ok(|written| {
+                        if let Some(batch) = written {
+                            link.core().recycle(batch);
+                        }
+                    })
+                })
+                .await
+            }
         };
         if let Err((e, calls)) = written {
             let status = Status::write_failed(format!("writing to the peer failed: {e}"));

@@ -3,8 +3,9 @@
 //! callers, and its running handlers. A dialed session that redials gets a
 //! new link; everything here belongs to one connection and ends with it.
 
-use crate::core::conn::{ConnCore, QueueError};
+use crate::core::conn::{ConnCore, QueueError, ReplyWrite};
 use crate::core::inflight::Outcome;
+use crate::core::outbound::Batch;
 use crate::core::wire;
 use crate::runtime::attention::Attention;
 use crate::runtime::write_side::WriteSide;
@@ -172,7 +173,7 @@ impl Link {
         if let Some(w) = started.writer {
             w.wake();
         }
-        if started.lone && !self.write_lone() {
+        if started.lone && !self.write_here(ConnCore::lone_batch) {
             if let Some(w) = self.core().wake_writer() {
                 w.wake();
             }
@@ -180,12 +181,16 @@ impl Link {
         Ok(started.seq)
     }
 
-    /// Writes the batch of a lone call here, on the caller's task, rather
-    /// than waking the writer's: when few calls are in flight, the hop from
-    /// one task to the other is most of the time spent before the bytes
-    /// leave. True when it is all written; otherwise the writer must be
-    /// woken to go on with it (or to report its failure).
-    fn write_lone(&self) -> bool {
+    /// Writes the batch `take` gives (a lone call's, or replies the
+    /// writer would write next) here, on the sender's task, rather than
+    /// leaving it to the writer: when few calls are in flight, the hop to
+    /// the writer (or the reader's bookkeeping before it) is most of the
+    /// time spent before the bytes leave. True when it is all written;
+    /// otherwise the writer must go on with it (or report its failure).
+    fn write_here(
+        &self,
+        take: impl FnOnce(&mut ConnCore<Waker>) -> Option<(Batch, Vec<Waker>)>,
+    ) -> bool {
         // Never waits: if the writer holds the write half, it writes.
         let Some(mut side) = self.write_side.try_lock() else {
             return false;
@@ -193,14 +198,19 @@ impl Link {
         if !side.is_free() {
             return false;
         }
-        let Some((batch, room)) = self.core().lone_batch() else {
+        let Some((batch, room)) = take(&mut self.core()) else {
             return false;
         };
         side.start(batch);
         // No waker of the writer's here: if the socket cannot take it all
         // now, the writer goes on with its own.
         let done = match side.poll_current(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Ok(written)) => {
+                if let Some(batch) = written {
+                    self.core().recycle(batch);
+                }
+                true
+            }
             Poll::Ready(Err(failed)) => {
                 side.fail(failed);
                 false
@@ -269,9 +279,19 @@ impl Link {
     /// replies are few (one per call taken) and must not deadlock on a
     /// full queue.
     pub(crate) fn reply(&self, msg: &Message) {
-        let writer = self.core().reply(msg);
-        if let Some(w) = writer {
-            w.wake();
+        let write = self.core().reply(msg);
+        self.write_reply(write);
+    }
+
+    fn write_reply(&self, write: ReplyWrite<Waker>) {
+        match write {
+            ReplyWrite::Writer(Some(w)) => w.wake(),
+            ReplyWrite::Writer(None) => {}
+            // What is not written here, the writer (due when the reader's
+            // turn ends) goes on with.
+            ReplyWrite::Here => {
+                self.write_here(ConnCore::reply_batch);
+            }
         }
     }
 
@@ -294,10 +314,8 @@ impl Link {
             })
         });
         match queued {
-            Ok(writer) => {
-                if let Some(w) = writer {
-                    w.wake();
-                }
+            Ok(write) => {
+                self.write_reply(write);
                 Ok(())
             }
             Err(err) => Err(failed.unwrap_or_else(|| wire::encode_status(&err))),

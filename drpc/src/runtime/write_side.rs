@@ -8,6 +8,10 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWrite;
 
+/// A write that failed, with the calls of its batch (their bytes never
+/// left).
+pub(crate) type WriteFailure = (io::Error, Vec<u32>);
+
 /// The write half, behind the link's lock: whoever holds the lock writes,
 /// so batches go out whole and in order.
 pub(crate) struct WriteSide {
@@ -17,7 +21,7 @@ pub(crate) struct WriteSide {
     current: Option<(Batch, usize)>,
     /// A caller's write that failed, with the calls of its batch, for the
     /// writer to report.
-    failed: Option<(io::Error, Vec<u32>)>,
+    failed: Option<WriteFailure>,
 }
 
 impl WriteSide {
@@ -51,18 +55,16 @@ impl WriteSide {
 
     /// Writes the current batch on, then flushes it (the flush ends a run
     /// of whole frames: the socket contract that lets QUIC send each batch
-    /// on a stream of its own). Ready once it is all written, or failed:
-    /// the batch is then dropped and the error comes with its calls.
+    /// on a stream of its own). Ready with the batch once it is all written
+    /// (its buffer may serve again), or failed: the batch is then dropped
+    /// and the error comes with its calls.
     pub(crate) fn poll_current(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<(), (io::Error, Vec<u32>)>> {
+    ) -> Poll<Result<Option<Batch>, WriteFailure>> {
         match self.poll_write_current(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => {
-                self.current = None;
-                Poll::Ready(Ok(()))
-            }
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(self.current.take().map(|(b, _)| b))),
             Poll::Ready(Err(e)) => {
                 let calls = self.current.take().map(|(b, _)| b.calls);
                 Poll::Ready(Err((e, calls.unwrap_or_default())))
@@ -91,12 +93,12 @@ impl WriteSide {
     }
 
     /// Records a caller's failed write for the writer to report.
-    pub(crate) fn fail(&mut self, failed: (io::Error, Vec<u32>)) {
+    pub(crate) fn fail(&mut self, failed: WriteFailure) {
         self.failed = Some(failed);
     }
 
     /// A caller's failed write, once.
-    pub(crate) fn take_failure(&mut self) -> Option<(io::Error, Vec<u32>)> {
+    pub(crate) fn take_failure(&mut self) -> Option<WriteFailure> {
         self.failed.take()
     }
 

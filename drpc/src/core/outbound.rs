@@ -37,6 +37,10 @@ pub(crate) struct Outbound {
     limit: usize,
     /// A written batch's buffer, emptied, for the next batch.
     spare: Option<(BytesMut, Vec<u32>)>,
+    /// The size of the latest batch cut from `buf`: a new buffer starts
+    /// with room for about as much, so a busy connection's batches do not
+    /// grow by doubling (and copying) every time.
+    last_batch: usize,
 }
 
 impl Outbound {
@@ -54,6 +58,7 @@ impl Outbound {
             queued: 0,
             limit: limit.max(1),
             spare: None,
+            last_batch: 0,
         }
     }
 
@@ -96,12 +101,17 @@ impl Outbound {
         write_body: WriteBody<'_>,
     ) -> Result<(), ProtoError> {
         if self.buf.capacity() == 0 {
+            // Small while messages go one at a time (an allocation the
+            // allocator serves from its per-thread cache, or the spare);
+            // half as much again as the last batch when they come in
+            // batches.
+            let room = (self.last_batch + self.last_batch / 2)
+                .clamp(self.batch.min(FIRST_ROOM), self.batch.max(FIRST_ROOM));
             match self.spare.take() {
-                Some((buf, calls)) => (self.buf, self.buf_calls) = (buf, calls),
-                // Small first: a lone message (most, when few are in
-                // flight) then takes an allocation the allocator serves
-                // from its per-thread cache; a busy batch grows by doubling.
-                None => self.buf.reserve(self.batch.min(FIRST_ROOM)),
+                Some((buf, calls)) if buf.capacity() >= room => {
+                    (self.buf, self.buf_calls) = (buf, calls)
+                }
+                _ => self.buf.reserve(room),
             }
         }
         let start = self.buf.len();
@@ -134,10 +144,19 @@ impl Outbound {
     /// Cuts what is gathered into a batch of its own.
     fn seal(&mut self) {
         if !self.buf.is_empty() {
-            self.sealed.push_back(Batch {
-                bytes: self.buf.split().freeze(),
-                calls: std::mem::take(&mut self.buf_calls),
-            });
+            let batch = self.cut();
+            self.sealed.push_back(batch);
+        }
+    }
+
+    /// What is gathered, as a batch. (Split rather than taken whole: the
+    /// buffer is then shared-kind once and for all, and its trips through
+    /// `recycle` allocate nothing.)
+    fn cut(&mut self) -> Batch {
+        self.last_batch = self.buf.len();
+        Batch {
+            bytes: self.buf.split().freeze(),
+            calls: std::mem::take(&mut self.buf_calls),
         }
     }
 
@@ -146,13 +165,7 @@ impl Outbound {
         let batch = match self.sealed.pop_front() {
             Some(b) => b,
             None if self.buf.is_empty() => return None,
-            // All there is. (Split rather than taken whole: the buffer is
-            // then shared-kind once and for all, and its trips through
-            // `recycle` allocate nothing.)
-            None => Batch {
-                bytes: self.buf.split().freeze(),
-                calls: std::mem::take(&mut self.buf_calls),
-            },
+            None => self.cut(),
         };
         if self.sealed.is_empty() && self.buf.is_empty() {
             // Everything is taken: the writer's room is the space for new
@@ -277,6 +290,29 @@ mod tests {
         assert_eq!(second.bytes.as_ptr(), at, "the same buffer, not a new one");
         assert_eq!(second.calls, vec![2]);
         assert_eq!(decode_all(&second.bytes)[0].header.seq, 2);
+    }
+
+    #[test]
+    fn a_busy_connections_next_buffer_starts_as_large_as_its_last_batch() {
+        let mut o = outbound(64 * 1024, 1000);
+        for seq in 1..=20 {
+            o.push(&Message::new(Header::call(seq, "/m"), vec![0; 600]))
+                .unwrap();
+        }
+        let busy = o.next_batch().unwrap().bytes.len();
+        assert!(busy > 12_000);
+        o.push(&Message::new(Header::call(21, "/m"), vec![0; 600]))
+            .unwrap();
+        // Another batch as large fits without growing (and copying).
+        assert!(o.buf.capacity() >= busy, "{} < {busy}", o.buf.capacity());
+        // One message at a time again: the room shrinks back to small.
+        o.next_batch().unwrap();
+        o.push(&Message::new(Header::call(22, "/m"), vec![0; 600]))
+            .unwrap();
+        o.next_batch().unwrap();
+        o.push(&Message::new(Header::call(23, "/m"), vec![0; 600]))
+            .unwrap();
+        assert_eq!(o.buf.capacity(), FIRST_ROOM);
     }
 
     #[test]

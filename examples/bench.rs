@@ -17,8 +17,9 @@
 //!
 //! Server and client each run on a single-threaded tokio runtime on its own
 //! OS thread, so each gets one core. Every level runs `--rounds` times,
-//! ceiling and drpc taking turns in slices of a tenth of a round (so a drift
-//! of the machine's speed touches them alike); calls/s is the median over
+//! ceiling and drpc taking turns in slices of a twelfth of a round, in an
+//! order that rotates (so a drift of the machine's speed, and the wake of
+//! the target before, touch them alike); calls/s is the median over
 //! the rounds, latency percentiles pool every call, and CPU per call is the
 //! CPU time of both threads (read from their thread clocks) over the calls
 //! made, so a loss in calls/s with equal CPU per call shows stalls between
@@ -217,13 +218,18 @@ struct Round {
     latencies: Vec<u64>,
 }
 
-/// How many turns each target takes within a round.
-const SLICES: usize = 10;
+/// How many turns each target takes within a round: a multiple of 3 and 4
+/// (the default tables' targets), so each target goes first, second and
+/// so on equally often.
+const SLICES: usize = 12;
 
 /// One round of every target in `targets`: a warm-up each, then `secs` of
 /// calls from `inflight` workers each, taken in [`SLICES`] turns (target
 /// after target, over and over), so that the machine's speed drifting
-/// within the round touches every target alike.
+/// within the round touches every target alike. The order rotates from
+/// turn to turn: a target that always ran right after another would be
+/// measured in that one's wake (a second drpc target read 1 to 3 µs more
+/// CPU per call at 1 in flight than the same target run first).
 async fn round(
     targets: &[&Target],
     inflight: usize,
@@ -240,8 +246,10 @@ async fn round(
     // Per target: latencies, seconds elapsed, CPU seconds.
     let mut taken: Vec<(Vec<u64>, f64, f64)> =
         targets.iter().map(|_| (Vec::new(), 0.0, 0.0)).collect();
-    for _ in 0..SLICES {
-        for (target, (latencies, elapsed, cpu)) in targets.iter().zip(taken.iter_mut()) {
+    for turn in 0..SLICES {
+        for k in 0..targets.len() {
+            let i = (turn + k) % targets.len();
+            let (target, (latencies, elapsed, cpu)) = (targets[i], &mut taken[i]);
             let cpu0 = client.seconds() + server.seconds();
             let started = Instant::now();
             latencies.extend(run(target, inflight, slice, body, big).await);

@@ -25,14 +25,14 @@ use std::time::Instant;
 pub(crate) enum Event<W> {
     /// A call to dispatch to its handler; its seq is now being handled, and
     /// [`ConnCore::reply`] must answer it exactly once.
-    Call(Message),
+    Call(Box<Message>),
     /// A push to dispatch.
-    Push(Message),
+    Push(Box<Message>),
     /// The connection is not established yet: the message is held.
     Held,
     /// Not established and nothing more can be held: the reader waits
     /// (for a hook to take one, or the hooks to end) and offers it again.
-    HoldFull(Message),
+    HoldFull(Box<Message>),
     /// A reply ended a call: wake its caller.
     Replied(Option<W>),
     /// The peer's notice: it is going away (102), or it refuses the
@@ -209,7 +209,7 @@ impl<W> ConnCore<W> {
                 if h.kind == Kind::Call {
                     self.handling.insert(h.seq);
                 }
-                self.hold.push(msg, arrived);
+                self.hold.push(*msg, arrived);
                 Event::Held
             }
             Kind::Call => {

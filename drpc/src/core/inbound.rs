@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 /// What the buffer held next.
 #[derive(Debug)]
 pub(crate) enum Frame {
-    /// A whole message.
-    Message(Message),
+    /// A whole message. Boxed: it passes through several hands on its way
+    /// to a handler or a caller, as a pointer rather than a copy of its
+    /// header each time.
+    Message(Box<Message>),
     /// A whole frame whose method or meta is over its limit: a call is
     /// answered with this status, anything else is dropped.
     Oversize {
@@ -110,7 +112,7 @@ impl Inbound {
     pub(crate) fn next(&mut self) -> Result<Option<Frame>, ProtoError> {
         let frame = match self.framer.decode(&mut self.buf) {
             Ok(None) => return Ok(None),
-            Ok(Some(msg)) => Frame::Message(msg),
+            Ok(Some(msg)) => Frame::Message(Box::new(msg)),
             Err(e) if e.is_fatal() => return Err(e),
             Err(e) => match e {
                 ProtoError::HeaderTooLarge {

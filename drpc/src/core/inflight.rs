@@ -19,8 +19,9 @@ use std::time::Instant;
 /// How a call's wait ended.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// The peer replied (with any status).
-    Reply(Message),
+    /// The peer replied (with any status). Boxed: the table's entries stay
+    /// small, and the reply travels to its caller as a pointer.
+    Reply(Box<Message>),
     /// The call failed on this side: its connection was lost, its bytes
     /// could not be written, a plugin refused its reply.
     Failed(Status),
@@ -213,7 +214,7 @@ mod tests {
     }
 
     fn reply(seq: u32) -> Outcome {
-        Outcome::Reply(Message::new(Header::reply(seq), Vec::new()))
+        Outcome::Reply(Box::new(Message::new(Header::reply(seq), Vec::new())))
     }
 
     #[test]

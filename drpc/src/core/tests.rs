@@ -114,7 +114,7 @@ fn calls(events: Vec<Event<u32>>) -> Vec<Message> {
     events
         .into_iter()
         .map(|e| match e {
-            Event::Call(m) => m,
+            Event::Call(m) => *m,
             other => panic!("expected a call, got {other:?}"),
         })
         .collect()
@@ -305,7 +305,7 @@ fn a_full_hold_stops_the_reader_and_a_hook_can_take_a_message() {
     let full: Vec<Message> = events
         .into_iter()
         .filter_map(|e| match e {
-            Event::HoldFull(m) => Some(m),
+            Event::HoldFull(m) => Some(*m),
             Event::Held => None,
             other => panic!("{other:?}"),
         })
@@ -316,7 +316,8 @@ fn a_full_hold_stops_the_reader_and_a_hook_can_take_a_message() {
     // Room again: the waiting one is held now.
     let retried = full.into_iter().next().unwrap();
     assert!(matches!(
-        b.core.on_frame(Frame::Message(retried), clock.now()),
+        b.core
+            .on_frame(Frame::Message(Box::new(retried)), clock.now()),
         Event::Held
     ));
 }
@@ -346,7 +347,7 @@ fn a_seq_still_being_handled_is_refused_with_400_and_the_first_call_keeps_it() {
     h.timeout = Some(SEC);
     let dup = Message::new(h, b"again".to_vec());
     assert!(matches!(
-        b.core.on_frame(Frame::Message(dup), clock.now()),
+        b.core.on_frame(Frame::Message(Box::new(dup)), clock.now()),
         Event::Answered(_)
     ));
     b.send_to(&mut a, clock.now());
@@ -364,7 +365,7 @@ fn a_call_with_seq_zero_breaks_the_protocol() {
     let clock = Clock::new();
     let mut b = Side::established(clock.now());
     let msg = Message::new(Header::call(0, "/m"), vec![]);
-    match b.core.on_frame(Frame::Message(msg), clock.now()) {
+    match b.core.on_frame(Frame::Message(Box::new(msg)), clock.now()) {
         Event::Fatal(s) => {
             assert_eq!(s.code(), Code::BAD_MESSAGE);
             assert!(s.message().contains("seq 0"));
@@ -504,7 +505,10 @@ fn a_refusal_notice_is_reported_as_it_was_sent() {
     let clock = Clock::new();
     let mut b = Side::established(clock.now());
     let notice = super::wire::notice(&Status::overloaded("full"));
-    match b.core.on_frame(Frame::Message(notice), clock.now()) {
+    match b
+        .core
+        .on_frame(Frame::Message(Box::new(notice)), clock.now())
+    {
         Event::Notice(s) => {
             assert_eq!(s.code(), Code::OVERLOADED);
             assert_eq!(s.message(), "notice from the peer: full");

@@ -215,7 +215,7 @@ struct Reader<'a> {
     /// The peer's stream has not ended (and reading did not fail).
     reading: bool,
     /// A message that found the hold full, offered again when there is room.
-    waiting: Option<Message>,
+    waiting: Option<Box<Message>>,
     /// Frames read but not yet handled: the reader yielded after a turn's
     /// worth, and handles them before it reads again.
     backlog: bool,
@@ -373,6 +373,7 @@ impl Reader<'_> {
     }
 
     fn dispatch(&self, msg: Message, arrived: Instant) {
+        let msg = Box::new(msg);
         match msg.header.kind {
             Kind::Call => dispatch::call(self.session, self.link, msg, arrived),
             _ => dispatch::push(self.session, self.link, msg),

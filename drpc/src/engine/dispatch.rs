@@ -95,7 +95,7 @@ impl Answer<'_> {
 }
 
 /// Runs a call of the peer: hooks, route, admission, handler, reply.
-pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Message, arrived: Instant) {
+pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, arrived: Instant) {
     let ep = &session.shared.ep;
     let mut answer = Answer {
         session,
@@ -137,7 +137,7 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Message, arrive
     // The wire carries at most u32::MAX ms (about 49 days); a local default
     // is capped like a caller's.
     let deadline = arrived + timeout.min(MAX_DEADLINE_AHEAD);
-    let Message { header, body } = msg;
+    let Message { header, body } = *msg;
     let ctx = CallCtx::new(session.clone(), header, body, deadline);
     let prepared = handler(&ctx).and_then(|fut| {
         session
@@ -273,7 +273,7 @@ fn outcome(ctx: &CallCtx, result: std::thread::Result<CallOutput>) -> CallOutput
 }
 
 /// Runs a push of the peer: hooks, route, handler.
-pub(crate) fn push(session: &Session, link: &Arc<Link>, mut msg: Message) {
+pub(crate) fn push(session: &Session, link: &Arc<Link>, mut msg: Box<Message>) {
     let ep = &session.shared.ep;
     let routed = (|| {
         session
@@ -299,7 +299,7 @@ pub(crate) fn push(session: &Session, link: &Arc<Link>, mut msg: Message) {
         Ok(route) => route,
         Err(status) => return dropped(status),
     };
-    let Message { header, body } = msg;
+    let Message { header, body } = *msg;
     let ctx = PushCtx::new(session.clone(), header, body);
     let prepared = (route.handler)(&ctx).and_then(|fut| {
         session

@@ -119,7 +119,7 @@ impl Session {
         method: &str,
         opts: CallOptions,
         body: Body<F>,
-    ) -> Result<Message, Status>
+    ) -> Result<Box<Message>, Status>
     where
         F: FnMut(&mut BytesMut) -> Result<(), ProtoError>,
     {

@@ -242,9 +242,16 @@ impl<W> ConnCore<W> {
         self.last_frame = last;
     }
 
+    /// Whether replies queued now are for their answerer to write (see
+    /// [`ReplyWrite::Here`]): the last frame of the writer's own task's
+    /// turn, with the writer idle.
+    fn replies_written_here(&self) -> bool {
+        self.writer_due && self.last_frame && self.writer.is_some()
+    }
+
     /// Who writes a reply just queued.
     fn reply_write(&mut self) -> ReplyWrite<W> {
-        match self.writer_due && self.last_frame && self.writer.is_some() {
+        match self.replies_written_here() {
             true => ReplyWrite::Here,
             false => ReplyWrite::Writer(self.writer_to_wake()),
         }
@@ -254,7 +261,7 @@ impl<W> ConnCore<W> {
     /// with the senders to wake for the room it frees; `None` if that is
     /// no longer the writer's plan.
     pub(crate) fn reply_batch(&mut self) -> Option<(Batch, Vec<W>)> {
-        match self.writer_due && self.last_frame && self.writer.is_some() {
+        match self.replies_written_here() {
             true => self.take_batch(),
             false => None,
         }

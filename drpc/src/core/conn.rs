@@ -71,6 +71,9 @@ pub(crate) struct ConnCore<W> {
     /// queued now are all the writer would find when the turn ends, and
     /// their answerer may write them at once (see [`ReplyWrite::Here`]).
     last_frame: bool,
+    /// In that turn, a batch was left to the writer that its answerer could
+    /// not write whole.
+    left_to_writer: bool,
     /// The writer shuts the connection's write side down once it has
     /// written everything.
     finish_writing: bool,
@@ -140,6 +143,7 @@ impl<W> ConnCore<W> {
             writer: None,
             writer_due: false,
             last_frame: false,
+            left_to_writer: false,
             finish_writing: false,
             room: Vec::new(),
         }
@@ -230,10 +234,22 @@ impl<W> ConnCore<W> {
     /// one that cannot be encoded is replaced by what can be said instead.
     /// Marks a turn of the writer's own task that polls the writer when it
     /// ends (`true`), and that turn's end (`false`). A wake-up from that
-    /// turn would only have the task polled once more for nothing.
-    pub(crate) fn writer_due(&mut self, due: bool) {
+    /// turn would only have the task polled once more for nothing. At the
+    /// turn's end, says whether the writer has work it was not woken for
+    /// (a message queued, a finish asked for, a batch its answerer could
+    /// not write whole): the task must poll it then.
+    pub(crate) fn writer_due(&mut self, due: bool) -> bool {
+        let ended = self.writer_due && !due;
         self.writer_due = due;
         self.last_frame = false;
+        let left = std::mem::take(&mut self.left_to_writer);
+        ended && (left || self.out.queued() > 0 || self.finish_writing)
+    }
+
+    /// Records that a batch taken with [`ConnCore::reply_batch`] was not
+    /// written whole: the writer goes on with it when the turn ends.
+    pub(crate) fn left_to_writer(&mut self) {
+        self.left_to_writer = true;
     }
 
     /// Marks whether the frame about to be handled (in the turn marked by

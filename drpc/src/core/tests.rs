@@ -398,8 +398,14 @@ fn a_reply_to_the_last_frame_of_the_writers_turn_is_written_by_its_answerer() {
         .map(|m| m.body)
         .collect();
     assert_eq!(bodies, [&b"1"[..], &b"2"[..]]);
-    b.core.writer_due(false);
+    assert!(
+        !b.core.writer_due(false),
+        "all taken: nothing for the writer"
+    );
     assert!(b.core.reply_batch().is_none(), "the turn is over");
+    b.core.writer_due(true);
+    b.core.left_to_writer();
+    assert!(b.core.writer_due(false), "a batch not written whole");
 }
 
 #[test]
@@ -530,7 +536,7 @@ fn replies_queued_in_the_writers_own_turn_wake_nobody_and_the_writer_still_finds
         matches!(write, ReplyWrite::Writer(None)),
         "no wake-up inside the turn"
     );
-    b.core.writer_due(false);
+    assert!(b.core.writer_due(false), "its task must poll the writer");
     // The writer, polled after the turn, takes the reply.
     assert!(matches!(b.core.next_write(|| 99), WriteStep::Batch(..)));
     assert!(matches!(b.core.next_write(|| 99), WriteStep::Wait));

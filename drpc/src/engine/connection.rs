@@ -13,6 +13,7 @@ use crate::core::lifecycle::{after_connection, Cause, Facts, Next, Notice, Phase
 use crate::core::outbound::Outbound;
 use crate::core::wire;
 use crate::plugin::BoxFuture;
+use crate::runtime::gate::Gate;
 use crate::runtime::link::Link;
 use crate::runtime::timer::LazyTimer;
 use crate::runtime::yielding::yield_once;
@@ -122,6 +123,7 @@ pub(crate) async fn run(
         backlog: false,
         established: false,
         writer: Some(writer),
+        writer_gate: Gate::default(),
         writer_end: None,
         woken: 0,
     };
@@ -221,6 +223,9 @@ struct Reader<'a> {
     backlog: bool,
     established: bool,
     writer: Option<Writer>,
+    /// Polled in [`Reader::until_ending`]'s loop only when woken, or given
+    /// work in a turn of this task.
+    writer_gate: Gate,
     writer_end: Option<WriterEnd>,
     /// Callers woken by replies in the last read turn.
     woken: usize,
@@ -276,7 +281,7 @@ impl Reader<'_> {
                         return end;
                     }
                 }
-                w = async { self.writer.as_mut().expect("checked").await }, if self.writer.is_some() => {
+                w = poll_fn(|cx| self.writer_gate.poll(cx, |cx| self.writer.as_mut().expect("checked").as_mut().poll(cx))), if self.writer.is_some() => {
                     self.writer = None;
                     let status = match w {
                         WriterEnd::Failed(status) => status,
@@ -388,7 +393,9 @@ impl Reader<'_> {
         // the writer: this task polls it next (in either loop).
         self.link.core().writer_due(true);
         let end = self.handle_frames();
-        self.link.core().writer_due(false);
+        if self.link.core().writer_due(false) {
+            self.writer_gate.open();
+        }
         end
     }
 

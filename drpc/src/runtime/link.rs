@@ -290,7 +290,9 @@ impl Link {
             // What is not written here, the writer (due when the reader's
             // turn ends) goes on with.
             ReplyWrite::Here => {
-                self.write_here(ConnCore::reply_batch);
+                if !self.write_here(ConnCore::reply_batch) {
+                    self.core().left_to_writer();
+                }
             }
         }
     }

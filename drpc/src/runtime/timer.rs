@@ -1,6 +1,9 @@
 //! A timer for the earliest of a changing set of deadlines.
 
+use super::gate::Gate;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 pin_project_lite::pin_project! {
@@ -8,11 +11,14 @@ pin_project_lite::pin_project! {
     /// when a deadline earlier than the one it is set for appears. Moving a
     /// timer costs a lock and a timer-wheel update, and the earliest call
     /// deadline changes on almost every read; waking early once and being
-    /// set again for the true deadline costs less.
+    /// set again for the true deadline costs less. Behind a gate: a task
+    /// polls it on every turn, and an armed `Sleep` costs a clock reading
+    /// and the timer wheel's lock each time it is polled.
     pub(crate) struct LazyTimer {
         #[pin]
         sleep: tokio::time::Sleep,
         armed: Option<Instant>,
+        gate: Gate,
     }
 }
 
@@ -22,6 +28,7 @@ impl LazyTimer {
             // Never polled until armed, so never registered before.
             sleep: tokio::time::sleep_until(tokio::time::Instant::now()),
             armed: None,
+            gate: Gate::default(),
         }
     }
 
@@ -32,6 +39,8 @@ impl LazyTimer {
             if this.armed.is_none_or(|armed| at < armed) {
                 this.sleep.reset(at.into());
                 *this.armed = Some(at);
+                // Polled again, so the reset timer has its waker.
+                this.gate.open();
             }
         }
     }
@@ -41,10 +50,18 @@ impl LazyTimer {
     }
 
     /// Fires once at the time armed for; the caller checks what is due.
-    pub(crate) async fn fired(self: Pin<&mut Self>) {
-        let mut this = self.project();
-        this.sleep.as_mut().await;
-        *this.armed = None;
+    pub(crate) async fn fired(mut self: Pin<&mut Self>) {
+        poll_fn(|cx| self.as_mut().poll_fired(cx)).await
+    }
+
+    fn poll_fired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let mut sleep = this.sleep;
+        let fired = this.gate.poll(cx, |cx| sleep.as_mut().poll(cx));
+        if fired.is_ready() {
+            *this.armed = None;
+        }
+        fired
     }
 }
 

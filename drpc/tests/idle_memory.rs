@@ -21,6 +21,10 @@ async fn an_idle_session_holds_no_read_or_write_buffer() {
         .call("/big", |_: CallCtx, n: usize| async move {
             Ok::<_, Status>(drpc::Blob::from(vec![7u8; n]))
         })
+        .unwrap()
+        .call("/echo", |_: CallCtx, body: drpc::Blob| async move {
+            Ok::<_, Status>(body)
+        })
         .unwrap();
     let server = Endpoint::builder().router(routes).build().unwrap();
     let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
@@ -48,10 +52,12 @@ async fn an_idle_session_holds_no_read_or_write_buffer() {
     }
     // Every session on both sides is idle now; a round trip on each makes
     // sure its reader has come back to wait (and given its buffer back).
+    // Its 12 KB each way arrive in one read of whole frames, whose buffer
+    // must not stay behind either.
+    let last = drpc::Blob::from(vec![1u8; 12_000]);
     for s in &sessions {
-        let _: drpc::Blob = within("a small call", s.call("/big", &1usize))
-            .await
-            .unwrap();
+        let back: drpc::Blob = within("a last call", s.call("/echo", &last)).await.unwrap();
+        assert_eq!(back.len(), last.len());
     }
     let grown = (live() - before).max(0) as usize;
     let per_session = grown / (2 * SESSIONS);

@@ -3,8 +3,8 @@
 //! cutting whole frames out with the proto's framer.
 //!
 //! The buffer is released whenever it holds no partial frame and the socket
-//! has nothing more to give, so an idle session keeps no read buffer; the
-//! next read makes a new one.
+//! has nothing more to give, so an idle session keeps no read buffer beyond
+//! [`KEEP`] bytes; the next read makes a new one.
 
 use crate::values::Status;
 use bytes::BytesMut;
@@ -29,10 +29,19 @@ pub(crate) enum Frame {
     },
 }
 
+/// The most a drained read buffer keeps for the next read to reuse: a
+/// lone call or its reply of a few hundred bytes then allocates nothing,
+/// and an idle session holds no more (as its write side's spare).
+pub(crate) const KEEP: usize = 1024;
+
 /// One connection's incoming bytes.
 pub(crate) struct Inbound {
     framer: Box<dyn Framer>,
     buf: BytesMut,
+    /// The size of the buffer's memory as of its last reserve: one drained
+    /// by cutting frames out has no capacity left, yet holds that memory
+    /// (to reuse) until it is released.
+    reserved: usize,
     sizer: ReadSizer,
     /// When the first bytes of the frame being read arrived.
     started: Option<Instant>,
@@ -54,6 +63,7 @@ impl Inbound {
         Self {
             framer,
             buf: BytesMut::new(),
+            reserved: 0,
             sizer: ReadSizer::new(read_chunk),
             started: None,
             arrived: now,
@@ -65,6 +75,7 @@ impl Inbound {
     /// it was released), and how much room that is.
     pub(crate) fn room(&mut self) -> (&mut BytesMut, usize) {
         let offered = self.sizer.prepare(&mut self.buf);
+        self.reserved = self.buf.len() + self.buf.capacity();
         (&mut self.buf, offered)
     }
 
@@ -83,6 +94,7 @@ impl Inbound {
         // Exactly as large as what came: whole frames leave it empty, and
         // a partial one grows it on the next read.
         self.buf.reserve(bytes.len());
+        self.reserved = self.buf.len() + self.buf.capacity();
         self.buf.extend_from_slice(bytes);
         self.filled(offered, bytes.len(), now);
     }
@@ -158,18 +170,20 @@ impl Inbound {
         }
     }
 
-    /// Gives the buffer back when it holds nothing: the socket has nothing
-    /// more for now, and an idle connection should hold no buffer.
+    /// Gives the buffer back when it holds nothing and more than [`KEEP`]
+    /// bytes: the socket has nothing more for now, and an idle connection
+    /// should hold no buffer.
     pub(crate) fn release_if_empty(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
+        if self.buf.is_empty() && self.reserved > KEEP {
             self.buf = BytesMut::new();
+            self.reserved = 0;
         }
     }
 
-    /// The bytes the buffer holds now.
+    /// The bytes the buffer holds now, drained or not.
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
-        self.buf.capacity()
+        self.reserved
     }
 }
 
@@ -310,13 +324,16 @@ mod tests {
         let mut i = inbound(t);
         assert_eq!(i.capacity(), 0, "nothing is held before the first read");
         let (_, offered) = i.room();
-        assert!(offered >= 1024);
+        assert_eq!(offered, KEEP);
         i.filled(offered, offered, t);
         i.release_if_empty();
-        assert_eq!(i.capacity(), 0);
+        assert_eq!(i.capacity(), KEEP, "a small buffer is kept to reuse");
+        let (_, again) = i.room();
+        i.filled(again, again, t);
         let (_, more) = i.room();
-        assert!(more >= 2048, "a full read doubles the next offer");
+        assert!(more >= 2048, "full reads grow the next offer");
         i.release_if_empty();
+        assert_eq!(i.capacity(), 0, "a larger buffer is released");
         // A partial frame is kept.
         feed(&mut i, &[0, 0], t);
         i.release_if_empty();
@@ -355,5 +372,23 @@ mod tests {
         assert!(matches!(i.next(), Ok(Some(Frame::Message(m))) if m.body.len() == 100));
         i.release_if_empty();
         assert_eq!(i.released_offer(16 * 1024), Some(1024));
+    }
+
+    #[test]
+    fn a_buffer_drained_by_its_frames_is_released_unless_small() {
+        let t = Instant::now();
+        let mut i = inbound(t);
+        for (body, kept) in [(KEEP, 0), (100, 100 + 30)] {
+            let bytes = wire(&[Message::new(Header::push("/a"), vec![1; body])]);
+            i.filled_from(16 * 1024, &bytes, t);
+            assert!(matches!(i.next(), Ok(Some(Frame::Message(_)))));
+            assert!(matches!(i.next(), Ok(None)));
+            i.release_if_empty();
+            assert!(
+                i.capacity() <= kept,
+                "{body}-byte body: {} kept",
+                i.capacity()
+            );
+        }
     }
 }

@@ -31,7 +31,12 @@ pub(crate) fn poll_read(
         let mut space = [MaybeUninit::<u8>::uninit(); STACK_READ];
         let mut buf = ReadBuf::uninit(&mut space[..offered]);
         return match Pin::new(rd).poll_read(cx, &mut buf) {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                // A buffer drained by cutting frames out still holds the
+                // memory of its last read.
+                inbound.release_if_empty();
+                Poll::Pending
+            }
             Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Read::End),
             Poll::Ready(Ok(())) => {
                 let now = tokio::time::Instant::now().into_std();

@@ -62,6 +62,7 @@ mod context;
 mod core;
 mod endpoint;
 mod engine;
+mod handler;
 pub mod memory;
 pub mod plugin;
 mod router;

@@ -3,46 +3,20 @@
 //! but running plugins around it is the dispatcher's business.
 
 use crate::context::{CallCtx, PushCtx};
+use crate::handler::{BoxCallFuture, Handling};
 use crate::plugin::{BoxFuture, Plugin, Plugins, RouteKind};
 use crate::values::Status;
-use bytes::{BufMut, Bytes, BytesMut};
-use drpc_codec::{CodecError, CodecId};
+use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::Arc;
 
-/// What a call handler produces: its reply body, or a status.
-pub(crate) type CallOutput = Result<ReplyBody, Status>;
-
-/// A call handler's reply body.
-pub(crate) enum ReplyBody {
-    /// Encoded already (a raw handler's).
-    Bytes(Bytes),
-    /// A value, encoded with the reply codec when the reply is queued:
-    /// straight into the connection's batch when no plugin needs it as
-    /// bytes first.
-    Value(Box<dyn ReplyValue>),
-}
-
-/// A handler's return value, its type erased.
-pub(crate) trait ReplyValue: Send {
-    /// Appends the value's encoding with `codec` to `out`.
-    fn encode_into(&self, codec: CodecId, out: &mut BytesMut) -> Result<(), CodecError>;
-}
-
-impl<R: Serialize + Send> ReplyValue for R {
-    fn encode_into(&self, codec: CodecId, out: &mut BytesMut) -> Result<(), CodecError> {
-        codec.encode_into(self, out.writer())
-    }
-}
-
 /// A call route, erased: decodes the argument at once (a 400 comes back
 /// here, before anything runs) and returns the handler's future, not yet
 /// polled, so the dispatcher runs the body hooks in between.
-pub(crate) type CallFn =
-    Arc<dyn Fn(&CallCtx) -> Result<BoxFuture<'static, CallOutput>, Status> + Send + Sync>;
+pub(crate) type CallFn = Arc<dyn Fn(&CallCtx) -> Result<BoxCallFuture, Status> + Send + Sync>;
 /// A push route, erased the same way.
 pub(crate) type PushFn =
     Arc<dyn Fn(&PushCtx) -> Result<BoxFuture<'static, ()>, Status> + Send + Sync>;
@@ -225,13 +199,8 @@ impl Router {
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
         R: Serialize + Send + 'static,
     {
-        let handler = Arc::new(handler);
-        self.set_call_fallback(erase_call(move |ctx: CallCtx| {
-            let handler = handler.clone();
-            async move {
-                let value = handler(ctx).await?;
-                Ok(ReplyBody::Value(Box::new(value)))
-            }
+        self.set_call_fallback(Arc::new(move |ctx: &CallCtx| {
+            Ok(Handling::value(handler(ctx.clone())))
         }))
     }
 
@@ -368,25 +337,13 @@ fn insert<F>(
     Ok(full)
 }
 
-/// Erases a handler that takes the call's context as it is.
-fn erase_call<F, Fut>(handler: F) -> CallFn
-where
-    F: Fn(CallCtx) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = CallOutput> + Send + 'static,
-{
-    Arc::new(move |ctx: &CallCtx| Ok(Box::pin(handler(ctx.clone())) as BoxFuture<'static, _>))
-}
-
 /// Erases a handler of encoded bytes.
 fn raw_call<F, Fut>(handler: F) -> CallFn
 where
     F: Fn(CallCtx) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Bytes, Status>> + Send + 'static,
 {
-    erase_call(move |ctx| {
-        let fut = handler(ctx);
-        async move { fut.await.map(ReplyBody::Bytes) }
-    })
+    Arc::new(move |ctx: &CallCtx| Ok(Handling::bytes(handler(ctx.clone()))))
 }
 
 /// Erases a typed handler: the argument is decoded now (400 on failure);
@@ -401,11 +358,7 @@ where
 {
     Arc::new(move |ctx: &CallCtx| {
         let arg: A = ctx.decode()?;
-        let fut = handler(ctx.clone(), arg);
-        Ok(Box::pin(async move {
-            let value = fut.await?;
-            Ok(ReplyBody::Value(Box::new(value)))
-        }) as BoxFuture<'static, _>)
+        Ok(Handling::value(handler(ctx.clone(), arg)))
     })
 }
 

@@ -14,7 +14,14 @@ fn layer(file: &str) -> (usize, &'static str) {
         f if f.starts_with("core/") => (1, "core"),
         f if f.starts_with("runtime/") => (2, "runtime"),
         f if f.starts_with("session/")
-            || ["context.rs", "plugin.rs", "router.rs", "shared.rs"].contains(&f) =>
+            || [
+                "context.rs",
+                "handler.rs",
+                "plugin.rs",
+                "router.rs",
+                "shared.rs",
+            ]
+            .contains(&f) =>
         {
             (3, "public types")
         }

@@ -4,8 +4,8 @@
 
 use crate::context::{CallCtx, PushCtx};
 use crate::core::wire;
-use crate::plugin::{BoxFuture, HandledCall, Plugins};
-use crate::router::{CallOutput, ReplyBody, ReplyValue};
+use crate::handler::{ReplyBody, ReplyValue};
+use crate::plugin::{HandledCall, Plugins};
 use crate::runtime::link::Link;
 use crate::runtime::scope::{self, Current};
 use crate::session::calls::unreversed_filters;
@@ -36,7 +36,12 @@ impl Answer<'_> {
     /// Builds, hooks and queues the reply, then ends the plugins' per-call
     /// state (`scopes`). `ctx` is there once the call got as far as its
     /// context (its reply codec and meta).
-    fn send(&self, scopes: Vec<Box<dyn HandledCall>>, ctx: Option<&CallCtx>, out: CallOutput) {
+    fn send(
+        &self,
+        scopes: Vec<Box<dyn HandledCall>>,
+        ctx: Option<&CallCtx>,
+        out: Result<ReplyBody<'_>, Status>,
+    ) {
         let session = self.session;
         let plugins = session.plugins();
         let watched = !scopes.is_empty() || !plugins.is_empty() || self.route_plugins.is_some();
@@ -51,7 +56,7 @@ impl Answer<'_> {
                     // Nothing needs the body as bytes: it is encoded
                     // straight into the connection's batch.
                     ReplyBody::Value(value) if !watched => {
-                        let encode = |dst: &mut BytesMut| encode_reply(ctx, &*value, codec, dst);
+                        let encode = |dst: &mut BytesMut| encode_reply(ctx, value, codec, dst);
                         match self.link.reply_with(&h.head(), encode) {
                             Ok(()) => return,
                             Err(status) => wire::error_reply(self.seq, self.codec, &status),
@@ -59,7 +64,7 @@ impl Answer<'_> {
                     }
                     ReplyBody::Value(value) => {
                         let mut body = BytesMut::new();
-                        match encode_reply(ctx, &*value, codec, &mut body) {
+                        match encode_reply(ctx, value, codec, &mut body) {
                             Ok(()) => Message::new(h, body.freeze()),
                             Err(status) => wire::error_reply(self.seq, self.codec, &status),
                         }
@@ -157,10 +162,10 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
         session: session.identity(),
         message: Some(ctx.as_any()),
     };
-    if let Some(result) = poll_once(&current, &mut fut) {
+    if let Some(result) = poll_once(&current, |cx| fut.as_mut().poll_done(cx)) {
         drop(permit);
         let out = outcome(&ctx, result);
-        return answer.send(scopes, Some(&ctx), out);
+        return answer.send(scopes, Some(&ctx), out.map(|()| fut.reply()));
     }
     // It waits: on a task of its own, counted with the connection's
     // handlers, cancelled at its deadline (408) or when the connection
@@ -174,7 +179,9 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
     tokio::spawn(scope::scope(current, async move {
         let _guard = guard;
         let _permit = permit;
-        let run = tokio::time::timeout_at(deadline.into(), AssertUnwindSafe(fut).catch_unwind());
+        let mut fut = fut;
+        let run = std::future::poll_fn(|cx| fut.as_mut().poll_done(cx));
+        let run = tokio::time::timeout_at(deadline.into(), AssertUnwindSafe(run).catch_unwind());
         let out = tokio::select! {
             biased;
             _ = abort.cancelled() => return,
@@ -193,7 +200,7 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
             codec,
             route_plugins: route_plugins.as_ref(),
         };
-        answer.send(scopes, Some(&ctx), out);
+        answer.send(scopes, Some(&ctx), out.map(|()| fut.reply()));
     }));
 }
 
@@ -244,11 +251,11 @@ fn start_scopes(
 /// waker) is what futures are built for.
 fn poll_once<T>(
     current: &Current,
-    fut: &mut BoxFuture<'static, T>,
+    poll: impl FnOnce(&mut Context<'_>) -> Poll<T>,
 ) -> Option<std::thread::Result<T>> {
     let mut cx = Context::from_waker(Waker::noop());
     scope::sync_scope(current.clone(), || {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx))) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| poll(&mut cx))) {
             Ok(Poll::Ready(v)) => Some(Ok(v)),
             Ok(Poll::Pending) => None,
             Err(panic) => Some(Err(panic)),
@@ -257,7 +264,7 @@ fn poll_once<T>(
 }
 
 /// A handler's result, with a panic turned into 500.
-fn outcome(ctx: &CallCtx, result: std::thread::Result<CallOutput>) -> CallOutput {
+fn outcome(ctx: &CallCtx, result: std::thread::Result<Result<(), Status>>) -> Result<(), Status> {
     result.unwrap_or_else(|panic| {
         tracing::error!(
             session = %ctx.session().id(),
@@ -332,7 +339,7 @@ pub(crate) fn push(session: &Session, link: &Arc<Link>, mut msg: Box<Message>) {
             route.plugins.each(|p| p.after_push_handler(&ctx, elapsed));
         }
     };
-    if let Some(result) = poll_once(&current, &mut fut) {
+    if let Some(result) = poll_once(&current, |cx| fut.as_mut().poll(cx)) {
         return report(result);
     }
     let guard = link.enter_handler();

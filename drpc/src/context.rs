@@ -5,7 +5,7 @@ use crate::session::Session;
 use crate::values::{decode_body, Status, Storage};
 use bytes::Bytes;
 use drpc_codec::CodecId;
-use drpc_proto::{Header, Meta};
+use drpc_proto::{Header, Message, Meta};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use std::any::Any;
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 /// either.
 pub struct Incoming {
     session: Session,
-    header: Header,
-    body: Bytes,
+    /// As the reader decoded it: handed over as the pointer it came as.
+    msg: Box<Message>,
     /// Plugins' values for this one message; made on first use, as most
     /// messages never have any.
     values: Mutex<Option<Storage>>,
@@ -34,33 +34,33 @@ impl Incoming {
 
     /// The full header.
     pub fn header(&self) -> &Header {
-        &self.header
+        &self.msg.header
     }
 
     /// The service method, such as `/math/add`.
     pub fn service_method(&self) -> &str {
-        &self.header.service_method
+        &self.msg.header.service_method
     }
 
     /// The meta the sender attached.
     pub fn meta(&self) -> &Meta {
-        &self.header.meta
+        &self.msg.header.meta
     }
 
     /// The codec of the body.
     pub fn codec(&self) -> CodecId {
-        self.header.codec
+        self.msg.header.codec
     }
 
     /// The encoded body, as it arrived.
     pub fn body(&self) -> &Bytes {
-        &self.body
+        &self.msg.body
     }
 
     /// Decodes the body with its codec; a fallback handler uses it to read a
     /// body on demand. Fails with 400.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Status> {
-        decode_body(self.codec(), &self.body, self.service_method())
+        decode_body(self.codec(), &self.msg.body, self.service_method())
     }
 
     /// Stores `value` with this message, replacing (and returning) any
@@ -136,7 +136,7 @@ impl std::fmt::Debug for Incoming {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Incoming")
             .field("session", &self.session.id())
-            .field("header", &self.header)
+            .field("header", &self.msg.header)
             .finish_non_exhaustive()
     }
 }
@@ -166,13 +166,12 @@ struct ReplyParts {
 }
 
 impl CallCtx {
-    pub(crate) fn new(session: Session, header: Header, body: Bytes, deadline: Instant) -> Self {
+    pub(crate) fn new(session: Session, msg: Box<Message>, deadline: Instant) -> Self {
         Self {
             inner: Arc::new(CallInner {
                 msg: Incoming {
                     session,
-                    header,
-                    body,
+                    msg,
                     values: Mutex::default(),
                 },
                 deadline,
@@ -243,12 +242,11 @@ pub struct PushCtx {
 }
 
 impl PushCtx {
-    pub(crate) fn new(session: Session, header: Header, body: Bytes) -> Self {
+    pub(crate) fn new(session: Session, msg: Box<Message>) -> Self {
         Self {
             inner: Arc::new(Incoming {
                 session,
-                header,
-                body,
+                msg,
                 values: Mutex::default(),
             }),
         }

@@ -142,8 +142,7 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
     // The wire carries at most u32::MAX ms (about 49 days); a local default
     // is capped like a caller's.
     let deadline = arrived + timeout.min(MAX_DEADLINE_AHEAD);
-    let Message { header, body } = *msg;
-    let ctx = CallCtx::new(session.clone(), header, body, deadline);
+    let ctx = CallCtx::new(session.clone(), msg, deadline);
     let prepared = handler(&ctx).and_then(|fut| {
         session
             .plugins()
@@ -306,8 +305,7 @@ pub(crate) fn push(session: &Session, link: &Arc<Link>, mut msg: Box<Message>) {
         Ok(route) => route,
         Err(status) => return dropped(status),
     };
-    let Message { header, body } = *msg;
-    let ctx = PushCtx::new(session.clone(), header, body);
+    let ctx = PushCtx::new(session.clone(), msg);
     let prepared = (route.handler)(&ctx).and_then(|fut| {
         session
             .plugins()

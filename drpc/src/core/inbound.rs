@@ -88,12 +88,29 @@ impl Inbound {
         (self.buf.capacity() == 0 && self.sizer.next <= most).then_some(self.sizer.next)
     }
 
+    /// The small buffer kept from earlier reads (see [`KEEP`]), to read
+    /// straight into, and the room it offers; `None` when there is none, or
+    /// when a message cut from it is still held somewhere (it would cost a
+    /// new buffer: reading into the reader's own space is better then).
+    pub(crate) fn kept_room(&mut self) -> Option<(&mut BytesMut, usize)> {
+        if !self.buf.is_empty() || self.reserved == 0 || self.reserved > KEEP {
+            return None;
+        }
+        if !self.buf.try_reclaim(self.reserved) {
+            return None;
+        }
+        let offered = self.buf.capacity();
+        Some((&mut self.buf, offered))
+    }
+
     /// `bytes` were read, into space of the reader's own that offered
     /// `offered` (see [`Inbound::released_offer`]), at `now`.
     pub(crate) fn filled_from(&mut self, offered: usize, bytes: &[u8], now: Instant) {
-        // Exactly as large as what came: whole frames leave it empty, and
-        // a partial one grows it on the next read.
-        self.buf.reserve(bytes.len());
+        // As large as what came (whole frames leave it empty, and a partial
+        // one grows it on the next read), but a small one as large as may
+        // be kept: the next read goes straight into it, and finds room to
+        // spare, which tells the socket it is drained.
+        self.buf.reserve(bytes.len().max(KEEP));
         self.reserved = self.buf.len() + self.buf.capacity();
         self.buf.extend_from_slice(bytes);
         self.filled(offered, bytes.len(), now);
@@ -341,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn a_read_without_a_buffer_keeps_only_what_came() {
+    fn a_read_without_a_buffer_allocates_only_for_what_came() {
         let t = Instant::now();
         let mut i = inbound(t);
         assert_eq!(
@@ -353,14 +370,11 @@ mod tests {
         assert_eq!(offered, 1024);
         let bytes = wire(&[
             Message::new(Header::push("/a"), vec![1]),
-            Message::new(Header::push("/b"), vec![2; 100]),
+            Message::new(Header::push("/b"), vec![2; 2000]),
         ]);
-        let cut = bytes.len() - 3;
+        let cut = 200;
         i.filled_from(offered, &bytes[..cut], t);
-        assert!(
-            i.capacity() < offered,
-            "a buffer of what came, not of the offer"
-        );
+        assert_eq!(i.capacity(), KEEP, "a small read: as much as may be kept");
         assert!(matches!(i.next(), Ok(Some(Frame::Message(m))) if m.body[..] == [1]));
         assert!(matches!(i.next(), Ok(None)));
         assert_eq!(
@@ -368,27 +382,46 @@ mod tests {
             None,
             "a partial frame is read into its buffer"
         );
+        assert!(i.kept_room().is_none(), "nor is it reused as drained");
         feed(&mut i, &bytes[cut..], t);
-        assert!(matches!(i.next(), Ok(Some(Frame::Message(m))) if m.body.len() == 100));
+        assert!(matches!(i.next(), Ok(Some(Frame::Message(m))) if m.body.len() == 2000));
         i.release_if_empty();
-        assert_eq!(i.released_offer(16 * 1024), Some(1024));
+        assert_eq!(i.capacity(), 0, "a large one goes");
+        assert!(i.released_offer(16 * 1024).is_some());
     }
 
     #[test]
     fn a_buffer_drained_by_its_frames_is_released_unless_small() {
         let t = Instant::now();
         let mut i = inbound(t);
-        for (body, kept) in [(KEEP, 0), (100, 100 + 30)] {
+        for (body, kept) in [(KEEP, 0), (100, KEEP)] {
             let bytes = wire(&[Message::new(Header::push("/a"), vec![1; body])]);
             i.filled_from(16 * 1024, &bytes, t);
             assert!(matches!(i.next(), Ok(Some(Frame::Message(_)))));
             assert!(matches!(i.next(), Ok(None)));
             i.release_if_empty();
-            assert!(
-                i.capacity() <= kept,
-                "{body}-byte body: {} kept",
-                i.capacity()
-            );
+            assert_eq!(i.capacity(), kept, "{body}-byte body");
         }
+    }
+
+    #[test]
+    fn a_kept_buffer_is_read_into_once_nothing_holds_its_frames() {
+        let t = Instant::now();
+        let mut i = inbound(t);
+        let bytes = wire(&[Message::new(Header::push("/a"), vec![1; 100])]);
+        i.filled_from(16 * 1024, &bytes, t);
+        let Ok(Some(Frame::Message(held))) = i.next() else {
+            panic!("a whole frame")
+        };
+        assert!(
+            i.kept_room().is_none(),
+            "its message still holds the buffer: reusing it would copy"
+        );
+        drop(held);
+        let (buf, room) = i.kept_room().expect("the buffer is free again");
+        assert_eq!(room, KEEP);
+        buf.put_slice(&bytes);
+        i.filled(room, bytes.len(), t);
+        assert!(matches!(i.next(), Ok(Some(Frame::Message(m))) if m.body.len() == 100));
     }
 }

@@ -19,14 +19,26 @@ pub(crate) enum Read {
 const STACK_READ: usize = 16 * 1024;
 
 /// Reads what the socket has into the inbound buffer. While it has nothing,
-/// an empty buffer is given back, so an idle connection holds none; and
-/// while there is none, a read goes to the stack first, so one that finds
-/// nothing (most, between a call and its reply) allocates nothing.
+/// an empty buffer is given back unless it is small (then the next read goes
+/// straight into it), so an idle connection holds at most that; and while
+/// there is none, a read goes to the stack first, so one that finds nothing
+/// allocates nothing.
 pub(crate) fn poll_read(
     rd: &mut ReadHalf,
     inbound: &mut Inbound,
     cx: &mut Context<'_>,
 ) -> Poll<Read> {
+    if let Some((buf, offered)) = inbound.kept_room() {
+        return match tokio_util::io::poll_read_buf(Pin::new(rd), cx, buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => Poll::Ready(Read::End),
+            Poll::Ready(Ok(n)) => {
+                inbound.filled(offered, n, tokio::time::Instant::now().into_std());
+                Poll::Ready(Read::Bytes)
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Read::Failed(e)),
+        };
+    }
     if let Some(offered) = inbound.released_offer(STACK_READ) {
         let mut space = [MaybeUninit::<u8>::uninit(); STACK_READ];
         let mut buf = ReadBuf::uninit(&mut space[..offered]);

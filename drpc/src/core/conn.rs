@@ -71,9 +71,10 @@ pub(crate) struct ConnCore<W> {
     /// queued now are all the writer would find when the turn ends, and
     /// their answerer may write them at once (see [`ReplyWrite::Here`]).
     last_frame: bool,
-    /// In that turn, a batch was left to the writer that its answerer could
-    /// not write whole.
-    left_to_writer: bool,
+    /// A wake-up of the writer was held back in that turn: the writer has
+    /// work (a message queued, a batch its sender could not write whole)
+    /// and its task must poll it when the turn ends.
+    wake_owed: bool,
     /// The writer shuts the connection's write side down once it has
     /// written everything.
     finish_writing: bool,
@@ -93,7 +94,7 @@ pub(crate) struct Started<W> {
     /// writer waits idle (and was not woken). Its caller may take the batch
     /// with [`ConnCore::lone_batch`] and write it at once, saving a hop to
     /// the writer's task; if it cannot, it wakes the writer with
-    /// [`ConnCore::wake_writer`].
+    /// [`ConnCore::left_to_writer`].
     pub(crate) lone: bool,
 }
 
@@ -143,7 +144,7 @@ impl<W> ConnCore<W> {
             writer: None,
             writer_due: false,
             last_frame: false,
-            left_to_writer: false,
+            wake_owed: false,
             finish_writing: false,
             room: Vec::new(),
         }
@@ -242,14 +243,18 @@ impl<W> ConnCore<W> {
         let ended = self.writer_due && !due;
         self.writer_due = due;
         self.last_frame = false;
-        let left = std::mem::take(&mut self.left_to_writer);
-        ended && (left || self.out.queued() > 0 || self.finish_writing)
+        // A wake-up held back is owed until a turn's end reports it, even
+        // one held back between turns' ends by another thread's sender.
+        ended
+            && (std::mem::take(&mut self.wake_owed) || self.out.queued() > 0 || self.finish_writing)
     }
 
-    /// Records that a batch taken with [`ConnCore::reply_batch`] was not
-    /// written whole: the writer goes on with it when the turn ends.
-    pub(crate) fn left_to_writer(&mut self) {
-        self.left_to_writer = true;
+    /// A batch its sender took to write itself (a lone call's, or replies)
+    /// was not written whole: the writer goes on with it. Returns the
+    /// writer to wake (none in a turn of its task: the turn's end reports
+    /// it, see [`ConnCore::writer_due`]).
+    pub(crate) fn left_to_writer(&mut self) -> Option<W> {
+        self.writer_to_wake()
     }
 
     /// Marks whether the frame about to be handled (in the turn marked by
@@ -283,11 +288,14 @@ impl<W> ConnCore<W> {
         }
     }
 
-    /// The writer to wake now that something is queued, if it waits and
-    /// will not be polled anyway.
+    /// The writer to wake now that it has work, if it waits; none in a
+    /// turn of its task, whose end then reports the wake-up owed.
     fn writer_to_wake(&mut self) -> Option<W> {
         match self.writer_due {
-            true => None,
+            true => {
+                self.wake_owed = true;
+                None
+            }
             false => self.writer.take(),
         }
     }
@@ -451,6 +459,10 @@ impl<W> ConnCore<W> {
     /// The next batch, with the senders to wake for the room it frees.
     fn take_batch(&mut self) -> Option<(Batch, Vec<W>)> {
         let batch = self.out.next_batch()?;
+        if self.out.queued() == 0 {
+            // Whoever took it writes it: no poll is owed for what was queued.
+            self.wake_owed = false;
+        }
         let room = match self.out.has_room() {
             true => std::mem::take(&mut self.room),
             false => Vec::new(),
@@ -462,12 +474,6 @@ impl<W> ConnCore<W> {
     /// [`Outbound::recycle`]).
     pub(crate) fn recycle(&mut self, batch: Batch) {
         self.out.recycle(batch);
-    }
-
-    /// The writer to wake, when a lone call's caller could not write its
-    /// batch itself.
-    pub(crate) fn wake_writer(&mut self) -> Option<W> {
-        self.writer_to_wake()
     }
 
     /// Why new calls and pushes fail on this connection, if they do: it

@@ -398,14 +398,11 @@ fn a_reply_to_the_last_frame_of_the_writers_turn_is_written_by_its_answerer() {
         .map(|m| m.body)
         .collect();
     assert_eq!(bodies, [&b"1"[..], &b"2"[..]]);
-    assert!(
-        !b.core.writer_due(false),
-        "all taken: nothing for the writer"
-    );
+    assert!(!b.core.writer_due(false), "all taken: no poll owed");
     assert!(b.core.reply_batch().is_none(), "the turn is over");
     b.core.writer_due(true);
-    b.core.left_to_writer();
-    assert!(b.core.writer_due(false), "a batch not written whole");
+    assert_eq!(b.core.left_to_writer(), None, "held back in the turn");
+    assert!(b.core.writer_due(false), "and owed at its end");
 }
 
 #[test]
@@ -588,8 +585,15 @@ fn a_lone_caller_that_cannot_write_wakes_the_writer_and_nothing_is_lost() {
     assert!(matches!(a.core.next_write(|| 99), WriteStep::Wait));
     let started = start(&mut a, "/one", clock.now());
     assert!(started.lone);
-    // Its caller found the write half busy: the writer writes it.
-    assert_eq!(a.core.wake_writer(), Some(99));
+    // Its caller could not write it all while the reader's turn ran (on
+    // another thread): the wake-up is owed to the turn's end, not lost.
+    a.core.writer_due(true);
+    assert_eq!(a.core.left_to_writer(), None);
+    assert!(
+        a.core.writer_due(false),
+        "the turn's end owes the writer a poll"
+    );
+    assert_eq!(a.core.left_to_writer(), Some(99), "outside a turn: woken");
     let got = calls(a.send_to(&mut b, clock.now()));
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].header.seq, started.seq);

@@ -174,7 +174,7 @@ impl Link {
             w.wake();
         }
         if started.lone && !self.write_here(ConnCore::lone_batch) {
-            if let Some(w) = self.core().wake_writer() {
+            if let Some(w) = self.core().left_to_writer() {
                 w.wake();
             }
         }
@@ -291,7 +291,10 @@ impl Link {
             // turn ends) goes on with.
             ReplyWrite::Here => {
                 if !self.write_here(ConnCore::reply_batch) {
-                    self.core().left_to_writer();
+                    let writer = self.core().left_to_writer();
+                    if let Some(w) = writer {
+                        w.wake();
+                    }
                 }
             }
         }

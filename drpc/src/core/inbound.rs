@@ -42,6 +42,9 @@ pub(crate) struct Inbound {
     /// by cutting frames out has no capacity left, yet holds that memory
     /// (to reuse) until it is released.
     reserved: usize,
+    /// The last read filled all the room it was offered: more may wait, so
+    /// the next read offers what the sizer says, not the kept buffer.
+    last_full: bool,
     sizer: ReadSizer,
     /// When the first bytes of the frame being read arrived.
     started: Option<Instant>,
@@ -64,6 +67,7 @@ impl Inbound {
             framer,
             buf: BytesMut::new(),
             reserved: 0,
+            last_full: false,
             sizer: ReadSizer::new(read_chunk),
             started: None,
             arrived: now,
@@ -75,7 +79,9 @@ impl Inbound {
     /// it was released), and how much room that is.
     pub(crate) fn room(&mut self) -> (&mut BytesMut, usize) {
         let offered = self.sizer.prepare(&mut self.buf);
-        self.reserved = self.buf.len() + self.buf.capacity();
+        // What it offers may leave out memory it holds (bytes cut from its
+        // front): never lower, only a new buffer resets it.
+        self.reserved = self.reserved.max(self.buf.len() + self.buf.capacity());
         (&mut self.buf, offered)
     }
 
@@ -93,10 +99,16 @@ impl Inbound {
     /// when a message cut from it is still held somewhere (it would cost a
     /// new buffer: reading into the reader's own space is better then).
     pub(crate) fn kept_room(&mut self) -> Option<(&mut BytesMut, usize)> {
-        if !self.buf.is_empty() || self.reserved == 0 || self.reserved > KEEP {
+        if !self.buf.is_empty() || self.last_full || self.reserved == 0 || self.reserved > KEEP {
             return None;
         }
         if !self.buf.try_reclaim(self.reserved) {
+            return None;
+        }
+        if self.buf.capacity() > KEEP {
+            // It held more than it was counted for: not one to keep.
+            self.buf = BytesMut::new();
+            self.reserved = 0;
             return None;
         }
         let offered = self.buf.capacity();
@@ -119,6 +131,7 @@ impl Inbound {
     /// `n` bytes were read into the buffer, which offered `offered`, at `now`.
     pub(crate) fn filled(&mut self, offered: usize, n: usize, now: Instant) {
         self.sizer.record(offered, n);
+        self.last_full = n >= offered;
         self.arrived = now;
         if n > 0 && self.started.is_none() {
             self.started = Some(now);
@@ -423,5 +436,13 @@ mod tests {
         buf.put_slice(&bytes);
         i.filled(room, bytes.len(), t);
         assert!(matches!(i.next(), Ok(Some(Frame::Message(m))) if m.body.len() == 100));
+        let (buf, room) = i.kept_room().expect("free again");
+        buf.put_slice(&vec![0; room]);
+        i.filled(room, room, t);
+        i.buf.clear();
+        assert!(
+            i.kept_room().is_none(),
+            "after a full read more may wait: the sizer's offer, not 1 KiB"
+        );
     }
 }

@@ -199,8 +199,12 @@ impl Router {
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
         R: Serialize + Send + 'static,
     {
+        // Called at the first poll, after the plugins' body hooks, as a
+        // route's handler is (its argument decoded first).
+        let handler = Arc::new(handler);
         self.set_call_fallback(Arc::new(move |ctx: &CallCtx| {
-            Ok(Handling::value(handler(ctx.clone())))
+            let (handler, ctx) = (handler.clone(), ctx.clone());
+            Ok(Handling::value(async move { handler(ctx).await }))
         }))
     }
 

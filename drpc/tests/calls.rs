@@ -183,6 +183,28 @@ async fn a_panicking_handler_is_500_and_the_session_lives_on() {
 }
 
 #[tokio::test]
+async fn a_handler_that_panics_before_its_future_is_500_too() {
+    let mut routes = Router::new();
+    routes
+        .call("/check", |_: CallCtx, n: u32| {
+            assert!(n < 10, "{n} is too big");
+            async move { Ok::<_, Status>(n) }
+        })
+        .unwrap();
+    let p = pair_with(routes, Router::new(), Config::default()).await;
+    let err = p
+        .session
+        .call::<_, u32>("/check", &20u32)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::INTERNAL);
+    assert!(err.message().contains("panicked"), "{err}");
+    let n: u32 = p.session.call("/check", &1u32).await.unwrap();
+    assert_eq!(n, 1, "the session lives on");
+    p.close().await;
+}
+
+#[tokio::test]
 async fn application_status_codes_reach_the_caller() {
     let p = pair().await;
     let err = p.session.call::<_, ()>("/fail", &1042).await.unwrap_err();

@@ -143,7 +143,11 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
     // is capped like a caller's.
     let deadline = arrived + timeout.min(MAX_DEADLINE_AHEAD);
     let ctx = CallCtx::new(session.clone(), msg, deadline);
-    let prepared = handler(&ctx).and_then(|fut| {
+    // A handler function may panic before it returns its future (on the
+    // argument, say): a 500 like a panic inside it.
+    let made = std::panic::catch_unwind(AssertUnwindSafe(|| handler(&ctx)))
+        .unwrap_or_else(|panic| Err(panicked(&ctx, panic)));
+    let prepared = made.and_then(|fut| {
         session
             .plugins()
             .try_each(|p| p.after_read_call_body(&ctx))?;
@@ -264,18 +268,18 @@ fn poll_once<T>(
 
 /// A handler's result, with a panic turned into 500.
 fn outcome(ctx: &CallCtx, result: std::thread::Result<Result<(), Status>>) -> Result<(), Status> {
-    result.unwrap_or_else(|panic| {
-        tracing::error!(
-            session = %ctx.session().id(),
-            method = ctx.service_method(),
-            panic = panic_message(&panic),
-            "call handler panicked"
-        );
-        Err(Status::internal(format!(
-            "the handler of {} panicked",
-            ctx.service_method()
-        )))
-    })
+    result.unwrap_or_else(|panic| Err(panicked(ctx, panic)))
+}
+
+/// The status of a handler that panicked, logged.
+fn panicked(ctx: &CallCtx, panic: Box<dyn std::any::Any + Send>) -> Status {
+    tracing::error!(
+        session = %ctx.session().id(),
+        method = ctx.service_method(),
+        panic = panic_message(&panic),
+        "call handler panicked"
+    );
+    Status::internal(format!("the handler of {} panicked", ctx.service_method()))
 }
 
 /// Runs a push of the peer: hooks, route, handler.

@@ -55,8 +55,8 @@
 
 // Layers, imports one way (drpc/tests/layers.rs checks it): `values` at the
 // bottom; `core`, the protocol logic without I/O; `runtime`, the tokio
-// pieces of one connection; the public types (session, context, plugin,
-// router, shared); `engine`, the only code that spawns tasks and touches
+// pieces of one connection; the public types (session, context, handler,
+// plugin, router, shared); `engine`, the only code that spawns tasks and touches
 // sockets; `endpoint` on top.
 mod context;
 mod core;

@@ -29,15 +29,8 @@ pub(crate) fn poll_read(
     cx: &mut Context<'_>,
 ) -> Poll<Read> {
     if let Some((buf, offered)) = inbound.kept_room() {
-        return match tokio_util::io::poll_read_buf(Pin::new(rd), cx, buf) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(0)) => Poll::Ready(Read::End),
-            Poll::Ready(Ok(n)) => {
-                inbound.filled(offered, n, tokio::time::Instant::now().into_std());
-                Poll::Ready(Read::Bytes)
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Read::Failed(e)),
-        };
+        let read = tokio_util::io::poll_read_buf(Pin::new(rd), cx, buf);
+        return into_buffer(read, inbound, offered);
     }
     if let Some(offered) = inbound.released_offer(STACK_READ) {
         let mut space = [MaybeUninit::<u8>::uninit(); STACK_READ];
@@ -59,7 +52,14 @@ pub(crate) fn poll_read(
         };
     }
     let (buf, offered) = inbound.room();
-    match tokio_util::io::poll_read_buf(Pin::new(rd), cx, buf) {
+    let read = tokio_util::io::poll_read_buf(Pin::new(rd), cx, buf);
+    into_buffer(read, inbound, offered)
+}
+
+/// Records a read straight into the inbound buffer, which offered
+/// `offered` bytes.
+fn into_buffer(read: Poll<io::Result<usize>>, inbound: &mut Inbound, offered: usize) -> Poll<Read> {
+    match read {
         Poll::Pending => {
             inbound.release_if_empty();
             Poll::Pending

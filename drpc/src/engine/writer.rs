@@ -79,17 +79,7 @@ pub(crate) async fn write_loop(link: Arc<Link>) -> WriterEnd {
                 return WriterEnd::Finished;
             }
             Step::Failed(failed) => Err(failed),
-            Step::Write => {
-                poll_fn(|cx| {
-                    let mut side = link.write_side();
-                    side.poll_current(cx).map_ok(|written| {
-                        if let Some(batch) = written {
-                            link.core().recycle(batch);
-                        }
-                    })
-                })
-                .await
-            }
+            Step::Write => poll_fn(|cx| link.poll_written(&mut link.write_side(), cx)).await,
         };
         if let Err((e, calls)) = written {
             let status = Status::write_failed(format!("writing to the peer failed: {e}"));

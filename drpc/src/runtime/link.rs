@@ -8,7 +8,7 @@ use crate::core::inflight::Outcome;
 use crate::core::outbound::Batch;
 use crate::core::wire;
 use crate::runtime::attention::Attention;
-use crate::runtime::write_side::WriteSide;
+use crate::runtime::write_side::{WriteFailure, WriteSide};
 use crate::values::Status;
 use bytes::BytesMut;
 use drpc_proto::{Head, Message, ProtoError, WriteBody};
@@ -204,13 +204,8 @@ impl Link {
         side.start(batch);
         // No waker of the writer's here: if the socket cannot take it all
         // now, the writer goes on with its own.
-        let done = match side.poll_current(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(written)) => {
-                if let Some(batch) = written {
-                    self.core().recycle(batch);
-                }
-                true
-            }
+        let done = match self.poll_written(&mut side, &mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => true,
             Poll::Ready(Err(failed)) => {
                 side.fail(failed);
                 false
@@ -222,6 +217,20 @@ impl Link {
             w.wake();
         }
         done
+    }
+
+    /// Writes `side`'s current batch on; once it is written whole, its
+    /// buffer goes back to the queue for the next batch.
+    pub(crate) fn poll_written(
+        &self,
+        side: &mut WriteSide,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), WriteFailure>> {
+        side.poll_current(cx).map_ok(|written| {
+            if let Some(batch) = written {
+                self.core().recycle(batch);
+            }
+        })
     }
 
     /// Registers a call of this side waiting until `deadline`, before its

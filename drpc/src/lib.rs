@@ -56,7 +56,7 @@
 // Layers, imports one way (drpc/tests/layers.rs checks it): `values` at the
 // bottom; `core`, the protocol logic without I/O; `runtime`, the tokio
 // pieces of one connection; the public types (session, context, handler,
-// plugin, router, shared); `engine`, the only code that spawns tasks and touches
+// plugin, router, service, shared); `engine`, the only code that spawns tasks and touches
 // sockets; `endpoint` on top.
 mod context;
 mod core;
@@ -67,6 +67,7 @@ pub mod memory;
 pub mod plugin;
 mod router;
 mod runtime;
+pub mod service;
 mod session;
 mod shared;
 mod values;
@@ -86,3 +87,11 @@ pub use drpc_socket as socket;
 pub use drpc_codec::{Blob, CodecId};
 pub use drpc_proto::Meta;
 pub use drpc_socket::Addr;
+
+pub use drpc_macros::service;
+
+/// What the code `#[drpc::service]` generates refers to; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+}

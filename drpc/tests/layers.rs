@@ -19,6 +19,7 @@ fn layer(file: &str) -> (usize, &'static str) {
                 "handler.rs",
                 "plugin.rs",
                 "router.rs",
+                "service.rs",
                 "shared.rs",
             ]
             .contains(&f) =>

@@ -1,5 +1,5 @@
-//! The README's code samples are compiled as the `readme_server` and
-//! `readme_client` examples; this keeps the two copies identical, so the
+//! The README's code samples are compiled as examples (`math.rs` is the
+//! module `readme_server` and `readme_client` share); this keeps the two copies identical, so the
 //! README never shows code that does not build.
 
 #[test]
@@ -11,12 +11,18 @@ fn readme_samples_are_the_compiled_examples() {
         .skip(1)
         .map(|rest| rest.split("```").next().expect("closed code block"))
         .collect();
+    let files = [
+        "math.rs",
+        "readme_server.rs",
+        "readme_client.rs",
+        "readme_dynamic.rs",
+    ];
     assert_eq!(
         blocks.len(),
-        2,
-        "the README has a server and a client sample"
+        files.len(),
+        "the README has a service, a server, a client and a string-API sample"
     );
-    for (block, file) in blocks.iter().zip(["readme_server.rs", "readme_client.rs"]) {
+    for (block, file) in blocks.iter().zip(files) {
         let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
         let code = std::fs::read_to_string(&path).expect("example file");
         assert_eq!(*block, code, "README sample differs from examples/{file}");

@@ -69,10 +69,13 @@ fn server(def: &ServiceDef) -> TokenStream {
     let routes = def.methods.iter().map(register);
     quote! {
         #[doc = #doc]
+        // Both peers compile a service; each uses only its server or its client.
+        #[allow(dead_code)]
         #vis struct #server<S> {
             service: ::std::sync::Arc<S>,
         }
 
+        #[allow(dead_code)]
         impl<S: #ident> #server<S> {
             /// Serves `service`.
             pub fn new(service: S) -> Self {
@@ -218,10 +221,12 @@ fn client(def: &ServiceDef) -> TokenStream {
     quote! {
         #[doc = #doc]
         #[derive(Clone, Debug)]
+        #[allow(dead_code)]
         #vis struct #client<C = ::drpc::Session> {
             inner: ::drpc::service::ServiceClient<C>,
         }
 
+        #[allow(dead_code)]
         impl<C: ::drpc::service::Caller> #client<C> {
             /// A client calling through `caller`, usually a [`Session`](::drpc::Session).
             pub fn new(caller: C) -> Self {

@@ -1,0 +1,162 @@
+//! The command line, as clap reads it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Calls, pushes, listens and benchmarks drpc endpoints over any transport
+/// (tcp://, unix://, tls://, quic://, kcp://).
+///
+/// Bodies are given and shown as JSON and sent in the chosen codec
+/// (MessagePack by default). Exit status: 0 on success, 1 when a call ends
+/// with an error status or the endpoint cannot be reached, 2 on a usage
+/// error.
+#[derive(Parser, Debug)]
+#[command(name = "drpc", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Calls METHOD and prints the reply as pretty JSON.
+    Call(CallArgs),
+    /// Pushes to METHOD (one-way); returns once the push is written.
+    Push(CallArgs),
+    /// Accepts sessions and prints every call and push it receives.
+    Listen(ListenArgs),
+    /// Calls METHOD as fast as asked and reports throughput and latency.
+    Bench(BenchArgs),
+}
+
+/// Where to connect and how.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// The endpoint's address: tcp://host:port, unix:///path, tls://,
+    /// quic:// or kcp://.
+    pub url: String,
+    /// Trusted roots (PEM) for tls:// and quic://; when listening, the CA
+    /// that client certificates must chain to (and then they are required).
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// A certificate chain (PEM): the client's own when dialing, the
+    /// server's when listening.
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the URL's
+    /// host).
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// A credential for the Auth plugin: presented when dialing; when
+    /// listening, the one every session must present.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+/// How a body is encoded.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum Codec {
+    /// MessagePack (codec 1).
+    Msgpack,
+    /// JSON (codec 2).
+    Json,
+    /// Raw bytes (codec 3): the argument is a JSON string (its UTF-8
+    /// bytes) or an array of byte values.
+    Raw,
+    /// Plain text (codec 4).
+    Text,
+}
+
+impl From<Codec> for drpc::CodecId {
+    fn from(c: Codec) -> Self {
+        match c {
+            Codec::Msgpack => drpc::CodecId::MsgPack,
+            Codec::Json => drpc::CodecId::Json,
+            Codec::Raw => drpc::CodecId::Raw,
+            Codec::Text => drpc::CodecId::Text,
+        }
+    }
+}
+
+/// What a call or push sends.
+#[derive(Args, Debug, Clone)]
+pub struct Message {
+    /// The service method, as /math/add.
+    pub method: String,
+    /// The argument as JSON (default: null, the empty value).
+    pub json: Option<String>,
+    /// A meta pair to send, KEY=VALUE; repeat for more.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub meta: Vec<(String, String)>,
+    /// The codec of the body.
+    #[arg(long, value_enum, default_value_t = Codec::Msgpack)]
+    pub codec: Codec,
+    /// How long a call waits for its reply (a push, to be queued), as 500ms
+    /// or 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct CallArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub message: Message,
+    /// Also print the reply's meta (to standard error).
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// Answer every call with this JSON value (in the call's codec);
+    /// without it, calls are echoed.
+    #[arg(long, value_name = "JSON")]
+    pub reply: Option<String>,
+    /// Exit after this many calls and pushes (default: run until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub message: Message,
+    /// Calls in flight at once.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    pub concurrency: usize,
+    /// How long to run, as 10s or 1m.
+    #[arg(long, short = 'z', value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// At most this many calls per second in all (default: as fast as the
+    /// calls in flight allow).
+    #[arg(long, short = 'r')]
+    pub rate: Option<f64>,
+    /// Sessions to spread the calls over.
+    #[arg(long, short = 's', default_value_t = 1)]
+    pub sessions: usize,
+    /// No live progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration such as 500ms or 10s: {e}"))
+}

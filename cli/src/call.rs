@@ -1,0 +1,53 @@
+//! `drpc call` and `drpc push`.
+
+use crate::args::{CallArgs, Message};
+use crate::{body, connect};
+use drpc::{CallOptions, CodecId, PushOptions};
+
+/// The options of a call made from `m`.
+pub fn call_options(m: &Message) -> CallOptions {
+    let mut opts = CallOptions::new().codec(m.codec.into()).timeout(m.timeout);
+    for (k, v) in &m.meta {
+        opts = opts.meta(k, v);
+    }
+    opts
+}
+
+/// Calls, prints the reply as pretty JSON; an error status is the error.
+pub async fn call(args: CallArgs) -> Result<(), String> {
+    let codec: CodecId = args.message.codec.into();
+    let arg = body::encode(args.message.json.as_deref(), codec)?;
+    let (endpoint, sessions) = connect::dial(&args.conn, 1).await?;
+    let result = sessions[0]
+        .call_raw(&args.message.method, arg, call_options(&args.message))
+        .await;
+    endpoint.close().await;
+    let reply = result.map_err(|status| format!("{} failed: {status}", args.message.method))?;
+    if args.verbose {
+        eprintln!("reply codec: {}", reply.codec.name());
+        for (k, v) in reply.meta.iter() {
+            eprintln!("reply meta: {k}={v}");
+        }
+    }
+    println!(
+        "{}",
+        body::pretty(&body::decode(&reply.value, reply.codec)?)
+    );
+    Ok(())
+}
+
+/// Pushes; returns once the endpoint has written it and closed.
+pub async fn push(args: CallArgs) -> Result<(), String> {
+    let m = &args.message;
+    let codec: CodecId = m.codec.into();
+    let arg = body::encode(m.json.as_deref(), codec)?;
+    let (endpoint, sessions) = connect::dial(&args.conn, 1).await?;
+    let mut opts = PushOptions::new().codec(codec).timeout(m.timeout);
+    for (k, v) in &m.meta {
+        opts = opts.meta(k, v);
+    }
+    let result = sessions[0].push_raw(&m.method, arg, opts).await;
+    // Closing is graceful: what is queued is written before the end.
+    endpoint.close().await;
+    result.map_err(|status| format!("push to {} failed: {status}", m.method))
+}

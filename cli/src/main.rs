@@ -1,0 +1,48 @@
+//! `drpc`: call, push, listen and benchmark drpc endpoints from a shell.
+//!
+//! ```text
+//! drpc call tcp://127.0.0.1:9090 /math/add '{"a": 1, "b": 2}'
+//! drpc push tcp://127.0.0.1:9090 /chat/say '"hello"' --meta user=ada
+//! drpc listen tcp://127.0.0.1:9090 --reply '{"ok": true}'
+//! drpc bench tcp://127.0.0.1:9090 /math/add '{"a": 1, "b": 2}' -c 64 -z 10s
+//! ```
+//!
+//! Install it with `cargo install --path cli`.
+
+mod args;
+mod bench;
+mod body;
+mod call;
+mod connect;
+mod listen;
+mod report;
+
+use args::{Cli, Command};
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Call(a) => call::call(a).await,
+            Command::Push(a) => call::push(a).await,
+            Command::Listen(a) => listen::listen(a).await,
+            Command::Bench(a) => bench::bench(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -232,6 +232,15 @@ fn parse_method(mut f: TraitItemFn, prefix: &str) -> syn::Result<MethodDef> {
             "a service method is not variadic",
         ));
     }
+    if RESERVED.contains(&name) {
+        return Err(syn::Error::new_spanned(
+            &sig.ident,
+            format!(
+                "`{name}` is taken by the generated client's own methods; \
+                 call the method something else and keep the route with `#[drpc(name = \"{name}\")]`"
+            ),
+        ));
+    }
     check_receiver(sig, name)?;
     let mut ctx = Ctx::None;
     let mut args = Vec::new();
@@ -302,6 +311,9 @@ fn parse_method(mut f: TraitItemFn, prefix: &str) -> syn::Result<MethodDef> {
         args,
     })
 }
+
+/// The generated client's own methods, which a trait method cannot shadow.
+const RESERVED: [&str; 5] = ["new", "caller", "with_timeout", "with_meta", "with_codec"];
 
 fn check_receiver(sig: &Signature, name: &str) -> syn::Result<()> {
     let hint = format!(

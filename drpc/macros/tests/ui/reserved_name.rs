@@ -1,0 +1,8 @@
+use drpc::Status;
+
+#[drpc::service]
+trait Accounts {
+    async fn new(&self, owner: String) -> Result<u64, Status>;
+}
+
+fn main() {}

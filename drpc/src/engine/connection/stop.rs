@@ -16,7 +16,11 @@ impl Reader<'_> {
     /// close grace, and cut short by a second close of the endpoint or an
     /// abort.
     pub(super) async fn stop(&mut self, stop: Stop) {
-        let grace_end = tokio::time::Instant::now() + self.ep.grace();
+        let mut grace_end = tokio::time::Instant::now() + self.ep.grace();
+        // A connection that began to stop on its own (the peer ended its
+        // stream) still ends by the grace of an endpoint shutdown begun
+        // since, if that comes first.
+        let mut shutdown_seen = self.ep.shutdown.is_cancelled();
         let handlers = &self.link.handlers;
         if stop != Stop::Drain {
             handlers.abort.cancel();
@@ -46,6 +50,10 @@ impl Reader<'_> {
                 _ = shared.abort_requested.cancelled() => break,
                 _ = self.ep.hurry.cancelled() => break,
                 _ = tokio::time::sleep_until(grace_end) => break,
+                _ = self.ep.shutdown.cancelled(), if !shutdown_seen => {
+                    shutdown_seen = true;
+                    grace_end = grace_end.min(tokio::time::Instant::now() + self.ep.grace());
+                }
                 w = async { self.writer.as_mut().expect("checked").await } => {
                     self.writer = None;
                     if let WriterEnd::Failed(status) = &w {

@@ -8,9 +8,10 @@ use std::time::Duration;
 /// (tcp://, unix://, tls://, quic://, kcp://).
 ///
 /// Bodies are given and shown as JSON and sent in the chosen codec
-/// (MessagePack by default). Exit status: 0 on success, 1 when a call ends
-/// with an error status or the endpoint cannot be reached, 2 on a usage
-/// error.
+/// (MessagePack by default). Exit status: 0 on success; 2 when the command
+/// line cannot be parsed; 1 for any other failure: an error status, an
+/// endpoint that cannot be reached, an argument that is not JSON, a bench
+/// in which no call succeeded.
 #[derive(Parser, Debug)]
 #[command(name = "drpc", version, about, long_about)]
 pub struct Cli {
@@ -95,8 +96,8 @@ pub struct Message {
     /// The codec of the body.
     #[arg(long, value_enum, default_value_t = Codec::Msgpack)]
     pub codec: Codec,
-    /// How long a call waits for its reply (a push, to be queued), as 500ms
-    /// or 10s.
+    /// How long a call waits for its reply (a push, to be queued), and a
+    /// dial for its session, as 500ms or 10s.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30s")]
     pub timeout: Duration,
 }
@@ -121,7 +122,7 @@ pub struct ListenArgs {
     #[arg(long, value_name = "JSON")]
     pub reply: Option<String>,
     /// Exit after this many calls and pushes (default: run until Ctrl-C).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 }
 

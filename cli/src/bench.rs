@@ -18,26 +18,32 @@ struct Shared {
     end: Instant,
     done: AtomicU64,
     failed: AtomicU64,
-    /// The next free start time when a rate is set.
+    /// Calls cut off by the end of the run, neither succeeded nor failed.
+    abandoned: AtomicU64,
+    /// The next call's slot when a rate is set: slots are `1 / rate` apart
+    /// from the start, whenever the calls before them finish.
     pacer: Option<(Mutex<Instant>, Duration)>,
 }
 
 impl Shared {
-    /// Waits for this worker's turn under the rate; false once past the end.
-    async fn turn(&self) -> bool {
-        if let Some((next, every)) = &self.pacer {
-            let at = {
-                let mut next = next.lock().await;
-                let at = (*next).max(Instant::now());
-                *next = at + *every;
-                at
-            };
-            if at >= self.end {
-                return false;
-            }
-            tokio::time::sleep_until(at).await;
+    /// Waits for this worker's next call; returns when it was due (its slot
+    /// under a rate, else now), or `None` once the run is over.
+    async fn turn(&self) -> Option<Instant> {
+        let Some((next, every)) = &self.pacer else {
+            let now = Instant::now();
+            return (now < self.end).then_some(now);
+        };
+        let slot = {
+            let mut next = next.lock().await;
+            let slot = *next;
+            *next = slot + *every;
+            slot
+        };
+        if slot >= self.end {
+            return None;
         }
-        Instant::now() < self.end
+        tokio::time::sleep_until(slot).await;
+        Some(slot)
     }
 }
 
@@ -45,20 +51,28 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
     if args.concurrency == 0 || args.sessions == 0 {
         return Err("--concurrency and --sessions must be at least 1".into());
     }
-    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-        return Err("--rate must be a positive number of calls per second".into());
-    }
+    let every = match args.rate {
+        None => None,
+        Some(r) => match Duration::try_from_secs_f64(1.0 / r) {
+            Ok(every) if r > 0.0 && every < args.duration => Some(every),
+            _ => {
+                return Err(format!(
+                    "--rate {r} is not a number of calls per second that fits in --duration"
+                ))
+            }
+        },
+    };
     let codec: CodecId = args.message.codec.into();
     let arg = body::encode(args.message.json.as_deref(), codec)?;
-    let (endpoint, sessions) = connect::dial(&args.conn, args.sessions).await?;
+    let (endpoint, sessions) =
+        connect::dial(&args.conn, args.sessions, args.message.timeout).await?;
     let started = Instant::now();
     let shared = Arc::new(Shared {
         end: started + args.duration,
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
-        pacer: args
-            .rate
-            .map(|r| (Mutex::new(started), Duration::from_secs_f64(1.0 / r))),
+        abandoned: AtomicU64::new(0),
+        pacer: every.map(|every| (Mutex::new(started), every)),
     });
     let workers: Vec<_> = (0..args.concurrency)
         .map(|i| {
@@ -67,9 +81,16 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
             let (method, opts) = (args.message.method.clone(), call_options(&args.message));
             tokio::spawn(async move {
                 let mut tally = Tally::new();
-                while shared.turn().await {
-                    let t = Instant::now();
-                    let result = session.call_raw(&method, arg.clone(), opts.clone()).await;
+                // Under a rate, latency counts from the call's slot, so a
+                // server that falls behind shows it (no coordinated omission).
+                while let Some(due) = shared.turn().await {
+                    let call = session.call_raw(&method, arg.clone(), opts.clone());
+                    // The run ends at `--duration`: a call still waiting then
+                    // is dropped (drpc forgets it) and counted apart.
+                    let Ok(result) = tokio::time::timeout_at(shared.end, call).await else {
+                        shared.abandoned.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    };
                     let code = match &result {
                         Ok(_) => drpc::Code::OK,
                         Err(status) => {
@@ -77,7 +98,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
                             status.code()
                         }
                     };
-                    tally.record(code, t.elapsed());
+                    tally.record(code, due.elapsed());
                     shared.done.fetch_add(1, Ordering::Relaxed);
                 }
                 tally
@@ -98,10 +119,11 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
     let report = Report {
         tally: total,
         elapsed,
+        abandoned: shared.abandoned.load(Ordering::Relaxed),
         concurrency: args.concurrency,
         sessions: args.sessions,
     };
-    print!("{report}");
+    crate::out(&report.to_string());
     if report.tally.succeeded() == 0 {
         return Err("no call succeeded".into());
     }

@@ -17,7 +17,7 @@ pub fn call_options(m: &Message) -> CallOptions {
 pub async fn call(args: CallArgs) -> Result<(), String> {
     let codec: CodecId = args.message.codec.into();
     let arg = body::encode(args.message.json.as_deref(), codec)?;
-    let (endpoint, sessions) = connect::dial(&args.conn, 1).await?;
+    let (endpoint, sessions) = connect::dial(&args.conn, 1, args.message.timeout).await?;
     let result = sessions[0]
         .call_raw(&args.message.method, arg, call_options(&args.message))
         .await;
@@ -29,10 +29,8 @@ pub async fn call(args: CallArgs) -> Result<(), String> {
             eprintln!("reply meta: {k}={v}");
         }
     }
-    println!(
-        "{}",
-        body::pretty(&body::decode(&reply.value, reply.codec)?)
-    );
+    let shown = body::pretty(&body::decode(&reply.value, reply.codec)?);
+    crate::out(&format!("{shown}\n"));
     Ok(())
 }
 
@@ -41,7 +39,7 @@ pub async fn push(args: CallArgs) -> Result<(), String> {
     let m = &args.message;
     let codec: CodecId = m.codec.into();
     let arg = body::encode(m.json.as_deref(), codec)?;
-    let (endpoint, sessions) = connect::dial(&args.conn, 1).await?;
+    let (endpoint, sessions) = connect::dial(&args.conn, 1, args.message.timeout).await?;
     let mut opts = PushOptions::new().codec(codec).timeout(m.timeout);
     for (k, v) in &m.meta {
         opts = opts.meta(k, v);

@@ -6,6 +6,7 @@ use drpc::socket::tls::{self, TlsConfig};
 use drpc::{Config, Endpoint, EndpointBuilder, Router, Session};
 use drpc_plugins::Auth;
 use std::path::Path;
+use std::time::Duration;
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))
@@ -43,11 +44,18 @@ fn config(conn: &Conn, listen: bool) -> Result<Config, String> {
     Ok(config)
 }
 
-/// A builder for an endpoint that dials (`listen` false) or listens.
-pub fn builder(conn: &Conn, listen: bool, router: Router) -> Result<EndpointBuilder, String> {
-    let mut builder = Endpoint::builder()
-        .config(config(conn, listen)?)
-        .router(router);
+/// A builder for an endpoint that listens.
+pub fn listener(conn: &Conn, router: Router) -> Result<EndpointBuilder, String> {
+    builder(conn, true, config(conn, true)?, router)
+}
+
+fn builder(
+    conn: &Conn,
+    listen: bool,
+    config: Config,
+    router: Router,
+) -> Result<EndpointBuilder, String> {
+    let mut builder = Endpoint::builder().config(config).router(router);
     if let Some(token) = &conn.token {
         let auth = if listen {
             let want = token.clone();
@@ -69,9 +77,16 @@ pub fn builder(conn: &Conn, listen: bool, router: Router) -> Result<EndpointBuil
     Ok(builder)
 }
 
-/// An endpoint that serves nothing, and `sessions` sessions to `conn.url`.
-pub async fn dial(conn: &Conn, sessions: usize) -> Result<(Endpoint, Vec<Session>), String> {
-    let endpoint = builder(conn, false, Router::new())?
+/// An endpoint that serves nothing, and `sessions` sessions to `conn.url`,
+/// each dial given `timeout`.
+pub async fn dial(
+    conn: &Conn,
+    sessions: usize,
+    timeout: Duration,
+) -> Result<(Endpoint, Vec<Session>), String> {
+    let mut config = config(conn, false)?;
+    config.dial_timeout = timeout;
+    let endpoint = builder(conn, false, config, Router::new())?
         .build()
         .map_err(|e| format!("cannot build the endpoint: {e}"))?;
     let mut out = Vec::with_capacity(sessions);

@@ -93,7 +93,7 @@ pub async fn listen(args: ListenArgs) -> Result<(), String> {
             }
         })
         .map_err(|e| e.to_string())?;
-    let endpoint = connect::builder(&args.conn, true, router)?
+    let endpoint = connect::listener(&args.conn, router)?
         .build()
         .map_err(|e| format!("cannot build the endpoint: {e}"))?;
     let addr = endpoint

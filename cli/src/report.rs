@@ -55,6 +55,8 @@ impl Tally {
 pub struct Report {
     pub tally: Tally,
     pub elapsed: Duration,
+    /// Calls still waiting when the run ended.
+    pub abandoned: u64,
     pub concurrency: usize,
     pub sessions: usize,
 }
@@ -82,6 +84,11 @@ impl fmt::Display for Report {
         writeln!(f, "  calls/s:     {:.1}", calls as f64 / secs.max(1e-9))?;
         writeln!(f, "  succeeded:   {}", t.succeeded())?;
         writeln!(f, "  failed:      {}", calls - t.succeeded())?;
+        writeln!(
+            f,
+            "  unfinished:  {} (still waiting at the end)",
+            self.abandoned
+        )?;
         if calls == 0 {
             return Ok(());
         }
@@ -139,6 +146,7 @@ mod tests {
         let report = Report {
             tally: a,
             elapsed: Duration::from_secs(2),
+            abandoned: 3,
             concurrency: 4,
             sessions: 1,
         };
@@ -146,6 +154,7 @@ mod tests {
         assert!(text.contains("calls:       101 in 2.00 s"), "{text}");
         assert!(text.contains("calls/s:     50.5"), "{text}");
         assert!(text.contains("failed:      1"), "{text}");
+        assert!(text.contains("unfinished:  3"), "{text}");
         assert!(text.contains("[0 (ok)] 100 calls"), "{text}");
         assert!(text.contains("[408 (deadline exceeded)] 1 calls"), "{text}");
         assert!(text.contains("min         1.000"), "{text}");

@@ -306,3 +306,92 @@ async fn a_server_calls_a_service_its_client_serves() {
     assert_eq!(within("forward", math.add(1, 2)).await.unwrap(), 3);
     p.close().await;
 }
+
+/// User names that the generated code must not capture: types called
+/// `Args`, `S` and `C`, and arguments named like the handler's own locals.
+mod hygiene {
+    use drpc::{CallCtx, Status};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    pub struct Args(pub u8);
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    pub struct S(pub u8);
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    pub struct C(pub u8);
+
+    #[drpc::service]
+    pub trait Tricky {
+        async fn sum(
+            &self,
+            ctx: &CallCtx,
+            service: Args,
+            args: S,
+            routes: C,
+            inner: u8,
+        ) -> Result<u32, Status>;
+        async fn one(&self, ctx: u8) -> Result<u8, Status>;
+        /// Compiled out: neither routed nor on the client.
+        #[cfg(any())]
+        async fn gone(&self, x: NotSerde) -> Result<(), Status>;
+    }
+
+    /// Named as tarpc users name an implementation, so the generated
+    /// server takes another name.
+    #[drpc::service(server = "ChatService", client = "ChatRemote")]
+    pub trait Chat {
+        async fn echo(&self, _: &CallCtx, text: String) -> Result<String, Status>;
+    }
+
+    pub struct ChatServer;
+
+    impl Chat for ChatServer {
+        async fn echo(&self, _: &CallCtx, text: String) -> Result<String, Status> {
+            Ok(text)
+        }
+    }
+
+    pub struct Impl;
+
+    impl Tricky for Impl {
+        async fn sum(
+            &self,
+            _ctx: &CallCtx,
+            service: Args,
+            args: S,
+            routes: C,
+            inner: u8,
+        ) -> Result<u32, Status> {
+            Ok([service.0, args.0, routes.0, inner]
+                .iter()
+                .map(|&b| u32::from(b))
+                .sum())
+        }
+
+        async fn one(&self, ctx: u8) -> Result<u8, Status> {
+            Ok(ctx + 1)
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argument_and_type_names_do_not_clash_with_the_generated_code() {
+    use hygiene::*;
+    let mut router = Router::new();
+    router.serve(TrickyServer::new(Impl)).unwrap();
+    let p = pair_with(router, Router::new(), Config::default()).await;
+    let tricky = TrickyClient::new(p.session.clone());
+    let sum = within("sum", tricky.sum(Args(1), S(2), C(3), 4)).await;
+    assert_eq!(sum.unwrap(), 10);
+    assert_eq!(within("one", tricky.one(41)).await.unwrap(), 42);
+    p.close().await;
+
+    let mut router = Router::new();
+    router.serve(ChatService::new(ChatServer)).unwrap();
+    let routes: Vec<_> = router.routes().map(|(p, _)| p.to_string()).collect();
+    assert_eq!(routes, ["/chat/echo"]);
+    let p = pair_with(router, Router::new(), Config::default()).await;
+    let chat = ChatRemote::new(p.session.clone());
+    assert_eq!(within("echo", chat.echo("hi".into())).await.unwrap(), "hi");
+    p.close().await;
+}

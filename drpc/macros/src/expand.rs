@@ -3,7 +3,7 @@
 
 use crate::model::{Ctx, Kind, MethodDef, ServiceDef};
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::ReturnType;
 
@@ -12,8 +12,6 @@ pub fn expand(def: &ServiceDef) -> TokenStream {
     let server = server(def);
     let client = client(def);
     let checks = value_checks(def);
-    // The checks first: rustc reports them before the errors the same type
-    // causes in the server and the client.
     quote! {
         #checks
         #trait_def
@@ -61,40 +59,40 @@ fn trait_def(def: &ServiceDef) -> TokenStream {
 
 fn server(def: &ServiceDef) -> TokenStream {
     let ServiceDef { vis, ident, .. } = def;
-    let server = format_ident!("{}Server", ident);
+    let server = &def.server;
     let doc = format!(
         "Serves a [`{ident}`] on a [`Router`](::drpc::Router): \
          `router.serve({server}::new(value))`, on either peer."
     );
-    let routes = def.methods.iter().map(register);
+    let routes = def.methods.iter().map(|m| register(ident, m));
     quote! {
         #[doc = #doc]
         // Both peers compile a service; each uses only its server or its client.
         #[allow(dead_code)]
-        #vis struct #server<S> {
-            service: ::std::sync::Arc<S>,
+        #vis struct #server<DrpcService> {
+            service: ::std::sync::Arc<DrpcService>,
         }
 
         #[allow(dead_code)]
-        impl<S: #ident> #server<S> {
+        impl<DrpcService: #ident> #server<DrpcService> {
             /// Serves `service`.
-            pub fn new(service: S) -> Self {
+            pub fn new(service: DrpcService) -> Self {
                 Self::from_arc(::std::sync::Arc::new(service))
             }
 
             /// Serves a service the caller also keeps.
-            pub fn from_arc(service: ::std::sync::Arc<S>) -> Self {
+            pub fn from_arc(service: ::std::sync::Arc<DrpcService>) -> Self {
                 Self { service }
             }
         }
 
-        impl<S> ::core::clone::Clone for #server<S> {
+        impl<DrpcService> ::core::clone::Clone for #server<DrpcService> {
             fn clone(&self) -> Self {
                 Self { service: ::std::sync::Arc::clone(&self.service) }
             }
         }
 
-        impl<S: #ident> ::drpc::service::Service for #server<S> {
+        impl<DrpcService: #ident> ::drpc::service::Service for #server<DrpcService> {
             fn register(
                 self,
                 routes: &mut ::drpc::Group<'_>,
@@ -121,39 +119,42 @@ fn wire_args(m: &MethodDef, owned: bool) -> (TokenStream, TokenStream) {
                 let def = quote! {
                     #[derive(#serde::Deserialize)]
                     #[serde(crate = "::drpc::__private::serde")]
-                    struct Args { #(#names: #tys,)* }
+                    struct DrpcArgs { #(#names: #tys,)* }
                 };
-                (def, quote!(Args))
+                (def, quote!(DrpcArgs))
             } else {
                 let def = quote! {
                     #[derive(#serde::Serialize)]
                     #[serde(crate = "::drpc::__private::serde")]
-                    struct Args<'a> { #(#names: &'a #tys,)* }
+                    struct DrpcArgs<'drpc> { #(#names: &'drpc #tys,)* }
                 };
-                (def, quote!(Args { #(#names: &#names,)* }))
+                (def, quote!(DrpcArgs { #(#names: &#names,)* }))
             }
         }
     }
 }
 
 /// Registers one method's route on `routes`, with `self.service`.
-fn register(m: &MethodDef) -> TokenStream {
+fn register(service: &syn::Ident, m: &MethodDef) -> TokenStream {
     let name = &m.sig.ident;
     let route = &m.route;
     let (def, args_ty) = wire_args(m, true);
-    let arg_names: Vec<_> = m.args.iter().map(|(n, _)| n).collect();
-    let take = match m.args.len() {
-        0 => quote!(let () = args;),
-        1 => {
-            let n = arg_names[0];
-            quote!(let #n = args;)
+    // The handler's own names all start with `__drpc` and the arguments
+    // are passed as fields, so no argument name can shadow them.
+    let call_args = match m.args.as_slice() {
+        [] => quote!(),
+        [_] => quote!(__drpc_args),
+        many => {
+            let names = many.iter().map(|(n, _)| n);
+            quote!(#(__drpc_args.#names),*)
         }
-        _ => quote!(let Args { #(#arg_names,)* } = args;),
     };
     let ctx_arg = match m.ctx {
         Ctx::None => quote!(),
-        Ctx::ByRef => quote!(&ctx,),
-        Ctx::ByValue => quote!(ctx,),
+        Ctx::ByRef if m.args.is_empty() => quote!(&__drpc_ctx),
+        Ctx::ByRef => quote!(&__drpc_ctx,),
+        Ctx::ByValue if m.args.is_empty() => quote!(__drpc_ctx),
+        Ctx::ByValue => quote!(__drpc_ctx,),
     };
     let (register, ctx_ty) = match m.kind {
         Kind::Call { .. } => (quote!(call), quote!(::drpc::CallCtx)),
@@ -161,17 +162,18 @@ fn register(m: &MethodDef) -> TokenStream {
     };
     // A type that is not serde is reported at the method, not the attribute.
     let register = quote_spanned!(name.span()=> routes.#register);
-    let unused = (m.ctx == Ctx::None).then(|| quote!(let _ = &ctx;));
+    let cfgs = m.attrs.iter().filter(|a| a.path().is_ident("cfg"));
     quote! {
+        #(#cfgs)*
         {
             #def
-            let service = ::std::sync::Arc::clone(&self.service);
-            #register(#route, move |ctx: #ctx_ty, args: #args_ty| {
-                let service = ::std::sync::Arc::clone(&service);
+            let __drpc_service = ::std::sync::Arc::clone(&self.service);
+            #register(#route, move |__drpc_ctx: #ctx_ty, __drpc_args: #args_ty| {
+                let __drpc_service = ::std::sync::Arc::clone(&__drpc_service);
+                // Called through the trait: a method named `clone` must not
+                // find `Arc::clone` first.
                 async move {
-                    #unused
-                    #take
-                    service.#name(#ctx_arg #(#arg_names),*).await
+                    <DrpcService as #service>::#name(&*__drpc_service, #ctx_arg #call_args).await
                 }
             })?;
         }
@@ -180,14 +182,17 @@ fn register(m: &MethodDef) -> TokenStream {
 
 fn client(def: &ServiceDef) -> TokenStream {
     let ServiceDef { vis, ident, .. } = def;
-    let client = format_ident!("{}Client", ident);
+    let client = &def.client;
     let doc = format!(
         "A typed client of [`{ident}`] over a [`Session`](::drpc::Session) (or any \
          [`Caller`](::drpc::service::Caller)); cheap to clone. Its `with_*` methods \
          return a copy with other options for the calls made through it."
     );
     let methods = def.methods.iter().map(|m| {
-        let attrs = m.attrs.iter().filter(|a| a.path().is_ident("doc"));
+        let attrs = m
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("doc") || a.path().is_ident("cfg"));
         let name = &m.sig.ident;
         let route = &m.route;
         let params = m.args.iter().map(|(n, t)| quote!(#n: #t));
@@ -222,19 +227,19 @@ fn client(def: &ServiceDef) -> TokenStream {
         #[doc = #doc]
         #[derive(Clone, Debug)]
         #[allow(dead_code)]
-        #vis struct #client<C = ::drpc::Session> {
-            inner: ::drpc::service::ServiceClient<C>,
+        #vis struct #client<DrpcCaller = ::drpc::Session> {
+            inner: ::drpc::service::ServiceClient<DrpcCaller>,
         }
 
         #[allow(dead_code)]
-        impl<C: ::drpc::service::Caller> #client<C> {
+        impl<DrpcCaller: ::drpc::service::Caller> #client<DrpcCaller> {
             /// A client calling through `caller`, usually a [`Session`](::drpc::Session).
-            pub fn new(caller: C) -> Self {
+            pub fn new(caller: DrpcCaller) -> Self {
                 Self { inner: ::drpc::service::ServiceClient::new(caller) }
             }
 
             /// What this client calls through.
-            pub fn caller(&self) -> &C {
+            pub fn caller(&self) -> &DrpcCaller {
                 self.inner.caller()
             }
 
@@ -254,6 +259,11 @@ fn client(def: &ServiceDef) -> TokenStream {
                 Self { inner: self.inner.with_codec(codec) }
             }
 
+            /// A copy whose calls use `opts` whole (pushes keep their options).
+            pub fn with_call_options(&self, opts: ::drpc::CallOptions) -> Self {
+                Self { inner: self.inner.with_call_options(opts) }
+            }
+
             #(#methods)*
         }
     }
@@ -262,14 +272,22 @@ fn client(def: &ServiceDef) -> TokenStream {
 /// Each argument and result checked against `drpc::service::Value`, where
 /// the method names it, so a type that is not serde is reported there.
 fn value_checks(def: &ServiceDef) -> TokenStream {
-    let types = def.methods.iter().flat_map(|m| {
+    let checks = def.methods.iter().flat_map(|m| {
         let ok = match &m.kind {
             Kind::Call { ok } => Some(&**ok),
             Kind::Push => None,
         };
-        m.args.iter().map(|(_, t)| t).chain(ok)
+        let cfgs: Vec<_> = m
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("cfg"))
+            .collect();
+        m.args
+            .iter()
+            .map(|(_, t)| t)
+            .chain(ok)
+            .map(move |ty| quote_spanned!(ty.span()=> #(#cfgs)* is_value::<#ty>();))
     });
-    let checks = types.map(|ty| quote_spanned!(ty.span()=> is_value::<#ty>();));
     quote! {
         const _: () = {
             fn is_value<T: ::drpc::service::Value>() {}

@@ -77,10 +77,27 @@ use proc_macro::TokenStream;
 /// serves the same bytes as `router.call("/math/add", |_, x: Add| ...)`;
 /// several are a map keyed by the argument names.
 ///
+/// **Names.** The server and client are `{Trait}Server` and
+/// `{Trait}Client`; name them otherwise with `#[drpc::service(server =
+/// "MathService", client = "MathRemote")]` (an implementation called
+/// `MathServer` needs that). A method cannot be called `new`, `caller`,
+/// `clone` or `with_*`, the client's own methods: name it otherwise and
+/// keep its route with `#[drpc(name = "new")]`. `#[cfg]` on a method
+/// applies to its route and its client method too.
+///
+/// **Client options.** `with_timeout`, `with_meta`, `with_codec` and
+/// `with_call_options` return a copy of the client for the calls made
+/// through it. To pass a handler's deadline on to the calls it makes:
+/// `client.with_timeout(ctx.remaining())`. A client returns the reply's
+/// value; for its meta, call through
+/// [`ServiceClient::call`](../drpc/service/struct.ServiceClient.html#method.call)
+/// or the session's `call_with`.
+///
 /// **Mistakes reported at compile time**, each with what to write instead:
 /// a method that is not `async`, generics, `self` by value or `&mut self`,
 /// an argument or result that is not serde, borrowed arguments, two methods
-/// on one route, a push that returns a value.
+/// on one route, a push that returns a value, a call whose error is not
+/// `drpc::Status`, a method named like one of the client's own.
 #[proc_macro_attribute]
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = syn::parse_macro_input!(item as syn::ItemTrait);

@@ -13,6 +13,9 @@ pub struct ServiceDef {
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
     pub ident: Ident,
+    /// The generated server's and client's names.
+    pub server: Ident,
+    pub client: Ident,
     pub supertraits: Vec<TypeParamBound>,
     pub methods: Vec<MethodDef>,
 }
@@ -44,17 +47,29 @@ pub struct MethodDef {
     pub args: Vec<(Ident, Type)>,
 }
 
-/// Reads `#[drpc::service(prefix = "...")]` on `item`.
+/// Reads `#[drpc::service(prefix = "...", server = "...", client = "...")]`
+/// on `item`.
 pub fn parse(attr: TokenStream, item: ItemTrait) -> syn::Result<ServiceDef> {
     let mut prefix = None;
+    let mut server = None;
+    let mut client = None;
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("prefix") {
             let lit: LitStr = meta.value()?.parse()?;
             check_prefix(&lit)?;
             prefix = Some(lit.value());
             Ok(())
+        } else if meta.path.is_ident("server") {
+            server = Some(meta.value()?.parse::<LitStr>()?.parse::<Ident>()?);
+            Ok(())
+        } else if meta.path.is_ident("client") {
+            client = Some(meta.value()?.parse::<LitStr>()?.parse::<Ident>()?);
+            Ok(())
         } else {
-            Err(meta.error("unknown option: `#[drpc::service]` takes `prefix = \"/path\"`"))
+            Err(meta.error(
+                "unknown option: `#[drpc::service]` takes `prefix = \"/path\"`, \
+                 `server = \"Name\"` and `client = \"Name\"`",
+            ))
         }
     });
     syn::parse::Parser::parse2(parser, attr)?;
@@ -103,9 +118,13 @@ pub fn parse(attr: TokenStream, item: ItemTrait) -> syn::Result<ServiceDef> {
     if let Some(e) = errors {
         return Err(e);
     }
+    let server = server.unwrap_or_else(|| quote::format_ident!("{}Server", item.ident));
+    let client = client.unwrap_or_else(|| quote::format_ident!("{}Client", item.ident));
     Ok(ServiceDef {
         attrs: item.attrs,
         vis: item.vis,
+        server,
+        client,
         ident: item.ident,
         supertraits: item.supertraits.into_iter().collect(),
         methods,
@@ -248,13 +267,6 @@ fn parse_method(mut f: TraitItemFn, prefix: &str) -> syn::Result<MethodDef> {
         let FnArg::Typed(pt) = input else {
             unreachable!("a receiver comes first")
         };
-        let Pat::Ident(pi) = &*pt.pat else {
-            return Err(syn::Error::new_spanned(
-                &pt.pat,
-                "name each argument with a plain identifier, as `a: i64`: \
-                 several arguments travel as a map keyed by their names",
-            ));
-        };
         if let Some(by_ref) = context_type(&pt.ty, opts.push, name)? {
             if i != 0 {
                 return Err(syn::Error::new_spanned(
@@ -265,6 +277,13 @@ fn parse_method(mut f: TraitItemFn, prefix: &str) -> syn::Result<MethodDef> {
             ctx = if by_ref { Ctx::ByRef } else { Ctx::ByValue };
             continue;
         }
+        let Pat::Ident(pi) = &*pt.pat else {
+            return Err(syn::Error::new_spanned(
+                &pt.pat,
+                "name each argument with a plain identifier, as `a: i64`: \
+                 several arguments travel as a map keyed by their names",
+            ));
+        };
         match &*pt.ty {
             Type::Reference(r) => {
                 return Err(syn::Error::new_spanned(
@@ -313,7 +332,15 @@ fn parse_method(mut f: TraitItemFn, prefix: &str) -> syn::Result<MethodDef> {
 }
 
 /// The generated client's own methods, which a trait method cannot shadow.
-const RESERVED: [&str; 5] = ["new", "caller", "with_timeout", "with_meta", "with_codec"];
+const RESERVED: [&str; 7] = [
+    "new",
+    "caller",
+    "clone",
+    "with_timeout",
+    "with_meta",
+    "with_codec",
+    "with_call_options",
+];
 
 fn check_receiver(sig: &Signature, name: &str) -> syn::Result<()> {
     let hint = format!(
@@ -384,6 +411,21 @@ fn result_ok(output: &ReturnType, name: &str) -> syn::Result<Type> {
     let last = p.path.segments.last().ok_or_else(|| wrong(ty.span()))?;
     match &last.arguments {
         PathArguments::AngleBracketed(a) if last.ident == "Result" && a.args.len() == 2 => {
+            let is_status = match &a.args[1] {
+                GenericArgument::Type(Type::Path(e)) => {
+                    e.path.segments.last().is_some_and(|s| s.ident == "Status")
+                }
+                _ => false,
+            };
+            if !is_status {
+                return Err(syn::Error::new_spanned(
+                    &a.args[1],
+                    format!(
+                        "`{name}`'s error is what the peer receives: make it `drpc::Status` \
+                         (map yours with `.map_err(...)` or a `From` impl)"
+                    ),
+                ));
+            }
             match &a.args[0] {
                 GenericArgument::Type(t) => Ok(t.clone()),
                 _ => Err(wrong(ty.span())),

@@ -22,12 +22,14 @@
 //! ```
 #![warn(missing_docs)]
 
+mod announce;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod instance;
 mod memory;
 mod registry;
 
+pub use announce::Announce;
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdRegistry;
 pub use instance::{Instance, KeyLayout, DEFAULT_ROOT, DEFAULT_WEIGHT};

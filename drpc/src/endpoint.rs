@@ -281,13 +281,15 @@ impl Endpoint {
 
     /// Shuts the endpoint down gracefully, within `grace`:
     ///
-    /// 1. stops accepting;
-    /// 2. tells every connected peer it is going away (a connection notice,
+    /// 1. runs every plugin's [`Plugin::before_going_away`] (deregistering
+    ///    from a service registry, say), while it still serves;
+    /// 2. stops accepting;
+    /// 3. tells every connected peer it is going away (a connection notice,
     ///    docs/PROTOCOL.md section 3.1), so peers stop starting calls on
     ///    these sessions at once instead of finding out later; a call that
     ///    crosses the notice is answered with 102;
-    /// 3. lets running handlers finish and sends their replies;
-    /// 4. ends every connection's stream and waits until each transport has
+    /// 4. lets running handlers finish and sends their replies;
+    /// 5. ends every connection's stream and waits until each transport has
     ///    finished its own close (a QUIC close sent and drained, KCP end
     ///    markers acknowledged), and until every task the endpoint started
     ///    has ended.
@@ -306,6 +308,19 @@ impl Endpoint {
         }
         self.inner.set_grace(grace);
         self.inner.plugins.each(|p| p.before_close(self));
+        // Deregistering and the like, before peers hear of it; bounded by
+        // the grace and cut short by a second close.
+        let plugins = &self.inner.plugins;
+        let announced =
+            futures_util::future::join_all(plugins.iter().map(|p| p.before_going_away(self)));
+        let began = tokio::time::Instant::now();
+        tokio::select! {
+            _ = announced => {}
+            _ = tokio::time::sleep(grace) => {}
+            _ = self.inner.hurry.cancelled() => {}
+        }
+        // What is left of the grace is the drain's.
+        self.inner.set_grace(grace.saturating_sub(began.elapsed()));
         self.inner.shutdown.cancel();
         let sessions = self.sessions();
         futures_util::future::join_all(sessions.iter().map(Session::close)).await;

@@ -100,6 +100,15 @@ pub trait Plugin: Send + Sync + 'static {
     /// When a close of the endpoint begins, before anything stops.
     fn before_close(&self, endpoint: &Endpoint) {}
 
+    /// After [`Plugin::before_close`], before the endpoint stops accepting
+    /// and tells its peers it is going away: the place to deregister from a
+    /// service registry, so that no caller picks this endpoint while it
+    /// drains. The close waits for every plugin's future, at most for the
+    /// close's grace (and not at all after a second close).
+    fn before_going_away<'a>(&'a self, endpoint: &'a Endpoint) -> BoxFuture<'a, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
     /// When the endpoint has closed: every session and task has ended.
     fn after_close(&self, endpoint: &Endpoint) {}
 

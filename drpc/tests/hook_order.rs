@@ -97,6 +97,7 @@ async fn hooks_run_in_the_documented_order_on_both_peers() {
             "after_read_push_header /hello",
             "after_read_push_body /hello",
             "before_close",
+            "before_going_away",
             "after_session_close",
             "after_close",
         ]
@@ -126,6 +127,7 @@ async fn hooks_run_in_the_documented_order_on_both_peers() {
             // the client left
             "after_session_close",
             "before_close",
+            "before_going_away",
             "after_close",
         ]
     );

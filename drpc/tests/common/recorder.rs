@@ -32,6 +32,10 @@ impl Plugin for Recorder {
     fn before_close(&self, _: &Endpoint) {
         self.push("before_close")
     }
+    fn before_going_away<'a>(&'a self, _: &'a Endpoint) -> BoxFuture<'a, ()> {
+        self.push("before_going_away");
+        Box::pin(async {})
+    }
     fn after_close(&self, _: &Endpoint) {
         self.push("after_close")
     }

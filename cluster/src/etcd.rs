@@ -210,9 +210,20 @@ impl EtcdRegistry {
                     }
                 }
             }
-            tx.send_replace(now.values().cloned().collect());
+            publish(tx, now.values().cloned().collect());
         }
     }
+}
+
+/// Tells watchers of `instances` if they differ from what they have.
+fn publish(tx: &watch::Sender<Vec<Instance>>, instances: Vec<Instance>) {
+    tx.send_if_modified(|current| {
+        let changed = *current != instances;
+        if changed {
+            *current = instances;
+        }
+        changed
+    });
 }
 
 /// An instance from a stored value; a value that is not one is logged and
@@ -277,7 +288,7 @@ impl Registry for EtcdRegistry {
                         retry = (retry * 2).min(RETRY_MAX);
                         if let Ok(snap) = me.snapshot(&service).await {
                             (now, revision) = snap;
-                            tx.send_replace(now.values().cloned().collect());
+                            publish(&tx, now.values().cloned().collect());
                             retry = RETRY_MIN;
                             break;
                         }

@@ -23,13 +23,16 @@
 #![warn(missing_docs)]
 
 mod announce;
+mod client;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod instance;
 mod memory;
 mod registry;
+pub mod selector;
 
 pub use announce::Announce;
+pub use client::Cluster;
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdRegistry;
 pub use instance::{Instance, KeyLayout, DEFAULT_ROOT, DEFAULT_WEIGHT};

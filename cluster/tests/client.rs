@@ -1,0 +1,192 @@
+//! Calling a service by name: instances found in a registry, picked per
+//! call, left out when they die, and typed clients on top, unchanged.
+
+use drpc::service::Caller;
+use drpc::{CallCtx, CallOptions, Endpoint, Status};
+use drpc_cluster::selector::{ConsistentHash, RoundRobin};
+use drpc_cluster::{Announce, Cluster, Instance, MemoryRegistry, Registry};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[drpc::service(prefix = "/who")]
+trait Who {
+    async fn am_i(&self, ctx: &CallCtx) -> Result<String, Status>;
+}
+
+/// Answers with its instance id.
+struct Named(String);
+
+impl Who for Named {
+    async fn am_i(&self, _: &CallCtx) -> Result<String, Status> {
+        Ok(self.0.clone())
+    }
+}
+
+/// An instance of `who`, registered through its own plugin.
+async fn instance(registry: &MemoryRegistry, id: &str) -> Endpoint {
+    let announce = Announce::new(
+        registry.clone(),
+        Instance::new("who", id, Vec::<String>::new()),
+    );
+    let mut router = drpc::Router::new();
+    router.serve(WhoServer::new(Named(id.to_string()))).unwrap();
+    let endpoint = Endpoint::builder()
+        .plugin(announce.clone())
+        .router(router)
+        .build()
+        .unwrap();
+    endpoint.listen("tcp://127.0.0.1:0").await.unwrap();
+    announce.register().await.unwrap();
+    endpoint
+}
+
+async fn tally(who: &WhoClient<Cluster>, calls: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..calls {
+        let id = tokio::time::timeout(PATIENCE, who.am_i())
+            .await
+            .unwrap()
+            .unwrap();
+        *seen.entry(id).or_default() += 1;
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_go_to_every_instance_and_follow_the_registry() {
+    let registry = MemoryRegistry::new();
+    let mut servers = Vec::new();
+    for id in ["a", "b", "c"] {
+        servers.push(instance(&registry, id).await);
+    }
+    let client = Endpoint::builder().build().unwrap();
+    let cluster = Cluster::with_selector(client.clone(), &registry, "who", RoundRobin::default())
+        .await
+        .unwrap();
+    assert_eq!(cluster.instances().len(), 3);
+    // A typed client over the cluster, unchanged.
+    let who = WhoClient::new(cluster.clone());
+    let seen = tally(&who, 30).await;
+    assert_eq!(
+        seen,
+        BTreeMap::from([("a".into(), 10), ("b".into(), 10), ("c".into(), 10)])
+    );
+
+    // A fourth instance takes calls once it registers.
+    servers.push(instance(&registry, "d").await);
+    cluster
+        .wait_for(PATIENCE, |v| v.len() == 4)
+        .await
+        .expect("the cluster sees d");
+    assert_eq!(tally(&who, 40).await.get("d"), Some(&10));
+
+    // One leaves gracefully: it deregisters first and takes no more calls.
+    let a = servers.remove(0);
+    a.close().await;
+    cluster
+        .wait_for(PATIENCE, |v| v.len() == 3)
+        .await
+        .expect("the cluster drops a");
+    assert!(!tally(&who, 30).await.contains_key("a"));
+
+    client.close().await;
+    for s in servers {
+        s.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_stops_answering_is_left_out_without_the_registry() {
+    let registry = MemoryRegistry::new();
+    let a = instance(&registry, "a").await;
+    let b = instance(&registry, "b").await;
+    // A third is registered by hand, so that its registration outlives it,
+    // as a killed process's does until its lease expires.
+    let c = Endpoint::builder()
+        .router({
+            let mut r = drpc::Router::new();
+            r.serve(WhoServer::new(Named("c".into()))).unwrap();
+            r
+        })
+        .build()
+        .unwrap();
+    let c_addr = c.listen("tcp://127.0.0.1:0").await.unwrap();
+    let _c_registration = registry
+        .register(
+            Instance::new("who", "c", [c_addr.to_string()]),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+
+    let client = Endpoint::builder().build().unwrap();
+    let cluster = Cluster::with_selector(client.clone(), &registry, "who", RoundRobin::default())
+        .await
+        .unwrap();
+    let who = WhoClient::new(cluster.clone());
+    assert_eq!(tally(&who, 30).await.get("c"), Some(&10));
+
+    // c goes away without telling the registry.
+    c.shutdown(Duration::ZERO).await;
+    assert_eq!(cluster.instances().len(), 3, "still registered");
+    // Every call now succeeds, on a or b: c's connection is gone, and a
+    // dial to it fails and goes elsewhere.
+    let seen = tally(&who, 40).await;
+    assert!(!seen.contains_key("c"), "{seen:?}");
+    assert_eq!(seen.values().sum::<usize>(), 40);
+
+    client.close().await;
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_keeps_its_calls_on_one_instance() {
+    let registry = MemoryRegistry::new();
+    let mut servers = Vec::new();
+    for id in ["a", "b", "c", "d"] {
+        servers.push(instance(&registry, id).await);
+    }
+    let client = Endpoint::builder().build().unwrap();
+    let cluster =
+        Cluster::with_selector(client.clone(), &registry, "who", ConsistentHash::default())
+            .await
+            .unwrap();
+    let mut homes = BTreeMap::new();
+    for user in 0..20 {
+        let who = WhoClient::new(cluster.keyed(format!("user-{user}")));
+        let seen = tally(&who, 5).await;
+        assert_eq!(seen.len(), 1, "user-{user} went to {seen:?}");
+        homes.insert(user, seen.into_keys().next().unwrap());
+    }
+    let distinct: std::collections::BTreeSet<_> = homes.values().collect();
+    assert!(distinct.len() >= 3, "20 keys over 4 instances: {homes:?}");
+
+    // Raw calls through the Caller trait take the key too.
+    let keyed = cluster.keyed("user-0");
+    let raw: drpc::Reply<String> = keyed
+        .call_with("/who/am_i", &(), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(&raw.value, &homes[&0]);
+
+    client.close().await;
+    for s in servers {
+        s.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_instance_a_call_fails_at_once_with_503() {
+    let registry = MemoryRegistry::new();
+    let client = Endpoint::builder().build().unwrap();
+    let cluster = Cluster::new(client.clone(), &registry, "who")
+        .await
+        .unwrap();
+    let err = WhoClient::new(cluster).am_i().await.unwrap_err();
+    assert_eq!(err.code(), drpc::Code::OVERLOADED);
+    assert!(err.message().contains("no instance of who"), "{err}");
+    client.close().await;
+}

@@ -482,6 +482,11 @@ impl<W> ConnCore<W> {
         self.ended.clone().or_else(|| self.peer_notice.clone())
     }
 
+    /// Whether this side has told the peer it is going away.
+    pub(crate) fn going_away_sent(&self) -> bool {
+        self.going_away_sent
+    }
+
     /// The peer's notice, if it sent one.
     pub(crate) fn peer_notice(&self) -> Option<&Status> {
         self.peer_notice.as_ref()

@@ -407,13 +407,17 @@ impl Link {
         self.going_away.cancel();
     }
 
-    /// The outcome status of a reply message: its own when not OK.
+    /// The outcome status of a reply message: its own when not OK. A reply
+    /// of 102 is the peer's refusal of a call that crossed its going-away
+    /// notice: that call was not run.
     pub(crate) fn reply_status(reply: &Message) -> Option<Status> {
         (reply.header.status_code != 0).then(|| {
-            Status::new(
-                crate::values::Code(reply.header.status_code),
-                reply.header.status_message.to_string(),
-            )
+            let code = crate::values::Code(reply.header.status_code);
+            let status = Status::new(code, reply.header.status_message.to_string());
+            match code {
+                crate::values::Code::CONNECTION_CLOSED => status.unrun(),
+                _ => status,
+            }
         })
     }
 }

@@ -126,7 +126,11 @@ impl Session {
         let config = &self.shared.ep.config;
         let timeout = opts.timeout.unwrap_or(config.default_timeout);
         let deadline = deadline_after(timeout);
-        let link = self.usable_link(deadline, method).await?;
+        // Until the call is queued, a failure means it was not sent.
+        let link = self
+            .usable_link(deadline, method)
+            .await
+            .map_err(Status::unrun)?;
         let codec = opts.codec.unwrap_or(config.default_codec);
         let mut call = Call {
             session: self,
@@ -151,7 +155,10 @@ impl Session {
                         filters: &[],
                         meta: &opts.meta,
                     };
-                    call.seq = link.start_call(&mut head, deadline, &mut encode).await?;
+                    call.seq = link
+                        .start_call(&mut head, deadline, &mut encode)
+                        .await
+                        .map_err(Status::unrun)?;
                     call.collected = false;
                 }
                 Body::Bytes(body) => {
@@ -169,7 +176,7 @@ impl Session {
                             call.scopes.push(scope);
                         }
                     }
-                    link.send(&msg, deadline).await?;
+                    link.send(&msg, deadline).await.map_err(Status::unrun)?;
                     let header = &msg.header;
                     self.plugins().each(|p| p.after_write_call(self, header));
                 }

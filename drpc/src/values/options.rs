@@ -72,6 +72,12 @@ impl CallOptions {
         self.timeout = Some(timeout);
         self
     }
+
+    /// The timeout set with [`CallOptions::timeout`], if any (for code that
+    /// makes the call again, within what is left of it).
+    pub fn requested_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
 }
 
 impl PushOptions {

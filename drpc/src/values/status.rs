@@ -94,6 +94,8 @@ pub struct Status {
     code: Code,
     message: Cow<'static, str>,
     cause: Option<Arc<dyn Error + Send + Sync>>,
+    /// Known, in this process, to describe a call no handler ran.
+    unrun: bool,
 }
 
 macro_rules! constructors {
@@ -114,6 +116,7 @@ impl Status {
             code,
             message: message.into(),
             cause: None,
+            unrun: false,
         }
     }
 
@@ -123,6 +126,7 @@ impl Status {
             code: Code::OK,
             message: Cow::Borrowed(""),
             cause: None,
+            unrun: false,
         }
     }
 
@@ -174,6 +178,31 @@ impl Status {
     /// Whether the code is [`Code::OK`].
     pub fn is_ok(&self) -> bool {
         self.code == Code::OK
+    }
+
+    /// Whether this failed call certainly reached no handler, so that
+    /// making it again (elsewhere) cannot run it twice: it was refused
+    /// before it was sent (the session was closing or its peer going
+    /// away), the peer refused it on arrival (102 for a call that crossed
+    /// its going-away notice, docs/PROTOCOL.md section 3.1), or the code is
+    /// 503 (overloaded: refused by the peer's limits, or by a handler that
+    /// did none of the work) or 105 (the dial failed). False when a call
+    /// may have run, such as one in flight when its connection was lost.
+    ///
+    /// ```
+    /// use drpc::Status;
+    ///
+    /// assert!(Status::overloaded("busy").never_ran());
+    /// assert!(!Status::internal("the handler failed").never_ran());
+    /// ```
+    pub fn never_ran(&self) -> bool {
+        self.unrun || self.code == Code::OVERLOADED || self.code == Code::DIAL_FAILED
+    }
+
+    /// Marks this status as one of a call that reached no handler.
+    pub(crate) fn unrun(mut self) -> Self {
+        self.unrun = true;
+        self
     }
 }
 

@@ -33,9 +33,24 @@ impl Reader<'_> {
         let shared = &self.session.shared;
         let mut finishing = false;
         let mut call_timer = pin!(LazyTimer::new());
+        // When a server (the accepting side) shuts down, calls its clients
+        // sent before its going-away notice reached them may still be on
+        // their way: they are answered (102, "not run") until the client
+        // ends its stream or for NOTICE_LINGER, instead of meeting the end
+        // of the stream, which would leave the client unsure whether they
+        // ran (so a cluster client can move them to another instance). All
+        // connections linger at once; a single session's close, and a
+        // client's shutdown, do not wait.
+        let linger_end = (tokio::time::Instant::now() + NOTICE_LINGER).min(grace_end);
         while self.writer.is_some() {
             let owed = handlers.running() > 0 || self.link.core().handling() > 0;
-            if !finishing && (stop == Stop::Flush || !owed) {
+            let lingering = stop == Stop::Drain
+                && self.ep.shutdown.is_cancelled()
+                && !self.session.is_dialed()
+                && self.reading
+                && self.link.core().going_away_sent()
+                && tokio::time::Instant::now() < linger_end;
+            if !finishing && (stop == Stop::Flush || (!owed && !lingering)) {
                 // Every reply owed is queued: write them, then end the
                 // stream.
                 finishing = true;
@@ -50,6 +65,7 @@ impl Reader<'_> {
                 _ = shared.abort_requested.cancelled() => break,
                 _ = self.ep.hurry.cancelled() => break,
                 _ = tokio::time::sleep_until(grace_end) => break,
+                _ = tokio::time::sleep_until(linger_end), if lingering && !finishing => {}
                 _ = self.ep.shutdown.cancelled(), if !shutdown_seen => {
                     shutdown_seen = true;
                     grace_end = grace_end.min(tokio::time::Instant::now() + self.ep.grace());
@@ -107,6 +123,11 @@ impl Reader<'_> {
         }
     }
 }
+
+/// How long after its going-away notice a side still answers the peer's
+/// crossing calls while the peer has not ended its stream: a few round trips
+/// on a LAN, one across continents (docs/PROTOCOL.md section 3.1).
+const NOTICE_LINGER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// After this side ended its stream, how long a silent peer is waited for
 /// before the connection closes without its end of stream. A peer that is

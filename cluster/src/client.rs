@@ -1,11 +1,12 @@
 //! Calling a service by name: a client that follows the registry, dials
 //! instances lazily (one shared session each), and picks one per call.
 
+use crate::budget::RetryBudget;
 use crate::instance::Instance;
 use crate::registry::{Registry, RegistryError};
 use crate::selector::{Candidate, PowerOfTwo, Selector};
 use drpc::service::Caller;
-use drpc::{CallOptions, Endpoint, PushOptions, Reply, Session, Status};
+use drpc::{CallOptions, Code, Endpoint, PushOptions, Reply, Session, Status};
 use parking_lot::{Mutex, RwLock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -51,12 +52,15 @@ pub struct Cluster {
     inner: Arc<Inner>,
     /// The caller's key, for selectors that keep a key on one instance.
     key: Option<Arc<str>>,
+    /// Whether the caller said its calls may run twice.
+    idempotent: bool,
 }
 
 struct Inner {
     endpoint: Endpoint,
     service: String,
     selector: Arc<dyn Selector>,
+    budget: RetryBudget,
     nodes: RwLock<Vec<Arc<Node>>>,
     /// The instances after each update of `nodes`, for [`Cluster::wait_for`].
     updates: tokio::sync::watch::Sender<Vec<Instance>>,
@@ -174,12 +178,17 @@ impl Cluster {
                 endpoint,
                 service: service.to_string(),
                 selector: Arc::new(selector),
+                budget: RetryBudget::default(),
                 nodes: RwLock::new(first),
                 updates: tokio::sync::watch::channel(listed).0,
                 follow,
             }
         });
-        Ok(Self { inner, key: None })
+        Ok(Self {
+            inner,
+            key: None,
+            idempotent: false,
+        })
     }
 
     /// A copy whose calls carry `key` for the selector: with
@@ -187,9 +196,29 @@ impl Cluster {
     /// and pushes reach one instance.
     pub fn keyed(&self, key: impl Into<Arc<str>>) -> Self {
         Self {
-            inner: self.inner.clone(),
             key: Some(key.into()),
+            ..self.clone()
         }
+    }
+
+    /// A copy whose calls may run twice: besides the calls that reached no
+    /// handler, it retries (on another instance, within the deadline and
+    /// the retry budget) those whose connection was lost or whose write
+    /// failed, which may have run.
+    pub fn idempotent(&self) -> Self {
+        Self {
+            idempotent: true,
+            ..self.clone()
+        }
+    }
+
+    /// Whether a call that failed with `status` may be made again.
+    fn may_retry(&self, status: &Status) -> bool {
+        let code = status.code();
+        let refused = status.never_ran()
+            && [Code::CONNECTION_CLOSED, Code::OVERLOADED, Code::DIAL_FAILED].contains(&code);
+        let lost = self.idempotent && [Code::CONNECTION_CLOSED, Code::WRITE_FAILED].contains(&code);
+        refused || lost
     }
 
     /// The instances known now.
@@ -223,11 +252,14 @@ impl Cluster {
     /// Errors: 503 when no instance is known or available; the last dial's
     /// status when every available instance failed to dial.
     pub async fn session_for(&self, what: &str) -> Result<Session, Status> {
-        Ok(self.pick(what).await?.1)
+        Ok(self.pick(what, Vec::new()).await?.1)
     }
 
-    async fn pick(&self, what: &str) -> Result<(Arc<Node>, Session), Status> {
-        let mut tried: Vec<Arc<Node>> = Vec::new();
+    async fn pick(
+        &self,
+        what: &str,
+        mut tried: Vec<Arc<Node>>,
+    ) -> Result<(Arc<Node>, Session), Status> {
         let mut last = None;
         loop {
             let node = {
@@ -313,9 +345,40 @@ impl Caller for Cluster {
         A: Serialize + Sync + ?Sized,
         R: DeserializeOwned + Send,
     {
-        let (node, session) = self.pick(service_method).await?;
-        let _counted = InFlight::new(node);
-        session.call_with(service_method, arg, opts).await
+        let timeout = opts
+            .requested_timeout()
+            .unwrap_or(self.inner.endpoint.config().default_timeout);
+        let deadline = Instant::now() + timeout;
+        self.inner.budget.call();
+        let mut tried = Vec::new();
+        let mut failed: Option<Status> = None;
+        loop {
+            let picked = self.pick(service_method, tried.clone()).await;
+            let (node, session) = match (picked, failed) {
+                (Ok(p), _) => p,
+                // Nowhere else to go: the call's own failure says more.
+                (Err(_), Some(status)) => return Err(status),
+                (Err(status), None) => return Err(status),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = {
+                let _counted = InFlight::new(node.clone());
+                let attempt = opts.clone().timeout(left);
+                session.call_with(service_method, arg, attempt).await
+            };
+            match result {
+                Err(status)
+                    if self.may_retry(&status)
+                        && Instant::now() < deadline
+                        && self.inner.budget.try_retry() =>
+                {
+                    tracing::debug!(service = %self.inner.service, id = %node.instance.id, %status, "retrying on another instance");
+                    tried.push(node);
+                    failed = Some(status);
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn push_with<A>(
@@ -327,7 +390,7 @@ impl Caller for Cluster {
     where
         A: Serialize + Sync + ?Sized,
     {
-        let (_, session) = self.pick(service_method).await?;
+        let (_, session) = self.pick(service_method, Vec::new()).await?;
         session.push_with(service_method, arg, opts).await
     }
 }

@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod announce;
+mod budget;
 mod client;
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -32,6 +33,7 @@ mod registry;
 pub mod selector;
 
 pub use announce::Announce;
+pub use budget::RetryBudget;
 pub use client::Cluster;
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdRegistry;

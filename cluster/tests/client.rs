@@ -190,3 +190,86 @@ async fn with_no_instance_a_call_fails_at_once_with_503() {
     assert!(err.message().contains("no instance of who"), "{err}");
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_stopped_gracefully_under_load_fails_no_call() {
+    let registry = MemoryRegistry::new();
+    let mut servers = Vec::new();
+    for id in ["a", "b", "c"] {
+        servers.push(instance(&registry, id).await);
+    }
+    let client = Endpoint::builder().build().unwrap();
+    let cluster = Cluster::new(client.clone(), &registry, "who")
+        .await
+        .unwrap();
+    let stop = tokio_util_stop();
+    // Calls made so far, for the test to wait on.
+    let (made_tx, mut made) = tokio::sync::watch::channel(0u64);
+    let made_tx = std::sync::Arc::new(made_tx);
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (who, stop) = (WhoClient::new(cluster.clone()), stop.clone());
+            let made_tx = made_tx.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                // Bounded: at most 100,000 calls, and stops when told.
+                for _ in 0..100_000 {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    match who.am_i().await {
+                        Ok(_) => ok += 1,
+                        Err(status) => failed.push(status),
+                    }
+                    made_tx.send_modify(|n| *n += 1);
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    at_least(&mut made, 500).await;
+    // Stop b under load; the calls go on, then stop.
+    let b = servers.remove(1);
+    let before = cluster.instances().len();
+    b.close().await;
+    cluster
+        .wait_for(PATIENCE, |v| v.len() == before - 1)
+        .await
+        .expect("b deregistered");
+    let so_far = *made.borrow();
+    at_least(&mut made, so_far + 500).await;
+    stop.send_replace(true);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (o, f) = w.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(ok > 0);
+    let unrun: Vec<bool> = failed.iter().map(|s| s.never_ran()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} calls failed: {:?} (never ran: {unrun:?})",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    client.close().await;
+    for s in servers {
+        s.close().await;
+    }
+}
+
+/// Waits (bounded) until `made` counts `n` calls.
+async fn at_least(made: &mut tokio::sync::watch::Receiver<u64>, n: u64) {
+    let reached = made.wait_for(|m| *m >= n);
+    tokio::time::timeout(PATIENCE, reached)
+        .await
+        .expect("the calls go on")
+        .unwrap();
+}
+
+/// A flag the workers read between calls.
+fn tokio_util_stop() -> std::sync::Arc<tokio::sync::watch::Sender<bool>> {
+    std::sync::Arc::new(tokio::sync::watch::channel(false).0)
+}

@@ -1,6 +1,7 @@
 //! Calling a service by name: a client that follows the registry, dials
 //! instances lazily (one shared session each), and picks one per call.
 
+use crate::breaker::{counts_against, Breaker, BreakerConfig, BreakerState};
 use crate::budget::RetryBudget;
 use crate::instance::Instance;
 use crate::registry::{Registry, RegistryError};
@@ -19,6 +20,27 @@ use tokio::time::Instant;
 /// again; doubles with each failure up to [`DOWN_MAX`].
 const DOWN_MIN: Duration = Duration::from_millis(250);
 const DOWN_MAX: Duration = Duration::from_secs(5);
+
+/// How a [`Cluster`] picks, breaks and retries; [`Default`] is the power of
+/// two choices, [`BreakerConfig::default`] and [`RetryBudget::default`].
+pub struct ClusterOptions {
+    /// Picks an instance per call.
+    pub selector: Arc<dyn Selector>,
+    /// When an instance's breaker opens and for how long.
+    pub breaker: BreakerConfig,
+    /// How many retries the client may make.
+    pub retry_budget: RetryBudget,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            selector: Arc::new(PowerOfTwo),
+            breaker: BreakerConfig::default(),
+            retry_budget: RetryBudget::default(),
+        }
+    }
+}
 
 /// A client of every instance of one service: cheap to clone, and a
 /// [`Caller`], so a typed service's client works over it unchanged.
@@ -61,6 +83,7 @@ struct Inner {
     service: String,
     selector: Arc<dyn Selector>,
     budget: RetryBudget,
+    breaker: BreakerConfig,
     nodes: RwLock<Vec<Arc<Node>>>,
     /// The instances after each update of `nodes`, for [`Cluster::wait_for`].
     updates: tokio::sync::watch::Sender<Vec<Instance>>,
@@ -82,21 +105,26 @@ struct Node {
     in_flight: AtomicUsize,
     /// Left out until then after a failed dial, and for how long next time.
     down: Mutex<(Option<Instant>, Duration)>,
+    breaker: Mutex<Breaker>,
 }
 
 impl Node {
-    fn new(instance: Instance) -> Self {
+    fn new(instance: Instance, breaker: &BreakerConfig) -> Self {
         Self {
             instance,
             session: tokio::sync::Mutex::new(None),
             ready: Mutex::new(None),
             in_flight: AtomicUsize::new(0),
             down: Mutex::new((None, DOWN_MIN)),
+            breaker: Mutex::new(Breaker::new(breaker.clone(), Instant::now())),
         }
     }
 
     /// Whether a call may go here now.
     fn usable(&self) -> bool {
+        if !self.breaker.lock().admits(Instant::now()) {
+            return false;
+        }
         if let (Some(until), _) = *self.down.lock() {
             if Instant::now() < until {
                 return false;
@@ -147,7 +175,7 @@ impl Cluster {
         registry: &dyn Registry,
         service: &str,
     ) -> Result<Self, RegistryError> {
-        Self::with_selector(endpoint, registry, service, PowerOfTwo).await
+        Self::with_options(endpoint, registry, service, ClusterOptions::default()).await
     }
 
     /// As [`Cluster::new`], picking with `selector`.
@@ -159,12 +187,29 @@ impl Cluster {
         service: &str,
         selector: impl Selector,
     ) -> Result<Self, RegistryError> {
+        let options = ClusterOptions {
+            selector: Arc::new(selector),
+            ..ClusterOptions::default()
+        };
+        Self::with_options(endpoint, registry, service, options).await
+    }
+
+    /// As [`Cluster::new`], with `options`.
+    ///
+    /// Errors: the registry could not list the service.
+    pub async fn with_options(
+        endpoint: Endpoint,
+        registry: &dyn Registry,
+        service: &str,
+        options: ClusterOptions,
+    ) -> Result<Self, RegistryError> {
         let mut watch = registry.watch(service).await?;
         let listed = watch.current();
+        let breaker = options.breaker;
         let first: Vec<Arc<Node>> = listed
             .iter()
             .cloned()
-            .map(|i| Arc::new(Node::new(i)))
+            .map(|i| Arc::new(Node::new(i, &breaker)))
             .collect();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let weak = weak.clone();
@@ -177,8 +222,9 @@ impl Cluster {
             Inner {
                 endpoint,
                 service: service.to_string(),
-                selector: Arc::new(selector),
-                budget: RetryBudget::default(),
+                selector: options.selector,
+                budget: options.retry_budget,
+                breaker,
                 nodes: RwLock::new(first),
                 updates: tokio::sync::watch::channel(listed).0,
                 follow,
@@ -287,15 +333,46 @@ impl Cluster {
                 let at = self.inner.selector.pick(&candidates, self.key.as_deref());
                 open[at.min(open.len() - 1)].clone()
             };
+            let (allowed, moved) = node.breaker.lock().enter(Instant::now());
+            self.breaker_moved(&node, moved);
+            if !allowed {
+                // Another call took the half-open probe first.
+                tried.push(node);
+                continue;
+            }
+            metrics::counter!("drpc_cluster_picks_total", "service" => self.inner.service.clone(), "instance" => node.instance.id.clone()).increment(1);
             match node.session(&self.inner.endpoint).await {
                 Ok(session) => return Ok((node, session)),
                 // A failed dial reached no handler: another instance may.
                 Err(status) => {
+                    self.record(&node, Err(&status));
                     tracing::debug!(service = %self.inner.service, id = %node.instance.id, %status, "dial failed; trying another instance");
                     last = Some(status);
                     tried.push(node);
                 }
             }
+        }
+    }
+}
+
+impl Cluster {
+    /// Tells `node`'s breaker how a call went.
+    fn record(&self, node: &Node, outcome: Result<(), &Status>) {
+        let failed = outcome.err().is_some_and(counts_against);
+        let moved = node.breaker.lock().record(failed, Instant::now());
+        self.breaker_moved(node, moved);
+    }
+
+    fn breaker_moved(&self, node: &Node, moved: Option<BreakerState>) {
+        if let Some(state) = moved {
+            tracing::info!(service = %self.inner.service, id = %node.instance.id, state = state.name(), "circuit breaker");
+            metrics::counter!(
+                "drpc_cluster_breaker_transitions_total",
+                "service" => self.inner.service.clone(),
+                "instance" => node.instance.id.clone(),
+                "state" => state.name()
+            )
+            .increment(1);
         }
     }
 }
@@ -309,7 +386,7 @@ impl Inner {
             .into_iter()
             .map(|i| match nodes.iter().find(|n| n.instance == i) {
                 Some(n) => n.clone(),
-                None => Arc::new(Node::new(i)),
+                None => Arc::new(Node::new(i, &self.breaker)),
             })
             .collect::<Vec<Arc<Node>>>();
         let listed = next.iter().map(|n| n.instance.clone()).collect();
@@ -366,12 +443,16 @@ impl Caller for Cluster {
                 let attempt = opts.clone().timeout(left);
                 session.call_with(service_method, arg, attempt).await
             };
+            self.record(&node, result.as_ref().map(|_| ()));
             match result {
-                Err(status)
-                    if self.may_retry(&status)
-                        && Instant::now() < deadline
-                        && self.inner.budget.try_retry() =>
-                {
+                Err(status) if self.may_retry(&status) && Instant::now() < deadline => {
+                    let service = self.inner.service.clone();
+                    if !self.inner.budget.try_retry() {
+                        metrics::counter!("drpc_cluster_retries_denied_total", "service" => service).increment(1);
+                        return Err(status);
+                    }
+                    let code = status.code().0.to_string();
+                    metrics::counter!("drpc_cluster_retries_total", "service" => service, "code" => code).increment(1);
                     tracing::debug!(service = %self.inner.service, id = %node.instance.id, %status, "retrying on another instance");
                     tried.push(node);
                     failed = Some(status);
@@ -390,7 +471,9 @@ impl Caller for Cluster {
     where
         A: Serialize + Sync + ?Sized,
     {
-        let (_, session) = self.pick(service_method, Vec::new()).await?;
-        session.push_with(service_method, arg, opts).await
+        let (node, session) = self.pick(service_method, Vec::new()).await?;
+        let result = session.push_with(service_method, arg, opts).await;
+        self.record(&node, result.as_ref().map(|_| ()));
+        result
     }
 }

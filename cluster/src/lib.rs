@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod announce;
+pub mod breaker;
 mod budget;
 mod client;
 #[cfg(feature = "etcd")]
@@ -34,7 +35,7 @@ pub mod selector;
 
 pub use announce::Announce;
 pub use budget::RetryBudget;
-pub use client::Cluster;
+pub use client::{Cluster, ClusterOptions};
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdRegistry;
 pub use instance::{Instance, KeyLayout, DEFAULT_ROOT, DEFAULT_WEIGHT};

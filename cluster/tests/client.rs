@@ -273,3 +273,62 @@ async fn at_least(made: &mut tokio::sync::watch::Receiver<u64>, n: u64) {
 fn tokio_util_stop() -> std::sync::Arc<tokio::sync::watch::Sender<bool>> {
     std::sync::Arc::new(tokio::sync::watch::channel(false).0)
 }
+
+/// Fails every call, counting them.
+struct Broken(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Who for Broken {
+    async fn am_i(&self, _: &CallCtx) -> Result<String, Status> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(Status::internal("broken"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_instance_is_cut_off_by_its_breaker() {
+    let registry = MemoryRegistry::new();
+    let good = instance(&registry, "good").await;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut router = drpc::Router::new();
+    router
+        .serve(WhoServer::new(Broken(served.clone())))
+        .unwrap();
+    let bad = Endpoint::builder().router(router).build().unwrap();
+    let bad_addr = bad.listen("tcp://127.0.0.1:0").await.unwrap();
+    let _bad = registry
+        .register(
+            Instance::new("who", "bad", [bad_addr.to_string()]),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+
+    let client = Endpoint::builder().build().unwrap();
+    let options = drpc_cluster::ClusterOptions {
+        selector: std::sync::Arc::new(RoundRobin::default()),
+        ..Default::default()
+    };
+    let cluster = Cluster::with_options(client.clone(), &registry, "who", options)
+        .await
+        .unwrap();
+    let who = WhoClient::new(cluster);
+    let mut failed = 0;
+    for _ in 0..40 {
+        match tokio::time::timeout(PATIENCE, who.am_i()).await.unwrap() {
+            Ok(id) => assert_eq!(id, "good"),
+            // A 500 may have run: not retried.
+            Err(status) => {
+                assert_eq!(status.code(), drpc::Code::INTERNAL);
+                failed += 1;
+            }
+        }
+    }
+    // Five failures in a row open its breaker; the cool-down (5 s) is
+    // longer than the test, so it gets nothing more.
+    assert_eq!(failed, 5);
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 5);
+
+    client.close().await;
+    good.close().await;
+    bad.close().await;
+}

@@ -332,3 +332,72 @@ async fn a_failing_instance_is_cut_off_by_its_breaker() {
     good.close().await;
     bad.close().await;
 }
+
+/// Refuses every call as overloaded (a refusal that is safe to retry),
+/// counting them.
+struct Overloaded(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Who for Overloaded {
+    async fn am_i(&self, _: &CallCtx) -> Result<String, Status> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(Status::overloaded("busy"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_full_outage_retries_stay_within_the_budget() {
+    let registry = MemoryRegistry::new();
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut servers = Vec::new();
+    let mut registrations = Vec::new();
+    for id in ["a", "b", "c"] {
+        let mut router = drpc::Router::new();
+        router
+            .serve(WhoServer::new(Overloaded(reached.clone())))
+            .unwrap();
+        let endpoint = Endpoint::builder().router(router).build().unwrap();
+        let addr = endpoint.listen("tcp://127.0.0.1:0").await.unwrap();
+        let me = Instance::new("who", id, [addr.to_string()]);
+        registrations.push(
+            registry
+                .register(me, Duration::from_secs(60))
+                .await
+                .unwrap(),
+        );
+        servers.push(endpoint);
+    }
+    let client = Endpoint::builder().build().unwrap();
+    let options = drpc_cluster::ClusterOptions {
+        // 10% of calls, no floor; breakers that never open, to see the
+        // budget alone.
+        retry_budget: drpc_cluster::RetryBudget::new(0.1, 0.0, Duration::from_secs(60)),
+        breaker: drpc_cluster::breaker::BreakerConfig {
+            consecutive_failures: u32::MAX,
+            min_calls: u32::MAX,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cluster = Cluster::with_options(client.clone(), &registry, "who", options)
+        .await
+        .unwrap();
+    let who = WhoClient::new(cluster);
+    for _ in 0..200 {
+        let err = tokio::time::timeout(PATIENCE, who.am_i())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.code(), drpc::Code::OVERLOADED);
+    }
+    let reached = reached.load(std::sync::atomic::Ordering::SeqCst);
+    // 200 calls, and at most 10% more from retries.
+    assert!(
+        (200..=220).contains(&reached),
+        "{reached} calls reached a handler"
+    );
+    assert!(reached > 200, "some calls were retried");
+    client.close().await;
+    for s in servers {
+        s.close().await;
+    }
+}

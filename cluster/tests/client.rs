@@ -274,13 +274,17 @@ fn tokio_util_stop() -> std::sync::Arc<tokio::sync::watch::Sender<bool>> {
     std::sync::Arc::new(tokio::sync::watch::channel(false).0)
 }
 
-/// Fails every call, counting them.
-struct Broken(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+/// Fails every call with one status, counting the calls.
+struct Refusing {
+    reached: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    with: Status,
+}
 
-impl Who for Broken {
+impl Who for Refusing {
     async fn am_i(&self, _: &CallCtx) -> Result<String, Status> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Err(Status::internal("broken"))
+        self.reached
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(self.with.clone())
     }
 }
 
@@ -290,9 +294,11 @@ async fn a_failing_instance_is_cut_off_by_its_breaker() {
     let good = instance(&registry, "good").await;
     let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut router = drpc::Router::new();
-    router
-        .serve(WhoServer::new(Broken(served.clone())))
-        .unwrap();
+    let broken = Refusing {
+        reached: served.clone(),
+        with: Status::internal("broken"),
+    };
+    router.serve(WhoServer::new(broken)).unwrap();
     let bad = Endpoint::builder().router(router).build().unwrap();
     let bad_addr = bad.listen("tcp://127.0.0.1:0").await.unwrap();
     let _bad = registry
@@ -333,17 +339,6 @@ async fn a_failing_instance_is_cut_off_by_its_breaker() {
     bad.close().await;
 }
 
-/// Refuses every call as overloaded (a refusal that is safe to retry),
-/// counting them.
-struct Overloaded(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl Who for Overloaded {
-    async fn am_i(&self, _: &CallCtx) -> Result<String, Status> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Err(Status::overloaded("busy"))
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_full_outage_retries_stay_within_the_budget() {
     let registry = MemoryRegistry::new();
@@ -352,9 +347,12 @@ async fn in_a_full_outage_retries_stay_within_the_budget() {
     let mut registrations = Vec::new();
     for id in ["a", "b", "c"] {
         let mut router = drpc::Router::new();
-        router
-            .serve(WhoServer::new(Overloaded(reached.clone())))
-            .unwrap();
+        // Overloaded: a refusal that is safe to retry.
+        let busy = Refusing {
+            reached: reached.clone(),
+            with: Status::overloaded("busy"),
+        };
+        router.serve(WhoServer::new(busy)).unwrap();
         let endpoint = Endpoint::builder().router(router).build().unwrap();
         let addr = endpoint.listen("tcp://127.0.0.1:0").await.unwrap();
         let me = Instance::new("who", id, [addr.to_string()]);

@@ -174,3 +174,62 @@ async fn watches_and_registrations_resume_after_etcd_restarts() {
         .await;
     assert!(gone.is_none(), "an instance was lost: {gone:?}");
 }
+
+/// Not a test on its own: run as a child process by
+/// `a_killed_process_expires_and_its_clients_move_on`, it registers an
+/// instance with a 2 s lease and serves until it is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn child_that_registers_and_waits() {
+    let Ok(endpoint) = std::env::var("DRPC_TEST_CHILD_ETCD") else {
+        return; // run normally: nothing to do
+    };
+    let registry = EtcdRegistry::connect([endpoint]).await.unwrap();
+    let server = drpc::Endpoint::builder().build().unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let me = Instance::new("math", "child", [addr.to_string()]);
+    let _kept = registry.register(me, Duration::from_secs(2)).await.unwrap();
+    println!("registered");
+    // Until killed; bounded all the same.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_process_expires_and_its_clients_move_on() {
+    use std::io::BufRead;
+    let etcd = Etcd::start("kill").await;
+    let registry = EtcdRegistry::connect([etcd.endpoint()]).await.unwrap();
+    let client = drpc::Endpoint::builder().build().unwrap();
+    let cluster = drpc_cluster::Cluster::new(client.clone(), &registry, "math")
+        .await
+        .unwrap();
+
+    // This test binary again, as the child above.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_that_registers_and_waits", "--nocapture"])
+        .env("DRPC_TEST_CHILD_ETCD", etcd.endpoint())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let registered = out
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("registered"));
+    assert!(registered, "the child registered");
+    let seen = cluster.wait_for(PATIENCE, |v| v.len() == 1).await;
+    assert_eq!(ids(&seen.expect("the client sees the child")), ["child"]);
+
+    // SIGKILL: no deregistration, no keep-alive. The lease (2 s) expires,
+    // etcd drops the key, and the client drops the instance.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let gone = cluster.wait_for(PATIENCE, |v| v.is_empty()).await;
+    assert!(gone.is_some(), "the client dropped the killed instance");
+    assert!(
+        killed.elapsed() >= Duration::from_secs(1),
+        "not before its lease ran out"
+    );
+    assert!(registry.list("math").await.unwrap().is_empty());
+    client.close().await;
+}

@@ -46,6 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tls://127.0.0.1:0".to_string(),
         "quic://127.0.0.1:0".to_string(),
         "kcp://127.0.0.1:0".to_string(),
+        "ws://127.0.0.1:0/drpc".to_string(),
+        "wss://127.0.0.1:0/drpc".to_string(),
     ];
     for addr in addrs {
         let bound = server.listen(addr.as_str()).await?;

@@ -222,15 +222,54 @@ impl Endpoint {
     }
 
     /// Serves a connection the application already has (an accepted socket
-    /// from elsewhere, one end of an in-memory pipe): it becomes a session
-    /// of this endpoint exactly as an accepted one does, accept hooks
-    /// included. Returns the session once the hooks pass.
+    /// from elsewhere, one end of an in-memory pipe; any byte stream through
+    /// [`Socket::from_stream`]): it becomes a session of this endpoint
+    /// exactly as an accepted one does, accept hooks included. Returns the
+    /// session once the hooks pass.
     ///
     /// Errors: the refusing hook's status, 503 past the session limit, 102
     /// when the endpoint is closed.
     pub async fn serve(&self, socket: Socket) -> Result<Session, Status> {
         self.check_open()?;
         establish(&self.inner, socket, Origin::Accepted, None).await
+    }
+
+    /// Makes a connection the application already has the dialing end of
+    /// a session, as [`Endpoint::dial`] would: the peer serves it (with
+    /// [`Endpoint::serve`], or by accepting it), the dial hooks run, and
+    /// the session is returned once they pass. With no address to dial
+    /// again, it does not redial when the connection ends.
+    ///
+    /// ```
+    /// use drpc::{socket::Socket, CallCtx, Endpoint, Router, Status};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Status> {
+    /// let mut routes = Router::new();
+    /// routes.call("/echo", |_: CallCtx, s: String| async move { Ok::<_, Status>(s) }).unwrap();
+    /// let server = Endpoint::builder().router(routes).build()?;
+    /// let client = Endpoint::builder().build()?;
+    ///
+    /// // Any AsyncRead + AsyncWrite will do: here, an in-memory pipe.
+    /// let (a, b) = tokio::io::duplex(64 * 1024);
+    /// let (ca, sa) = ("mem://client".parse().unwrap(), "mem://server".parse().unwrap());
+    /// let served = Socket::from_stream(b, sa, ca);
+    /// let (ca, sa) = ("mem://client".parse().unwrap(), "mem://server".parse().unwrap());
+    /// let (session, _) = tokio::try_join!(
+    ///     client.connect(Socket::from_stream(a, ca, sa)),
+    ///     server.serve(served),
+    /// )?;
+    /// assert_eq!(session.call::<_, String>("/echo", "hi").await?, "hi");
+    /// client.close().await;
+    /// server.close().await;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: the refusing hook's status, 503 past the session limit, 102
+    /// when the endpoint is closed.
+    pub async fn connect(&self, socket: Socket) -> Result<Session, Status> {
+        self.check_open()?;
+        establish(&self.inner, socket, Origin::Dialed, None).await
     }
 
     /// Connects to the endpoint listening at `addr` and returns the session.

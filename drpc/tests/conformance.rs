@@ -1,6 +1,8 @@
 //! One suite, run on every transport: what a user may rely on whichever
 //! scheme their address names. Adding a transport is one line in the
-//! `conformance!` list at the bottom.
+//! `conformance!` list at the bottom (and its address and config in
+//! `Transport::named`); `pipe` is a transport written outside the crate
+//! (`common/pipe.rs`), registered on the config as a user's would be.
 
 #[path = "conformance/closing.rs"]
 mod closing;
@@ -422,4 +424,4 @@ macro_rules! conformance {
     )*};
 }
 
-conformance!(tcp, unix, tls, quic, quic_single, kcp);
+conformance!(tcp, unix, tls, quic, quic_single, kcp, ws, wss, pipe);

@@ -1,10 +1,16 @@
 //! Settings for the transports, owned by whoever dials and listens.
 
+use crate::transport::{Transport, Transports};
+use crate::{Scheme, SocketError};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Settings for every transport compiled into this build.
+/// The transports an endpoint may use, by scheme, and the settings of
+/// every transport compiled into this build.
 ///
-/// TCP and Unix sockets need none. `tls` holds the certificates that both
+/// The built-in transports are registered at once; [`register`] adds a
+/// transport of your own, or replaces a built-in one. TCP and Unix sockets
+/// need no settings. `tls` holds the certificates that both
 /// `tls://` and `quic://` use, `quic` and `kcp` their own tuning. The
 /// defaults work for KCP; TLS and QUIC need at least a certificate to
 /// listen and a trust root to dial (see the `tls` module).
@@ -15,7 +21,10 @@ use std::time::Duration;
 ///
 /// let mut config = TransportConfig::default();
 /// config.handshake_timeout = Duration::from_secs(5);
+/// assert!(config.schemes().contains(&"tcp"));
 /// ```
+///
+/// [`register`]: TransportConfig::register
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct TransportConfig {
@@ -39,9 +48,42 @@ pub struct TransportConfig {
     /// Tuning for `kcp://`.
     #[cfg(feature = "kcp")]
     pub kcp: crate::kcp::KcpConfig,
+    /// Tuning for `ws://` and `wss://`.
+    #[cfg(feature = "ws")]
+    pub ws: crate::ws::WsConfig,
+    pub(crate) transports: Transports,
 }
 
 impl TransportConfig {
+    /// Registers `transport` under `scheme`, so that addresses
+    /// `scheme://...` dial and listen with it. Returns `true` when it
+    /// replaced a transport already registered there (a built-in one, say).
+    ///
+    /// Errors: a scheme that is not a valid URL scheme (see
+    /// [`Scheme::new`]).
+    pub fn register(
+        &mut self,
+        scheme: &str,
+        transport: impl Transport,
+    ) -> Result<bool, SocketError> {
+        self.register_arc(scheme, Arc::new(transport))
+    }
+
+    /// [`register`](Self::register) for a transport the caller shares.
+    pub fn register_arc(
+        &mut self,
+        scheme: &str,
+        transport: Arc<dyn Transport>,
+    ) -> Result<bool, SocketError> {
+        let scheme = Scheme::new(scheme)?;
+        Ok(self.transports.insert(scheme, transport).is_some())
+    }
+
+    /// The schemes that have a transport, in order.
+    pub fn schemes(&self) -> Vec<&str> {
+        self.transports.names()
+    }
+
     /// Makes sure a transport that carries each flushed batch as a unit
     /// (QUIC, per batch) accepts batches of `len` bytes, raising its limit
     /// if it is lower. drpc's endpoint calls this with its frame limit plus
@@ -51,6 +93,10 @@ impl TransportConfig {
         #[cfg(feature = "quic")]
         {
             self.quic.max_stream_len = self.quic.max_stream_len.max(len);
+        }
+        #[cfg(feature = "ws")]
+        {
+            self.ws.max_message_len = self.ws.max_message_len.max(len);
         }
     }
 }
@@ -66,6 +112,9 @@ impl Default for TransportConfig {
             quic: Default::default(),
             #[cfg(feature = "kcp")]
             kcp: Default::default(),
+            #[cfg(feature = "ws")]
+            ws: Default::default(),
+            transports: Transports::built_in(),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! A [`Socket`] is a reliable, ordered byte stream between two peers plus
 //! their addresses. It splits into an owned read half and write half so that
 //! a session runs one reader task and one writer task without a lock between
-//! them. Transports are picked by the scheme of an [`Addr`]:
+//! them. The scheme of an [`Addr`] picks the [`Transport`] registered for
+//! it in a [`TransportConfig`]; these come registered:
 //!
 //! | scheme | example | cargo feature |
 //! |---|---|---|
@@ -12,11 +13,16 @@
 //! | `tls` | `tls://localhost:9443` | `tls` |
 //! | `quic` | `quic://localhost:9443` | `quic` |
 //! | `kcp` | `kcp://127.0.0.1:9095` | `kcp` |
-//! | `mem` | `mem://server` | always (in-memory pipes, [`memory`]) |
+//! | `ws` | `ws://127.0.0.1:9096`, `ws://host:9096/drpc` | `ws` |
+//! | `wss` | `wss://localhost:9443/drpc` | `wss` |
+//! | `mem` | `mem://server` | always (in-memory pipes, [`memory`]); not registered: only a dialer that knows the names reaches them |
 //!
-//! Settings for the transports that need them (certificates, KCP's
-//! profile) live in a [`TransportConfig`] that the caller owns and passes to
-//! [`dial`] and [`Listener::bind`]; this crate keeps no global state.
+//! Any other scheme works once a transport is registered for it
+//! ([`TransportConfig::register`]), and [`Socket::from_stream`] wraps a
+//! connection the application already has. Settings for the transports
+//! that need them (certificates, KCP's profile) live in the same
+//! [`TransportConfig`], which the caller owns and passes to [`dial`] and
+//! [`Listener::bind`]; this crate keeps no global state.
 //!
 //! This crate knows bytes, not messages: framing belongs to `drpc-proto`.
 //! Its one assumption about the bytes is the write-half contract on
@@ -48,14 +54,18 @@ pub mod quic;
 mod tcp;
 #[cfg(any(feature = "tls", feature = "quic"))]
 pub mod tls;
+mod transport;
 #[cfg(any(feature = "quic", feature = "kcp"))]
 mod udp;
 #[cfg(all(feature = "unix", unix))]
 mod unix;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 pub use addr::{Addr, Scheme};
 pub use config::TransportConfig;
 pub use listener::{Accepting, Listener};
+pub use transport::{BoxFuture, Transport, TransportListener};
 
 use std::future::Future;
 use std::io;
@@ -203,6 +213,31 @@ pub struct Parts {
 }
 
 impl Socket {
+    /// A socket over any connected byte stream: a connection the
+    /// application already has (from another library, a proxy, a test),
+    /// split into halves. `local` and `peer` name its two ends, for logs
+    /// and plugins.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use drpc_socket::{Addr, Socket};
+    ///
+    /// let (a, _b) = tokio::io::duplex(1024);
+    /// let local: Addr = "mem://a".parse().unwrap();
+    /// let peer: Addr = "mem://b".parse().unwrap();
+    /// let socket = Socket::from_stream(a, local, peer.clone());
+    /// assert_eq!(socket.peer_addr(), &peer);
+    /// # }
+    /// ```
+    pub fn from_stream<S>(stream: S, local: Addr, peer: Addr) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (r, w) = tokio::io::split(stream);
+        Self::from_parts(Box::new(r), Box::new(w), local, peer)
+    }
+
     /// A socket from halves a transport made; for transports outside this crate.
     pub fn from_parts(read: ReadHalf, write: WriteHalf, local: Addr, peer: Addr) -> Self {
         Self {
@@ -252,29 +287,14 @@ impl std::fmt::Debug for Socket {
     }
 }
 
-/// Connects to `addr` with the transport its scheme names, using the
-/// settings for that transport in `config`.
+/// Connects to `addr` with the transport registered in `config` for its
+/// scheme, using that transport's settings.
 ///
 /// This does not time out by itself (a KCP or QUIC peer that never answers
 /// is waited for); callers bound it, as drpc's endpoint does with its dial
 /// timeout.
 pub async fn dial(addr: &Addr, config: &TransportConfig) -> Result<Socket, SocketError> {
-    let _ = config;
-    match addr.scheme() {
-        #[cfg(feature = "tcp")]
-        Scheme::Tcp => tcp::dial(addr).await,
-        #[cfg(all(feature = "unix", unix))]
-        Scheme::Unix => unix::dial(addr).await,
-        #[cfg(feature = "tls")]
-        Scheme::Tls => tls::dial(addr, &config.tls).await,
-        #[cfg(feature = "quic")]
-        Scheme::Quic => quic::dial(addr, config).await,
-        #[cfg(feature = "kcp")]
-        Scheme::Kcp => kcp::dial(addr, &config.kcp).await,
-        Scheme::Memory => Err(memory::not_dialable()),
-        #[allow(unreachable_patterns)]
-        other => Err(SocketError::Unsupported(other.as_str().to_string())),
-    }
+    config.transports.get(addr)?.dial(addr, config).await
 }
 
 #[cfg(test)]

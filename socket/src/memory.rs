@@ -33,7 +33,7 @@ pub(crate) fn not_dialable() -> SocketError {
 /// the other side to read, as a kernel's socket buffers do.
 pub fn pipe(a: &str, b: &str, capacity: usize) -> (Socket, Socket) {
     let addr = |name: &str| {
-        Addr::new(Scheme::Memory, if name.is_empty() { "-" } else { name })
+        Addr::new(Scheme::MEMORY, if name.is_empty() { "-" } else { name })
             .expect("a non-empty name")
     };
     let (x, y) = tokio::io::duplex(capacity.max(1));

@@ -1,13 +1,57 @@
 //! TCP: the default transport.
 
 use crate::addr::{resolve, sock_addr};
-use crate::{Addr, Scheme, Socket, SocketError};
+use crate::transport::{BoxFuture, Transport, TransportListener};
+use crate::{Accepting, Addr, Scheme, Socket, SocketError, TransportConfig};
 use std::io;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
+/// `tcp://host:port`.
+pub(crate) struct Tcp;
+
+impl Transport for Tcp {
+    fn dial<'a>(
+        &'a self,
+        addr: &'a Addr,
+        _: &'a TransportConfig,
+    ) -> BoxFuture<'a, Result<Socket, SocketError>> {
+        Box::pin(dial(addr))
+    }
+
+    fn bind<'a>(
+        &'a self,
+        addr: &'a Addr,
+        config: &'a TransportConfig,
+    ) -> BoxFuture<'a, Result<Box<dyn TransportListener>, SocketError>> {
+        Box::pin(async move {
+            let (listener, local) = bind(addr, config.tcp_backlog).await?;
+            Ok(Box::new(TcpAccept { listener, local }) as Box<dyn TransportListener>)
+        })
+    }
+}
+
+struct TcpAccept {
+    listener: TcpListener,
+    local: Addr,
+}
+
+impl TransportListener for TcpAccept {
+    fn local_addr(&self) -> &Addr {
+        &self.local
+    }
+
+    fn accept(&mut self) -> BoxFuture<'_, Result<Accepting, SocketError>> {
+        Box::pin(async move {
+            let op = |e| SocketError::io("accept", &self.local, e);
+            let (stream, _) = self.listener.accept().await.map_err(op)?;
+            Ok(Accepting::ready(socket(stream, Scheme::TCP).map_err(op)?))
+        })
+    }
+}
+
 pub(crate) async fn dial(addr: &Addr) -> Result<Socket, SocketError> {
     let stream = connect(addr).await?;
-    socket(stream, Scheme::Tcp).map_err(|e| SocketError::io("dial", addr, e))
+    socket(stream, Scheme::TCP).map_err(|e| SocketError::io("dial", addr, e))
 }
 
 pub(crate) async fn connect(addr: &Addr) -> Result<TcpStream, SocketError> {
@@ -35,7 +79,7 @@ pub(crate) async fn bind(addr: &Addr, backlog: u32) -> Result<(TcpListener, Addr
     let local = l
         .local_addr()
         .map_err(|e| SocketError::io("listen", addr, e))?;
-    Ok((l, sock_addr(addr.scheme(), local)))
+    Ok((l, sock_addr(addr.scheme().clone(), local)))
 }
 
 /// Readies a connected stream: no Nagle delay, and both addresses.
@@ -44,7 +88,7 @@ pub(crate) fn prepare(stream: &TcpStream, scheme: Scheme) -> io::Result<(Addr, A
     // coalesces them, so Nagle's delay would only add latency.
     stream.set_nodelay(true)?;
     Ok((
-        sock_addr(scheme, stream.local_addr()?),
+        sock_addr(scheme.clone(), stream.local_addr()?),
         sock_addr(scheme, stream.peer_addr()?),
     ))
 }

@@ -109,10 +109,21 @@ fn addresses_are_checked() {
         "tcp://:80",
         "tcp://h:99999",
         "unix://rel",
-        "http://x:1",
+        "9p://x:1",
+        "my_pipe://x",
+        "other://",
+        "ws://host/drpc",
     ] {
         assert!(bad.parse::<Addr>().is_err(), "{bad}");
     }
+    let ws: Addr = "WS://127.0.0.1:80/drpc".parse().unwrap();
+    assert_eq!(
+        (ws.scheme(), ws.target()),
+        (&Scheme::WS, "127.0.0.1:80/drpc")
+    );
+    // Any scheme parses; whether it dials depends on the config.
+    let other: Addr = "my-pipe://anything".parse().unwrap();
+    assert_eq!(other.scheme().as_str(), "my-pipe");
     let v6: Addr = "tcp://[::1]:9".parse().unwrap();
     assert_eq!(v6.target(), "[::1]:9");
     let u: Addr = "unix:///tmp/x.sock".parse().unwrap();
@@ -223,4 +234,25 @@ mod quic_streams {
         // Two batches in either order, then the end.
         assert!(got == b"hello world" || got == b"worldhello ", "{got:?}");
     }
+}
+
+#[tokio::test]
+async fn a_scheme_without_a_transport_is_a_clear_error() {
+    let cfg = TransportConfig::default();
+    let err = crate::dial(&"my-pipe://x".parse().unwrap(), &cfg)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("no transport is registered for \"my-pipe\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("tcp"),
+        "the message lists what is registered: {text}"
+    );
+    let err = Listener::bind(&"my-pipe://x".parse().unwrap(), &cfg)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("my-pipe"), "{err}");
 }

@@ -244,14 +244,69 @@ pub fn client_config(
 }
 
 #[cfg(feature = "tls")]
-pub(crate) use stream::{accept, dial};
+pub(crate) use stream::Tls;
 
 #[cfg(feature = "tls")]
 mod stream {
     use super::TlsConfig;
-    use crate::{tcp, Addr, Scheme, Socket, SocketError};
+    use crate::transport::{BoxFuture, Transport, TransportListener};
+    use crate::{tcp, Accepting, Addr, Scheme, Socket, SocketError, TransportConfig};
     use std::io;
-    use tokio::net::TcpStream;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// `tls://host:port`: TLS over TCP.
+    pub(crate) struct Tls;
+
+    impl Transport for Tls {
+        fn dial<'a>(
+            &'a self,
+            addr: &'a Addr,
+            config: &'a TransportConfig,
+        ) -> BoxFuture<'a, Result<Socket, SocketError>> {
+            Box::pin(dial(addr, &config.tls))
+        }
+
+        fn bind<'a>(
+            &'a self,
+            addr: &'a Addr,
+            config: &'a TransportConfig,
+        ) -> BoxFuture<'a, Result<Box<dyn TransportListener>, SocketError>> {
+            Box::pin(async move {
+                let server = config.tls.server("tls")?;
+                let (listener, local) = tcp::bind(addr, config.tcp_backlog).await?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(server);
+                Ok(Box::new(TlsAccept {
+                    listener,
+                    acceptor,
+                    local,
+                }) as Box<dyn TransportListener>)
+            })
+        }
+    }
+
+    struct TlsAccept {
+        listener: TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        local: Addr,
+    }
+
+    impl TransportListener for TlsAccept {
+        fn local_addr(&self) -> &Addr {
+            &self.local
+        }
+
+        fn accept(&mut self) -> BoxFuture<'_, Result<Accepting, SocketError>> {
+            Box::pin(async move {
+                let (stream, _) = self
+                    .listener
+                    .accept()
+                    .await
+                    .map_err(|e| SocketError::io("accept", &self.local, e))?;
+                let handshake = accept(stream, self.acceptor.clone(), self.local.clone());
+                Ok(Accepting::handshake(handshake))
+            })
+        }
+    }
 
     fn handshake(op: &'static str, addr: &Addr, e: io::Error) -> SocketError {
         SocketError::Handshake {
@@ -261,12 +316,12 @@ mod stream {
         }
     }
 
-    pub(crate) async fn dial(addr: &Addr, config: &TlsConfig) -> Result<Socket, SocketError> {
+    async fn dial(addr: &Addr, config: &TlsConfig) -> Result<Socket, SocketError> {
         let client = config.client("tls")?;
         let name = config.server_name(addr)?;
         let stream = tcp::connect(addr).await?;
         let (local, peer) =
-            tcp::prepare(&stream, Scheme::Tls).map_err(|e| SocketError::io("dial", addr, e))?;
+            tcp::prepare(&stream, Scheme::TLS).map_err(|e| SocketError::io("dial", addr, e))?;
         let tls = tokio_rustls::TlsConnector::from(client)
             .connect(name, stream)
             .await
@@ -275,12 +330,12 @@ mod stream {
         Ok(Socket::from_parts(Box::new(r), Box::new(w), local, peer))
     }
 
-    pub(crate) async fn accept(
+    async fn accept(
         stream: TcpStream,
         acceptor: tokio_rustls::TlsAcceptor,
         listen: Addr,
     ) -> Result<Socket, SocketError> {
-        let (local, peer) = tcp::prepare(&stream, Scheme::Tls)
+        let (local, peer) = tcp::prepare(&stream, Scheme::TLS)
             .map_err(|e| SocketError::io("accept", &listen, e))?;
         let tls = acceptor
             .accept(stream)

@@ -1,11 +1,62 @@
 //! Unix domain sockets.
 
-use crate::{Addr, Scheme, Socket, SocketError};
+use crate::transport::{BoxFuture, Transport, TransportListener};
+use crate::{Accepting, Addr, Scheme, Socket, SocketError, TransportConfig};
 use std::io;
 use std::path::{Path, PathBuf};
 use tokio::net::{UnixListener, UnixStream};
 
-pub(crate) async fn dial(addr: &Addr) -> Result<Socket, SocketError> {
+/// `unix:///path`.
+pub(crate) struct Unix;
+
+impl Transport for Unix {
+    fn dial<'a>(
+        &'a self,
+        addr: &'a Addr,
+        _: &'a TransportConfig,
+    ) -> BoxFuture<'a, Result<Socket, SocketError>> {
+        Box::pin(dial(addr))
+    }
+
+    fn bind<'a>(
+        &'a self,
+        addr: &'a Addr,
+        _: &'a TransportConfig,
+    ) -> BoxFuture<'a, Result<Box<dyn TransportListener>, SocketError>> {
+        Box::pin(async move {
+            let (listener, path) = bind(addr).await?;
+            Ok(Box::new(UnixAccept {
+                listener,
+                local: addr.clone(),
+                _path: path,
+            }) as Box<dyn TransportListener>)
+        })
+    }
+}
+
+struct UnixAccept {
+    listener: UnixListener,
+    local: Addr,
+    // Held only for its Drop, which removes the socket file.
+    _path: PathGuard,
+}
+
+impl TransportListener for UnixAccept {
+    fn local_addr(&self) -> &Addr {
+        &self.local
+    }
+
+    fn accept(&mut self) -> BoxFuture<'_, Result<Accepting, SocketError>> {
+        Box::pin(async move {
+            let socket = accept(&self.listener, &self.local)
+                .await
+                .map_err(|e| SocketError::io("accept", &self.local, e))?;
+            Ok(Accepting::ready(socket))
+        })
+    }
+}
+
+async fn dial(addr: &Addr) -> Result<Socket, SocketError> {
     let stream = UnixStream::connect(addr.target())
         .await
         .map_err(|e| SocketError::io("dial", addr, e))?;
@@ -15,7 +66,7 @@ pub(crate) async fn dial(addr: &Addr) -> Result<Socket, SocketError> {
 /// Binds `addr`, first removing a socket file that an earlier run left
 /// behind. A file that a live listener still answers on is left alone and
 /// reported as in use; a file that is not a socket is never removed.
-pub(crate) async fn bind(addr: &Addr) -> Result<(UnixListener, PathGuard), SocketError> {
+async fn bind(addr: &Addr) -> Result<(UnixListener, PathGuard), SocketError> {
     let path = Path::new(addr.target());
     match UnixListener::bind(path) {
         Ok(l) => return Ok((l, PathGuard(path.into()))),
@@ -57,11 +108,11 @@ fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
-pub(crate) async fn accept(l: &UnixListener, local: &Addr) -> io::Result<Socket> {
+async fn accept(l: &UnixListener, local: &Addr) -> io::Result<Socket> {
     let (stream, peer) = l.accept().await?;
     let peer = peer
         .as_pathname()
-        .and_then(|p| Addr::new(Scheme::Unix, p.to_string_lossy()).ok())
+        .and_then(|p| Addr::new(Scheme::UNIX, p.to_string_lossy()).ok())
         .unwrap_or_else(|| local.clone());
     Ok(socket(stream, local.clone(), peer))
 }
@@ -74,7 +125,7 @@ fn socket(stream: UnixStream, local: Addr, peer: Addr) -> Socket {
 /// Removes a listener's socket file when the listener goes away, so the
 /// next run can bind the same path.
 #[derive(Debug)]
-pub(crate) struct PathGuard(PathBuf);
+struct PathGuard(PathBuf);
 
 impl Drop for PathGuard {
     fn drop(&mut self) {

@@ -137,7 +137,8 @@ pub(crate) async fn run(
     let facts = Facts {
         cause,
         notice,
-        dialed: session.is_dialed(),
+        // Whether it can redial: it has an address to dial again.
+        dialed: session.dial_target().is_some(),
         redial: redial.enabled,
         redial_after_shutdown: redial.after_shutdown,
         // The hooks passed once `establish` or the redial hooks said so,

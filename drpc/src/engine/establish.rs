@@ -19,7 +19,8 @@ use tokio::io::AsyncWriteExt;
 /// Makes `socket` a session: registers it, starts its supervisor, runs the
 /// accept or dial hooks, and returns it once they pass. On a hook's refusal
 /// the session is closed with that status, which is returned.
-/// `dial_target` is the address a dialed session redials.
+/// `dial_target` is the address a dialed session redials (none for a
+/// connection the application made).
 pub(crate) async fn establish(
     ep: &Arc<EndpointShared>,
     socket: Socket,
@@ -28,7 +29,8 @@ pub(crate) async fn establish(
 ) -> Result<Session, Status> {
     let conn = Conn::new(ep, socket);
     let link = conn.link.clone();
-    let session = Session::new(ep.clone(), link.clone(), dial_target);
+    let dialed = origin == Origin::Dialed;
+    let session = Session::new(ep.clone(), link.clone(), dialed, dial_target);
     if let Err(status) = ep.add_session(&session) {
         if origin == Origin::Accepted {
             refuse(ep, conn.into_write_half(), &status).await;

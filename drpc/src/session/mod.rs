@@ -69,7 +69,10 @@ pub(crate) struct SessionShared {
     /// Changed only under the endpoint's session-map lock, so the map and
     /// the id never disagree.
     pub(crate) id: Mutex<Arc<str>>,
-    /// Where a dialed session dials (and redials); `None` when accepted.
+    /// Whether this end dialed (or [connected](crate::Endpoint::connect)).
+    dialed: bool,
+    /// Where a dialed session redials; `None` when accepted, or when it
+    /// was made from a connection the application had.
     dial_target: Option<Addr>,
     storage: Mutex<Storage>,
     state: RwLock<State>,
@@ -106,11 +109,17 @@ struct State {
 const HOOKS_SEALED: usize = 1 << (usize::BITS - 1);
 
 impl Session {
-    pub(crate) fn new(ep: Arc<EndpointShared>, link: Arc<Link>, dial_target: Option<Addr>) -> Self {
+    pub(crate) fn new(
+        ep: Arc<EndpointShared>,
+        link: Arc<Link>,
+        dialed: bool,
+        dial_target: Option<Addr>,
+    ) -> Self {
         Self {
             shared: Arc::new(SessionShared {
                 ep,
                 id: Mutex::new(Arc::from("")),
+                dialed,
                 dial_target,
                 storage: Mutex::new(Storage::default()),
                 state: RwLock::new(State {
@@ -174,12 +183,14 @@ impl Session {
         self.shared.state.read().addrs.1.clone()
     }
 
-    /// Whether this end dialed the session (as opposed to accepting it).
+    /// Whether this end dialed the session (as opposed to accepting it),
+    /// [`Endpoint::connect`](crate::Endpoint::connect) included.
     pub fn is_dialed(&self) -> bool {
-        self.shared.dial_target.is_some()
+        self.shared.dialed
     }
 
-    /// The address a dialed session dials, and redials.
+    /// The address a dialed session redials: `None` for an accepted one,
+    /// and for one made by [`Endpoint::connect`](crate::Endpoint::connect).
     pub(crate) fn dial_target(&self) -> Option<&Addr> {
         self.shared.dial_target.as_ref()
     }
@@ -478,7 +489,7 @@ impl Session {
 
     fn redials_after_shutdown(&self) -> bool {
         let redial = &self.shared.ep.config.redial;
-        self.is_dialed() && redial.enabled && redial.after_shutdown
+        self.dial_target().is_some() && redial.enabled && redial.after_shutdown
     }
 
     /// Counts one more plugin whose accept or dial hook is about to run;

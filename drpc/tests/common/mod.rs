@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod pipe;
+
 use drpc::plugin::BoxFuture;
 use drpc::{
     Addr, CallCtx, Config, Endpoint, EndpointBuilder, Plugin, PushCtx, Router, Session, Status,
@@ -308,6 +310,16 @@ impl Transport {
                 ("quic://127.0.0.1:0".to_string(), config)
             }
             "kcp" => ("kcp://127.0.0.1:0".to_string(), Config::default()),
+            "ws" => ("ws://127.0.0.1:0/drpc".to_string(), Config::default()),
+            "wss" => ("wss://127.0.0.1:0".to_string(), tls_config(&make_certs())),
+            "pipe" => {
+                let mut config = Config::default();
+                config
+                    .transport
+                    .register("pipe", pipe::PipeTransport::default())
+                    .unwrap();
+                (format!("pipe://{}", unix_path("conformance")), config)
+            }
             other => panic!("no transport {other}"),
         };
         Self {

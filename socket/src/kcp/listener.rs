@@ -3,7 +3,8 @@
 use super::conv::{self, Link};
 use super::{cmd, first_segment, KcpConfig};
 use crate::addr::{resolve, sock_addr};
-use crate::{Addr, Scheme, Socket, SocketError};
+use crate::transport::{BoxFuture, TransportListener};
+use crate::{Accepting, Addr, Scheme, Socket, SocketError};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
@@ -57,7 +58,7 @@ impl Drop for KcpListener {
 }
 
 impl KcpListener {
-    pub(crate) async fn bind(addr: &Addr, config: &KcpConfig) -> Result<Self, SocketError> {
+    pub(super) async fn bind(addr: &Addr, config: &KcpConfig) -> Result<Self, SocketError> {
         config.check()?;
         let op = |e| SocketError::io("listen", addr, e);
         let at = resolve(addr, "listen").await?;
@@ -67,7 +68,7 @@ impl KcpListener {
         let local = udp
             .local_addr()
             .map_err(|e| SocketError::io("listen", addr, e))?;
-        let local = sock_addr(Scheme::Kcp, local);
+        let local = sock_addr(Scheme::KCP, local);
         let (tx, accepts) = mpsc::channel(config.backlog.max(1));
         let closed = Arc::new(Notify::new());
         let receiving = tokio::spawn(receive(
@@ -85,13 +86,9 @@ impl KcpListener {
         })
     }
 
-    pub(crate) fn local_addr(&self) -> &Addr {
-        &self.local
-    }
-
     /// Takes no new conversations and waits until the ones it accepted have
     /// ended (each within its linger), so their last datagrams are sent.
-    pub(crate) async fn close(mut self) {
+    async fn close(mut self) {
         let receiving = self.receiving.take();
         drop(self);
         if let Some(r) = receiving {
@@ -99,7 +96,7 @@ impl KcpListener {
         }
     }
 
-    pub(crate) async fn accept(&mut self) -> Result<Socket, SocketError> {
+    async fn accept(&mut self) -> Result<Socket, SocketError> {
         self.accepts.recv().await.ok_or_else(|| {
             SocketError::io(
                 "accept",
@@ -197,6 +194,20 @@ async fn receive(
             Some(d.to_vec()),
             Some(on_end),
         );
-        permit.send(halves.into_socket(local.clone(), sock_addr(Scheme::Kcp, from)));
+        permit.send(halves.into_socket(local.clone(), sock_addr(Scheme::KCP, from)));
+    }
+}
+
+impl TransportListener for KcpListener {
+    fn local_addr(&self) -> &Addr {
+        &self.local
+    }
+
+    fn accept(&mut self) -> BoxFuture<'_, Result<Accepting, SocketError>> {
+        Box::pin(async move { Ok(Accepting::ready(KcpListener::accept(self).await?)) })
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(KcpListener::close(*self))
     }
 }

@@ -29,7 +29,8 @@ mod listener;
 pub(crate) use listener::KcpListener;
 
 use crate::addr::{resolve, sock_addr};
-use crate::{Addr, Scheme, Socket, SocketError};
+use crate::transport::{BoxFuture, Transport, TransportListener};
+use crate::{Addr, Scheme, Socket, SocketError, TransportConfig};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -185,7 +186,31 @@ pub(crate) fn first_segment(d: &[u8]) -> Option<(u32, u8, u32, u32)> {
     Some((u32_at(0), d[4], u32_at(12), u32_at(20)))
 }
 
-pub(crate) async fn dial(addr: &Addr, config: &KcpConfig) -> Result<Socket, SocketError> {
+/// `kcp://host:port`.
+pub(crate) struct Kcp;
+
+impl Transport for Kcp {
+    fn dial<'a>(
+        &'a self,
+        addr: &'a Addr,
+        config: &'a TransportConfig,
+    ) -> BoxFuture<'a, Result<Socket, SocketError>> {
+        Box::pin(dial(addr, &config.kcp))
+    }
+
+    fn bind<'a>(
+        &'a self,
+        addr: &'a Addr,
+        config: &'a TransportConfig,
+    ) -> BoxFuture<'a, Result<Box<dyn TransportListener>, SocketError>> {
+        Box::pin(async move {
+            let l = KcpListener::bind(addr, &config.kcp).await?;
+            Ok(Box::new(l) as Box<dyn TransportListener>)
+        })
+    }
+}
+
+async fn dial(addr: &Addr, config: &KcpConfig) -> Result<Socket, SocketError> {
     config.check()?;
     let remote: SocketAddr = resolve(addr, "dial").await?;
     let bind: SocketAddr = if remote.is_ipv6() {
@@ -216,8 +241,8 @@ pub(crate) async fn dial(addr: &Addr, config: &KcpConfig) -> Result<Socket, Sock
         None,
     );
     Ok(socket.into_socket(
-        sock_addr(Scheme::Kcp, local),
-        sock_addr(Scheme::Kcp, remote),
+        sock_addr(Scheme::KCP, local),
+        sock_addr(Scheme::KCP, remote),
     ))
 }
 

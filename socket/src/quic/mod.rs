@@ -21,7 +21,8 @@ mod read;
 mod write;
 
 use crate::addr::{resolve, sock_addr};
-use crate::{Addr, Finished, Scheme, Socket, SocketError, TransportConfig};
+use crate::transport::{BoxFuture, Transport, TransportListener};
+use crate::{Accepting, Addr, Finished, Scheme, Socket, SocketError, TransportConfig};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, ConnectionError, VarInt};
 use read::{pump, QuicRead};
@@ -199,7 +200,7 @@ fn with_alpn<T: Clone>(config: &T, alpn: impl FnOnce(&mut T)) -> T {
     c
 }
 
-pub(crate) async fn dial(addr: &Addr, config: &TransportConfig) -> Result<Socket, SocketError> {
+async fn dial(addr: &Addr, config: &TransportConfig) -> Result<Socket, SocketError> {
     let tls = config.tls.client("quic")?;
     let tls = with_alpn(&*tls, |c| {
         if c.alpn_protocols.is_empty() {
@@ -247,6 +248,44 @@ fn handshake_error(op: &'static str, addr: &Addr, e: ConnectionError) -> SocketE
     }
 }
 
+/// `quic://host:port`.
+pub(crate) struct Quic;
+
+impl Transport for Quic {
+    fn dial<'a>(
+        &'a self,
+        addr: &'a Addr,
+        config: &'a TransportConfig,
+    ) -> BoxFuture<'a, Result<Socket, SocketError>> {
+        Box::pin(dial(addr, config))
+    }
+
+    fn bind<'a>(
+        &'a self,
+        addr: &'a Addr,
+        config: &'a TransportConfig,
+    ) -> BoxFuture<'a, Result<Box<dyn TransportListener>, SocketError>> {
+        Box::pin(async move {
+            let l = QuicListener::bind(addr, config).await?;
+            Ok(Box::new(l) as Box<dyn TransportListener>)
+        })
+    }
+}
+
+impl TransportListener for QuicListener {
+    fn local_addr(&self) -> &Addr {
+        &self.local
+    }
+
+    fn accept(&mut self) -> BoxFuture<'_, Result<Accepting, SocketError>> {
+        Box::pin(async move { Ok(Accepting::handshake(QuicListener::accept(self).await?)) })
+    }
+
+    fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(QuicListener::close(*self))
+    }
+}
+
 /// Accepts QUIC connections on one UDP address.
 pub(crate) struct QuicListener {
     endpoint: quinn::Endpoint,
@@ -255,7 +294,7 @@ pub(crate) struct QuicListener {
 }
 
 impl QuicListener {
-    pub(crate) async fn bind(addr: &Addr, config: &TransportConfig) -> Result<Self, SocketError> {
+    async fn bind(addr: &Addr, config: &TransportConfig) -> Result<Self, SocketError> {
         let tls = config.tls.server("quic")?;
         let tls = with_alpn(&*tls, |c| {
             if c.alpn_protocols.is_empty() {
@@ -277,18 +316,14 @@ impl QuicListener {
             .map_err(|e| SocketError::io("listen", addr, e))?;
         Ok(Self {
             endpoint,
-            local: sock_addr(Scheme::Quic, local),
+            local: sock_addr(Scheme::QUIC, local),
             quic: config.quic.clone(),
         })
     }
 
-    pub(crate) fn local_addr(&self) -> &Addr {
-        &self.local
-    }
-
     /// The next incoming connection, as a future that completes its
     /// handshake.
-    pub(crate) async fn accept(
+    async fn accept(
         &self,
     ) -> Result<impl Future<Output = Result<Socket, SocketError>> + Send + 'static, SocketError>
     {
@@ -302,7 +337,7 @@ impl QuicListener {
         let (endpoint, quic, listen) =
             (self.endpoint.clone(), self.quic.clone(), self.local.clone());
         Ok(async move {
-            let peer = sock_addr(Scheme::Quic, incoming.remote_address());
+            let peer = sock_addr(Scheme::QUIC, incoming.remote_address());
             let conn = incoming
                 .await
                 .map_err(|e| handshake_error("accept", &peer, e))?;
@@ -317,7 +352,7 @@ impl QuicListener {
 impl QuicListener {
     /// Refuses new connections and waits until every connection it
     /// accepted has closed and its close has been sent and drained.
-    pub(crate) async fn close(self) {
+    async fn close(self) {
         self.endpoint.set_server_config(None);
         self.endpoint.wait_idle().await;
     }
@@ -372,8 +407,8 @@ fn socket(
     cfg: &QuicConfig,
     side: Side,
 ) -> Socket {
-    let peer = sock_addr(Scheme::Quic, conn.remote_address());
-    let local = sock_addr(Scheme::Quic, local);
+    let peer = sock_addr(Scheme::QUIC, conn.remote_address());
+    let local = sock_addr(Scheme::QUIC, local);
     let shared = Arc::new(Shared {
         ends: parking_lot::Mutex::new(Ends::default()),
         send_error: parking_lot::Mutex::new(None),

@@ -70,7 +70,7 @@ fn parse_args() -> Args {
         secs: 2.0,
         rounds: 3,
         cases: Vec::new(),
-        codecs: vec![CodecId::Raw, CodecId::MsgPack],
+        codecs: vec![CodecId::RAW, CodecId::MSGPACK],
         only: None,
         transports: vec!["tcp".to_string()],
         big: 0,
@@ -104,8 +104,8 @@ fn parse_args() -> Args {
                 args.codecs = list(&value)
                     .iter()
                     .map(|c| match c.as_str() {
-                        "raw" => CodecId::Raw,
-                        "typed" => CodecId::MsgPack,
+                        "raw" => CodecId::RAW,
+                        "typed" => CodecId::MSGPACK,
                         other => panic!("--codec takes raw or typed, not {other}"),
                     })
                     .collect()
@@ -467,8 +467,8 @@ fn main() {
                     sessions.push(ep.dial(addr).await.unwrap());
                 }
                 for codec in &args.codecs {
-                    let name = match codec {
-                        CodecId::Raw => format!("{t} raw"),
+                    let name = match *codec {
+                        CodecId::RAW => format!("{t} raw"),
                         _ => format!("{t} typed"),
                     };
                     drpc.push((name, Target::Drpc { sessions: sessions.clone(), codec: *codec }));

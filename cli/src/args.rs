@@ -75,10 +75,10 @@ pub enum Codec {
 impl From<Codec> for drpc::CodecId {
     fn from(c: Codec) -> Self {
         match c {
-            Codec::Msgpack => drpc::CodecId::MsgPack,
-            Codec::Json => drpc::CodecId::Json,
-            Codec::Raw => drpc::CodecId::Raw,
-            Codec::Text => drpc::CodecId::Text,
+            Codec::Msgpack => drpc::CodecId::MSGPACK,
+            Codec::Json => drpc::CodecId::JSON,
+            Codec::Raw => drpc::CodecId::RAW,
+            Codec::Text => drpc::CodecId::TEXT,
         }
     }
 }

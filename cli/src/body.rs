@@ -18,7 +18,7 @@ pub fn encode(json: Option<&str>, codec: CodecId) -> Result<Bytes, String> {
 /// Encodes `value` in `codec`. The raw codec takes a string (its UTF-8
 /// bytes), an array of byte values, or null (no bytes).
 pub fn encode_value(value: &Value, codec: CodecId) -> Result<Bytes, String> {
-    if codec == CodecId::Raw {
+    if codec == CodecId::RAW {
         return match value {
             Value::Null => Ok(Bytes::new()),
             Value::String(s) => Ok(Bytes::copy_from_slice(s.as_bytes())),
@@ -41,19 +41,21 @@ pub fn encode_value(value: &Value, codec: CodecId) -> Result<Bytes, String> {
 /// byte values, MessagePack map keys that are not strings their JSON text.
 pub fn decode(body: &[u8], codec: CodecId) -> Result<Value, String> {
     match codec {
-        CodecId::Json if body.is_empty() => Ok(Value::Null),
-        CodecId::Json => {
+        CodecId::JSON if body.is_empty() => Ok(Value::Null),
+        CodecId::JSON => {
             serde_json::from_slice(body).map_err(|e| format!("a JSON body that is not JSON: {e}"))
         }
-        CodecId::MsgPack if body.is_empty() => Ok(Value::Null),
-        CodecId::MsgPack => {
+        CodecId::MSGPACK if body.is_empty() => Ok(Value::Null),
+        CodecId::MSGPACK => {
             let mut rest = body;
             let value = rmpv::decode::read_value(&mut rest)
                 .map_err(|e| format!("a MessagePack body that is not MessagePack: {e}"))?;
             Ok(from_msgpack(value))
         }
-        CodecId::Text => Ok(Value::String(String::from_utf8_lossy(body).into_owned())),
-        CodecId::Raw => Ok(bytes_value(body)),
+        CodecId::TEXT => Ok(Value::String(String::from_utf8_lossy(body).into_owned())),
+        // Raw bytes, and any body the tool has no codec for (protobuf,
+        // an application's own): shown as bytes.
+        _ => Ok(bytes_value(body)),
     }
 }
 
@@ -111,27 +113,27 @@ mod tests {
     #[test]
     fn every_codec_round_trips_json() {
         let v = json!({"a": 1, "b": [true, null, "x"], "c": -2.5});
-        for codec in [CodecId::MsgPack, CodecId::Json] {
+        for codec in [CodecId::MSGPACK, CodecId::JSON] {
             let bytes = encode_value(&v, codec).unwrap();
             assert_eq!(decode(&bytes, codec).unwrap(), v, "{codec:?}");
         }
-        let text = encode_value(&json!("hello"), CodecId::Text).unwrap();
-        assert_eq!(decode(&text, CodecId::Text).unwrap(), json!("hello"));
+        let text = encode_value(&json!("hello"), CodecId::TEXT).unwrap();
+        assert_eq!(decode(&text, CodecId::TEXT).unwrap(), json!("hello"));
     }
 
     #[test]
     fn raw_bodies_are_text_or_bytes() {
         assert_eq!(
-            &encode_value(&json!("hi"), CodecId::Raw).unwrap()[..],
+            &encode_value(&json!("hi"), CodecId::RAW).unwrap()[..],
             b"hi"
         );
         assert_eq!(
-            &encode_value(&json!([0, 255]), CodecId::Raw).unwrap()[..],
+            &encode_value(&json!([0, 255]), CodecId::RAW).unwrap()[..],
             [0, 255]
         );
-        assert!(encode_value(&json!([256]), CodecId::Raw).is_err());
-        assert!(encode_value(&json!({"a": 1}), CodecId::Raw).is_err());
-        assert_eq!(decode(&[0xff, 0], CodecId::Raw).unwrap(), json!([255, 0]));
+        assert!(encode_value(&json!([256]), CodecId::RAW).is_err());
+        assert!(encode_value(&json!({"a": 1}), CodecId::RAW).is_err());
+        assert_eq!(decode(&[0xff, 0], CodecId::RAW).unwrap(), json!([255, 0]));
     }
 
     #[test]
@@ -143,14 +145,14 @@ mod tests {
         )]);
         rmpv::encode::write_value(&mut buf, &v).unwrap();
         assert_eq!(
-            decode(&buf, CodecId::MsgPack).unwrap(),
+            decode(&buf, CodecId::MSGPACK).unwrap(),
             json!({"7": [1, 2]})
         );
     }
 
     #[test]
     fn an_argument_that_is_not_json_says_so() {
-        let err = encode(Some("{a: 1}"), CodecId::MsgPack).unwrap_err();
+        let err = encode(Some("{a: 1}"), CodecId::MSGPACK).unwrap_err();
         assert!(err.contains("not JSON"), "{err}");
     }
 }

@@ -22,8 +22,8 @@ use std::ops::Deref;
 /// use bytes::Bytes;
 /// use drpc_codec::{Blob, CodecId};
 ///
-/// let body = Bytes::from(CodecId::MsgPack.encode(&Blob::from(vec![7u8; 1000])).unwrap());
-/// let blob: Blob = CodecId::MsgPack.decode_shared(&body).unwrap();
+/// let body = Bytes::from(CodecId::MSGPACK.encode(&Blob::from(vec![7u8; 1000])).unwrap());
+/// let blob: Blob = CodecId::MSGPACK.decode_shared(&body).unwrap();
 /// assert_eq!(blob.len(), 1000);
 /// // The bytes are the body's own: no copy was made.
 /// assert!(body.as_ptr_range().contains(&blob.as_ptr()));

@@ -6,28 +6,44 @@
 //!
 //! | id | codec | [`CodecId`] | what it carries |
 //! |---:|---|---|---|
-//! | 1 | MessagePack ([`MsgPack`]) | `CodecId::MsgPack` | any serde value, compact; the default |
-//! | 2 | JSON ([`Json`]) | `CodecId::Json` | any serde value, human-readable |
-//! | 3 | raw bytes ([`Raw`]) | `CodecId::Raw` | byte buffers and strings, unchanged |
-//! | 4 | plain text ([`Text`]) | `CodecId::Text` | strings, numbers, booleans as UTF-8 text |
+//! | 1 | MessagePack ([`MsgPack`]) | `CodecId::MSGPACK` | any serde value, compact; the default |
+//! | 2 | JSON ([`Json`]) | `CodecId::JSON` | any serde value, human-readable |
+//! | 3 | raw bytes ([`Raw`]) | `CodecId::RAW` | byte buffers and strings, unchanged |
+//! | 4 | plain text ([`Text`]) | `CodecId::TEXT` | strings, numbers, booleans as UTF-8 text |
+//! | 5 | protobuf ([`Protobuf`], feature `protobuf`) | `CodecId::PROTOBUF` | one protobuf message, encoded by prost |
 //!
-//! Ids 0 and 5..=255 are not assigned; a peer that receives one treats the
-//! message as malformed.
+//! An application adds codecs of its own under ids 128 to 255 in a
+//! [`Codecs`] registry, which drpc keeps on each endpoint (its
+//! `Config::codecs`); ids 6 to 127 are kept for drpc. A receiver that does
+//! not know a body's codec answers a call with status 400 and keeps the
+//! connection open; id 0 is never valid.
 //!
 //! ```
 //! use drpc_codec::CodecId;
 //!
-//! let bytes = CodecId::Json.encode(&vec![1, 2, 3]).unwrap();
+//! let bytes = CodecId::JSON.encode(&vec![1, 2, 3]).unwrap();
 //! assert_eq!(bytes, b"[1,2,3]");
-//! let back: Vec<i32> = CodecId::Json.decode(&bytes).unwrap();
+//! let back: Vec<i32> = CodecId::JSON.decode(&bytes).unwrap();
 //! assert_eq!(back, vec![1, 2, 3]);
 //! ```
 #![warn(missing_docs)]
 
 mod blob;
+#[cfg(feature = "protobuf")]
+mod protobuf;
 mod raw;
+mod registry;
 
 pub use blob::Blob;
+/// The erased-serde [`DynCodec`] is built on.
+pub use erased_serde;
+/// The prost this crate's [`Protobuf`] is built on, for deriving messages
+/// with the same version.
+#[cfg(feature = "protobuf")]
+pub use prost;
+#[cfg(feature = "protobuf")]
+pub use protobuf::Protobuf;
+pub use registry::{Codecs, DynCodec, ErasedDecode};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -61,7 +77,8 @@ impl CodecError {
 /// A body codec: serde values to bytes and back.
 ///
 /// Implementations are stateless unit types; the runtime selects one by the
-/// [`CodecId`] recorded in each message.
+/// [`CodecId`] recorded in each message. A codec of the application's own
+/// implements [`DynCodec`] instead and is registered in [`Codecs`].
 pub trait Codec {
     /// The byte that names this codec on the wire.
     const ID: CodecId;
@@ -83,7 +100,7 @@ pub trait Codec {
 pub struct MsgPack;
 
 impl Codec for MsgPack {
-    const ID: CodecId = CodecId::MsgPack;
+    const ID: CodecId = CodecId::MSGPACK;
 
     fn encode_into<T: Serialize + ?Sized, W: io::Write>(
         value: &T,
@@ -105,7 +122,7 @@ impl Codec for MsgPack {
 pub struct Json;
 
 impl Codec for Json {
-    const ID: CodecId = CodecId::Json;
+    const ID: CodecId = CodecId::JSON;
 
     fn encode_into<T: Serialize + ?Sized, W: io::Write>(
         value: &T,
@@ -129,7 +146,7 @@ impl Codec for Json {
 pub struct Raw;
 
 impl Codec for Raw {
-    const ID: CodecId = CodecId::Raw;
+    const ID: CodecId = CodecId::RAW;
 
     fn encode_into<T: Serialize + ?Sized, W: io::Write>(
         value: &T,
@@ -151,7 +168,7 @@ impl Codec for Raw {
 pub struct Text;
 
 impl Codec for Text {
-    const ID: CodecId = CodecId::Text;
+    const ID: CodecId = CodecId::TEXT;
 
     fn encode_into<T: Serialize + ?Sized, W: io::Write>(
         value: &T,
@@ -170,48 +187,98 @@ impl Codec for Text {
     }
 }
 
-/// The codec of a message body, as recorded in its header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[repr(u8)]
-pub enum CodecId {
-    /// MessagePack, the default ([`MsgPack`]).
-    #[default]
-    MsgPack = 1,
-    /// JSON ([`Json`]).
-    Json = 2,
-    /// Raw bytes ([`Raw`]).
-    Raw = 3,
-    /// Plain text ([`Text`]).
-    Text = 4,
+/// The codec of a message body, as recorded in its header: one byte.
+///
+/// | ids | what |
+/// |---|---|
+/// | 0 | never valid: a frame naming it is malformed |
+/// | 1 to 4 | the built-in codecs: [`MSGPACK`](Self::MSGPACK), [`JSON`](Self::JSON), [`RAW`](Self::RAW), [`TEXT`](Self::TEXT) |
+/// | 5 | [`PROTOBUF`](Self::PROTOBUF): one protobuf message (feature `protobuf`, see [`Protobuf`](crate::Protobuf)) |
+/// | 6 to 127 | reserved for codecs drpc may assign later |
+/// | 128 to 255 | the application's own: [`CodecId::custom`], registered in a [`Codecs`] |
+///
+/// A receiver that does not know a body's codec answers a call with 400
+/// and keeps the connection (docs/PROTOCOL.md section 4).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CodecId(u8);
+
+/// As [`Display`](fmt::Display): `msgpack`, `json`, ..., or `codec 200`.
+impl fmt::Debug for CodecId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl Default for CodecId {
+    fn default() -> Self {
+        Self::MSGPACK
+    }
 }
 
 impl CodecId {
-    /// Every built-in codec, in id order.
-    pub const ALL: [CodecId; 4] = [CodecId::MsgPack, CodecId::Json, CodecId::Raw, CodecId::Text];
+    /// MessagePack, the default ([`MsgPack`]).
+    pub const MSGPACK: CodecId = CodecId(1);
+    /// JSON ([`Json`]).
+    pub const JSON: CodecId = CodecId(2);
+    /// Raw bytes ([`Raw`]).
+    pub const RAW: CodecId = CodecId(3);
+    /// Plain text ([`Text`]).
+    pub const TEXT: CodecId = CodecId(4);
+    /// One protobuf message, encoded by prost: the body is the message's
+    /// bytes. Values sent with it are [`Protobuf`](crate::Protobuf)
+    /// wrappers (or plain bytes).
+    pub const PROTOBUF: CodecId = CodecId(5);
 
-    /// The codec named by a wire byte, or `None` if no codec has that id.
+    /// The codecs every endpoint knows, in id order.
+    pub const ALL: [CodecId; 4] = [CodecId::MSGPACK, CodecId::JSON, CodecId::RAW, CodecId::TEXT];
+
+    /// The first id of the range applications assign their own codecs in.
+    pub const FIRST_CUSTOM: u8 = 128;
+
+    /// The id a wire byte names, or `None` for 0, which names nothing.
+    /// Whether a codec is registered under it is the receiver's to check.
     pub fn from_u8(id: u8) -> Option<Self> {
-        match id {
-            1 => Some(Self::MsgPack),
-            2 => Some(Self::Json),
-            3 => Some(Self::Raw),
-            4 => Some(Self::Text),
-            _ => None,
+        (id != 0).then_some(Self(id))
+    }
+
+    /// An id for an application's own codec: 128 to 255. `None` below 128,
+    /// which drpc keeps for its own codecs.
+    ///
+    /// ```
+    /// use drpc_codec::CodecId;
+    ///
+    /// assert_eq!(CodecId::custom(200).map(CodecId::as_u8), Some(200));
+    /// assert_eq!(CodecId::custom(7), None);
+    /// ```
+    pub const fn custom(id: u8) -> Option<Self> {
+        if id >= Self::FIRST_CUSTOM {
+            Some(Self(id))
+        } else {
+            None
         }
     }
 
     /// The wire byte of this codec.
     pub fn as_u8(self) -> u8 {
-        self as u8
+        self.0
     }
 
-    /// A short lower-case name: `msgpack`, `json`, `raw`, `text`.
+    /// Whether every endpoint knows this codec without registering it
+    /// (ids 1 to 4, and 5 when built with the `protobuf` feature).
+    pub fn is_built_in(self) -> bool {
+        matches!(self.0, 1..=4) || (cfg!(feature = "protobuf") && self == Self::PROTOBUF)
+    }
+
+    /// A short lower-case name: `msgpack`, `json`, `raw`, `text`,
+    /// `protobuf`; `custom` for any other id.
     pub fn name(self) -> &'static str {
         match self {
-            Self::MsgPack => "msgpack",
-            Self::Json => "json",
-            Self::Raw => "raw",
-            Self::Text => "text",
+            Self::MSGPACK => "msgpack",
+            Self::JSON => "json",
+            Self::RAW => "raw",
+            Self::TEXT => "text",
+            Self::PROTOBUF => "protobuf",
+            _ => "custom",
         }
     }
 
@@ -225,16 +292,22 @@ impl CodecId {
     /// Writes the encoding of `value` with this codec to `out`: a
     /// `&mut Vec<u8>`, or a `BytesMut` through `BufMut::writer`, so a body
     /// can be encoded straight into a frame.
+    ///
+    /// Only the built-in codecs encode here; an application's own codec
+    /// encodes through the [`Codecs`] it is registered in.
     pub fn encode_into<T: Serialize + ?Sized, W: io::Write>(
         self,
         value: &T,
         out: W,
     ) -> Result<(), CodecError> {
         match self {
-            Self::MsgPack => MsgPack::encode_into(value, out),
-            Self::Json => Json::encode_into(value, out),
-            Self::Raw => Raw::encode_into(value, out),
-            Self::Text => Text::encode_into(value, out),
+            Self::MSGPACK => MsgPack::encode_into(value, out),
+            Self::JSON => Json::encode_into(value, out),
+            Self::RAW => Raw::encode_into(value, out),
+            Self::TEXT => Text::encode_into(value, out),
+            #[cfg(feature = "protobuf")]
+            Self::PROTOBUF => protobuf::ProtobufCodec::encode_into(value, out),
+            other => Err(other.not_built_in()),
         }
     }
 
@@ -244,29 +317,52 @@ impl CodecId {
         blob::with_source(body, || self.decode(body))
     }
 
-    /// Decodes a value from `bytes` with this codec.
+    /// Decodes a value from `bytes` with this codec; only the built-in
+    /// codecs decode here (see [`CodecId::encode_into`]).
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
         match self {
-            Self::MsgPack => MsgPack::decode(bytes),
-            Self::Json => Json::decode(bytes),
-            Self::Raw => Raw::decode(bytes),
-            Self::Text => Text::decode(bytes),
+            Self::MSGPACK => MsgPack::decode(bytes),
+            Self::JSON => Json::decode(bytes),
+            Self::RAW => Raw::decode(bytes),
+            Self::TEXT => Text::decode(bytes),
+            #[cfg(feature = "protobuf")]
+            Self::PROTOBUF => protobuf::ProtobufCodec::decode(bytes),
+            other => Err(other.not_built_in()),
         }
+    }
+
+    fn not_built_in(self) -> CodecError {
+        CodecError::new(
+            "codec",
+            format!(
+                "codec {} is not built in; it is used through the Codecs it is registered in",
+                self.0
+            ),
+        )
     }
 }
 
 impl fmt::Display for CodecId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self.name() {
+            "custom" => write!(f, "codec {}", self.0),
+            name => f.write_str(name),
+        }
     }
 }
 
 impl std::str::FromStr for CodecId {
     type Err = CodecError;
 
+    /// A built-in codec's name (`msgpack`, `json`, `raw`, `text`,
+    /// `protobuf`), or an id from 1 to 255.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(id) = s.parse::<u8>().ok().and_then(Self::from_u8) {
+            return Ok(id);
+        }
         Self::ALL
             .into_iter()
+            .chain([Self::PROTOBUF])
             .find(|c| c.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| CodecError::new("codec", format!("unknown codec name {s:?}")))
     }

@@ -60,7 +60,8 @@ impl Incoming {
     /// Decodes the body with its codec; a fallback handler uses it to read a
     /// body on demand. Fails with 400.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Status> {
-        decode_body(self.codec(), &self.msg.body, self.service_method())
+        let codecs = &self.session().shared.ep.config.codecs;
+        decode_body(codecs, self.codec(), &self.msg.body, self.service_method())
     }
 
     /// Stores `value` with this message, replacing (and returning) any

@@ -3,7 +3,7 @@
 
 use crate::values::Status;
 use bytes::{BufMut, Bytes, BytesMut};
-use drpc_codec::{CodecError, CodecId};
+use drpc_codec::{CodecError, CodecId, Codecs};
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
@@ -22,13 +22,23 @@ pub(crate) enum ReplyBody<'a> {
 
 /// A handler's return value, its type erased.
 pub(crate) trait ReplyValue: Send {
-    /// Appends the value's encoding with `codec` to `out`.
-    fn encode_into(&self, codec: CodecId, out: &mut BytesMut) -> Result<(), CodecError>;
+    /// Appends the value's encoding with `codec` (one of `codecs`) to `out`.
+    fn encode_into(
+        &self,
+        codecs: &Codecs,
+        codec: CodecId,
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError>;
 }
 
 impl<R: Serialize + Send> ReplyValue for R {
-    fn encode_into(&self, codec: CodecId, out: &mut BytesMut) -> Result<(), CodecError> {
-        codec.encode_into(self, out.writer())
+    fn encode_into(
+        &self,
+        codecs: &Codecs,
+        codec: CodecId,
+        out: &mut BytesMut,
+    ) -> Result<(), CodecError> {
+        codecs.encode_into(codec, self, out.writer())
     }
 }
 
@@ -123,7 +133,9 @@ mod tests {
             panic!("a value")
         };
         let mut out = BytesMut::new();
-        value.encode_into(CodecId::Json, &mut out).unwrap();
+        value
+            .encode_into(&Codecs::new(), CodecId::JSON, &mut out)
+            .unwrap();
         assert_eq!(&out[..], b"[1,2]");
     }
 

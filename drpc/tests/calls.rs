@@ -90,7 +90,7 @@ async fn meta_travels_both_ways() {
 #[tokio::test]
 async fn every_codec_reaches_the_handler_and_the_reply_uses_it() {
     let p = pair().await;
-    for codec in [CodecId::MsgPack, CodecId::Json] {
+    for codec in [CodecId::MSGPACK, CodecId::JSON] {
         let reply = p
             .session
             .call_with::<_, serde_json::Value>(
@@ -109,21 +109,21 @@ async fn every_codec_reaches_the_handler_and_the_reply_uses_it() {
         .call_with::<_, serde_bytes::ByteBuf>(
             "/echo_bytes",
             &serde_bytes::ByteBuf::from(bytes.clone()),
-            CallOptions::new().codec(CodecId::Raw),
+            CallOptions::new().codec(CodecId::RAW),
         )
         .await
         .unwrap();
     assert_eq!(reply.value.into_vec(), bytes);
-    assert_eq!(reply.codec, CodecId::Raw);
+    assert_eq!(reply.codec, CodecId::RAW);
 
     let reply = p
         .session
-        .call_with::<_, String>("/echo", "plain", CallOptions::new().codec(CodecId::Text))
+        .call_with::<_, String>("/echo", "plain", CallOptions::new().codec(CodecId::TEXT))
         .await
         .unwrap();
     assert_eq!(
         (reply.value.as_str(), reply.codec),
-        ("plain", CodecId::Text)
+        ("plain", CodecId::TEXT)
     );
     p.close().await;
 }
@@ -137,7 +137,7 @@ async fn a_handler_can_pick_the_reply_codec() {
         .await
         .unwrap();
     assert_eq!(reply.value, [1, 2, 3]);
-    assert_eq!(reply.codec, CodecId::Json);
+    assert_eq!(reply.codec, CodecId::JSON);
     p.close().await;
 }
 
@@ -241,7 +241,7 @@ async fn fallbacks_get_unknown_calls_and_pushes_with_raw_bodies() {
         .call_with(
             "/any/thing",
             &json!([1]),
-            CallOptions::new().codec(CodecId::Json),
+            CallOptions::new().codec(CodecId::JSON),
         )
         .await
         .map(|r| r.value)
@@ -252,7 +252,7 @@ async fn fallbacks_get_unknown_calls_and_pushes_with_raw_bodies() {
     );
 
     p.session
-        .push_with("/unrouted", "hey", PushOptions::new().codec(CodecId::Text))
+        .push_with("/unrouted", "hey", PushOptions::new().codec(CodecId::TEXT))
         .await
         .unwrap();
     let (method, body) = within("fallback push", pushes.recv()).await.unwrap();
@@ -303,7 +303,7 @@ async fn an_oversize_argument_fails_with_413_before_sending() {
         .call_with::<_, serde_bytes::ByteBuf>(
             "/echo_bytes",
             &big,
-            CallOptions::new().codec(CodecId::Raw),
+            CallOptions::new().codec(CodecId::RAW),
         )
         .await
         .unwrap_err();
@@ -331,7 +331,7 @@ async fn large_bodies_cross_intact() {
             "/echo_bytes",
             &serde_bytes::ByteBuf::from(body.clone()),
             CallOptions::new()
-                .codec(CodecId::Raw)
+                .codec(CodecId::RAW)
                 .timeout(Duration::from_secs(20)),
         ),
     )

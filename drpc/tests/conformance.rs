@@ -342,7 +342,7 @@ async fn a_peer_that_stops_reading_makes_sends_fail(t: Transport) {
 
     let big = serde_bytes::ByteBuf::from(vec![1u8; 256 * 1024]);
     let opts = PushOptions::new()
-        .codec(drpc::CodecId::Raw)
+        .codec(drpc::CodecId::RAW)
         .timeout(Duration::from_millis(300));
     let mut refused = None;
     // The transport's buffers absorb some megabytes; then the queue fills.

@@ -192,14 +192,14 @@ async fn options_reach_the_handlers_context() {
     let p = pair_with(math_router(calc), Router::new(), Config::default()).await;
     let math = MathClient::new(p.session.clone());
     let plain = within("whoami", math.whoami()).await.unwrap();
-    assert_eq!(plain, "nobody MsgPack deadline-within-5s=false");
+    assert_eq!(plain, "nobody msgpack deadline-within-5s=false");
 
     let tuned = math
         .with_meta("user", "ada")
-        .with_codec(CodecId::Json)
+        .with_codec(CodecId::JSON)
         .with_timeout(Duration::from_secs(2));
     let who = within("whoami with options", tuned.whoami()).await.unwrap();
-    assert_eq!(who, "ada Json deadline-within-5s=true");
+    assert_eq!(who, "ada json deadline-within-5s=true");
     // The options belong to the copy; the original keeps the defaults.
     let again = within("whoami again", math.whoami()).await.unwrap();
     assert_eq!(again, plain);

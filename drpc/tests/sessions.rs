@@ -250,7 +250,7 @@ async fn a_peer_that_stops_reading_makes_sends_wait_then_fail() {
 
     let big = serde_bytes::ByteBuf::from(vec![1u8; 256 * 1024]);
     let opts = drpc::PushOptions::new()
-        .codec(drpc::CodecId::Raw)
+        .codec(drpc::CodecId::RAW)
         .timeout(Duration::from_millis(200));
     let mut refused = None;
     // Socket buffers absorb some megabytes; after that the queue fills.

@@ -171,7 +171,7 @@ impl Auth {
     async fn present(&self, presenter: &Presenter, session: &Session) -> Result<(), Status> {
         let credential = presenter(session.clone()).await?;
         let opts = CallOptions::new()
-            .codec(CodecId::Text)
+            .codec(CodecId::TEXT)
             .timeout(self.timeout);
         match session
             .call_raw(AUTH_METHOD, credential.into_bytes().into(), opts)

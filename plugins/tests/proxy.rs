@@ -24,7 +24,7 @@ async fn unknown_calls_and_pushes_reach_the_upstream_and_answers_come_back_uncha
     })
     .unwrap();
     r.call("/as_json", |ctx: CallCtx, v: i64| async move {
-        ctx.set_reply_codec(CodecId::Json);
+        ctx.set_reply_codec(CodecId::JSON);
         Ok::<_, Status>(v)
     })
     .unwrap();
@@ -73,10 +73,10 @@ async fn unknown_calls_and_pushes_reach_the_upstream_and_answers_come_back_uncha
 
     // Codecs both ways: a JSON call, and a reply in the codec the upstream chose.
     let reply = s
-        .call_with::<_, i64>("/as_json", &7, CallOptions::new().codec(CodecId::Json))
+        .call_with::<_, i64>("/as_json", &7, CallOptions::new().codec(CodecId::JSON))
         .await
         .unwrap();
-    assert_eq!((reply.value, reply.codec), (7, CodecId::Json));
+    assert_eq!((reply.value, reply.codec), (7, CodecId::JSON));
 
     let err = s.call::<_, ()>("/fail", &()).await.unwrap_err();
     assert_eq!(err.code(), Code(1234));

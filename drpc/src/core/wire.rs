@@ -38,7 +38,7 @@ fn truncate(text: &str) -> &str {
 
 /// A connection notice (a reply with seq 0) with `status`, codec 1.
 pub(crate) fn notice(status: &Status) -> Message {
-    error_reply(0, CodecId::MsgPack, status)
+    error_reply(0, CodecId::MSGPACK, status)
 }
 
 /// The notice that tells the peer this side is shutting down: it takes no
@@ -88,7 +88,7 @@ pub(crate) fn fatal_input(err: &ProtoError) -> (Status, Option<Message>) {
             kind: Some(Kind::Call),
             seq: Some(seq),
             ..
-        } if *seq != 0 => Some(error_reply(*seq, CodecId::MsgPack, &status)),
+        } if *seq != 0 => Some(error_reply(*seq, CodecId::MSGPACK, &status)),
         _ => None,
     };
     (status, reply)
@@ -100,22 +100,22 @@ mod tests {
 
     #[test]
     fn error_replies_carry_the_status_and_never_say_ok() {
-        let r = error_reply(7, CodecId::Json, &Status::not_found("no /x"));
+        let r = error_reply(7, CodecId::JSON, &Status::not_found("no /x"));
         assert_eq!(
             (r.header.kind, r.header.seq, r.header.status_code),
             (Kind::Reply, 7, 404)
         );
-        assert_eq!(r.header.codec, CodecId::Json);
+        assert_eq!(r.header.codec, CodecId::JSON);
         assert_eq!(r.header.status_message, "no /x");
         assert!(r.body.is_empty());
-        let r = error_reply(1, CodecId::MsgPack, &Status::ok());
+        let r = error_reply(1, CodecId::MSGPACK, &Status::ok());
         assert_eq!(r.header.status_code, -1, "an error reply is never OK");
     }
 
     #[test]
     fn long_status_messages_are_cut_at_a_character_boundary() {
         let text = "é".repeat(MAX_STATUS_MESSAGE);
-        let r = error_reply(1, CodecId::MsgPack, &Status::internal(text));
+        let r = error_reply(1, CodecId::MSGPACK, &Status::internal(text));
         assert!(r.header.status_message.len() <= MAX_STATUS_MESSAGE);
         assert!(r.header.status_message.len() >= MAX_STATUS_MESSAGE - 1);
     }

@@ -50,6 +50,7 @@ impl Session {
         A: Serialize + ?Sized,
         R: DeserializeOwned,
     {
+        let codecs = &self.shared.ep.config.codecs;
         let codec = opts.codec.unwrap_or(self.shared.ep.config.default_codec);
         let opts = opts.codec(codec);
         let reply = if self.plugins().is_empty() {
@@ -57,7 +58,7 @@ impl Session {
             // into the connection's batch.
             let mut failed = None;
             let mut encode = |dst: &mut BytesMut| {
-                codec.encode_into(arg, dst.writer()).map_err(|e| {
+                codecs.encode_into(codec, arg, dst.writer()).map_err(|e| {
                     let what = e.to_string();
                     failed = Some(e);
                     ProtoError::Unencodable(what)
@@ -71,13 +72,13 @@ impl Session {
                 (result, _) => result?,
             }
         } else {
-            let body = codec
-                .encode(arg)
+            let body = codecs
+                .encode(codec, arg)
                 .map_err(|e| arg_status(codec, service_method, e))?;
             self.call_message(service_method, opts, Body::<NoEncode>::Bytes(body.into()))
                 .await?
         };
-        let value = decode_body(reply.header.codec, &reply.body, service_method)?;
+        let value = decode_body(codecs, reply.header.codec, &reply.body, service_method)?;
         self.plugins()
             .try_each(|p| p.after_read_reply_body(self, &reply.header))?;
         Ok(Reply {
@@ -236,9 +237,11 @@ impl Session {
         arg: &A,
         opts: PushOptions,
     ) -> Result<(), Status> {
-        let codec = opts.codec.unwrap_or(self.shared.ep.config.default_codec);
-        let body = codec
-            .encode(arg)
+        let config = &self.shared.ep.config;
+        let codec = opts.codec.unwrap_or(config.default_codec);
+        let body = config
+            .codecs
+            .encode(codec, arg)
             .map_err(|e| arg_status(codec, service_method, e))?;
         self.push_raw(service_method, body.into(), opts.codec(codec))
             .await

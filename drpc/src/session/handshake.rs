@@ -175,7 +175,8 @@ impl HandshakeMessage {
     /// Decodes the body with its codec. Fails with 400.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Status> {
         let h = self.header();
-        decode_body(h.codec, self.body(), &h.service_method)
+        let codecs = &self.session.shared.ep.config.codecs;
+        decode_body(codecs, h.codec, self.body(), &h.service_method)
     }
 
     /// Answers the call with `result`, its value encoded with the call's
@@ -183,7 +184,8 @@ impl HandshakeMessage {
     pub fn reply<T: Serialize>(self, result: Result<&T, Status>) {
         let codec = self.header().codec;
         let body = result.and_then(|v| {
-            codec.encode(v).map(Bytes::from).map_err(|e| {
+            let codecs = &self.session.shared.ep.config.codecs;
+            codecs.encode(codec, v).map(Bytes::from).map_err(|e| {
                 Status::internal(format!("cannot encode a handshake reply as {codec}"))
                     .with_cause(e)
             })

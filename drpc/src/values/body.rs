@@ -2,7 +2,7 @@
 
 use super::Status;
 use bytes::Bytes;
-use drpc_codec::CodecId;
+use drpc_codec::{CodecId, Codecs};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
@@ -14,13 +14,15 @@ pub(crate) const MAX_DEADLINE_AHEAD: Duration = Duration::from_secs(365 * 24 * 3
 /// [`drpc_codec::Blob`]); a body that does not decode is a 400 that names
 /// `what` and the type expected.
 pub(crate) fn decode_body<T: DeserializeOwned>(
+    codecs: &Codecs,
     codec: CodecId,
     body: &Bytes,
     what: &str,
 ) -> Result<T, Status> {
-    codec.decode_shared(body).map_err(|e| {
+    codecs.decode_shared(codec, body).map_err(|e| {
         Status::bad_message(format!(
-            "cannot decode the {codec} body of {what} as {}: {e}",
+            "cannot decode the {} body of {what} as {}: {e}",
+            codecs.name(codec),
             std::any::type_name::<T>()
         ))
         .with_cause(e)

@@ -1,4 +1,4 @@
-use drpc_codec::CodecId;
+use drpc_codec::{CodecId, Codecs};
 use drpc_proto::DEFAULT_MAX_FRAME_LEN;
 use drpc_socket::TransportConfig;
 
@@ -122,6 +122,13 @@ pub struct Config {
     /// See [`TransportConfig`] and each transport's own config for the
     /// defaults. TCP and Unix sockets need nothing here.
     pub transport: TransportConfig,
+
+    /// The body codecs this endpoint knows: the built-in ones (MessagePack,
+    /// JSON, raw, text; protobuf with the `protobuf` feature) and the
+    /// application's own, registered under ids 128 to 255 with
+    /// [`Codecs::register`]. A call whose codec is not among them is
+    /// answered with 400 and the connection stays open.
+    pub codecs: Codecs,
 }
 
 impl Default for Config {
@@ -130,7 +137,7 @@ impl Default for Config {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             default_timeout: Duration::from_secs(30),
             dial_timeout: Duration::from_secs(10),
-            default_codec: CodecId::MsgPack,
+            default_codec: CodecId::MSGPACK,
             write_queue: 1024,
             write_batch: 64 * 1024,
             read_chunk: 16 * 1024,
@@ -141,6 +148,7 @@ impl Default for Config {
             redial: Redial::default(),
             limits: Limits::default(),
             transport: TransportConfig::default(),
+            codecs: Codecs::new(),
         }
     }
 }

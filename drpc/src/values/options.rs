@@ -13,7 +13,7 @@ use std::time::Duration;
 ///
 /// let opts = CallOptions::new()
 ///     .timeout(Duration::from_millis(500))
-///     .codec(CodecId::Json)
+///     .codec(CodecId::JSON)
 ///     .meta("trace-id", "abc");
 /// ```
 #[derive(Debug, Clone, Default)]

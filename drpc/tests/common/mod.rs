@@ -110,7 +110,7 @@ pub fn test_router() -> Router {
     r.call(
         "/as_json",
         |ctx: CallCtx, v: serde_json::Value| async move {
-            ctx.set_reply_codec(drpc::CodecId::Json);
+            ctx.set_reply_codec(drpc::CodecId::JSON);
             Ok::<_, Status>(v)
         },
     )

@@ -1,18 +1,24 @@
-//! A server to poke at: listens on the address given as the first argument
-//! (default `tcp://127.0.0.1:9090`) until killed, and serves
+//! A server to poke at: listens on every address given as an argument
+//! (default `tcp://127.0.0.1:9090`), any transport, the HTTP gateway
+//! included, until Ctrl-C or SIGTERM, and serves
 //!
 //! - `/echo`: returns its argument unchanged, in whatever codec it came;
 //! - `/math/add`: `{"a": i64, "b": i64}` -> their sum;
 //! - `/slow`: a number of milliseconds -> sleeps that long, then returns it;
+//! - `/log` (a push): prints the line it carries;
 //!
 //! and pushes `/hello` with a greeting string to every session that connects.
 //!
 //! ```text
-//! cargo run --example echo_server -- tcp://127.0.0.1:9090
+//! cargo run --example echo_server -- tcp://127.0.0.1:9090 ws://127.0.0.1:9092/drpc http://127.0.0.1:9091
+//! curl -d '{"a":1,"b":2}' http://127.0.0.1:9091/math/add
 //! ```
+//!
+//! Ctrl-C or SIGTERM shuts it down gracefully: peers are told it is going
+//! away, running calls finish (within 10 s). A second signal ends it at once.
 
 use drpc::plugin::BoxFuture;
-use drpc::{CallCtx, Endpoint, Plugin, Router, Session, Status};
+use drpc::{CallCtx, Endpoint, Plugin, PushCtx, Router, Session, Status};
 use drpc_plugins::Counters;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -51,9 +57,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "tcp://127.0.0.1:9090".to_string());
+    let mut addrs: Vec<String> = std::env::args().skip(1).collect();
+    if addrs.is_empty() {
+        addrs.push("tcp://127.0.0.1:9090".to_string());
+    }
 
     let mut router = Router::new();
     router.call_raw(
@@ -70,6 +77,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok::<_, Status>(ms)
     })?;
+    router.push("/log", |ctx: PushCtx, line: String| async move {
+        println!("log from {}: {line}", ctx.session().peer_addr());
+    })?;
 
     let counters = Arc::new(Counters::default());
     let endpoint = Endpoint::builder()
@@ -77,11 +87,58 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .plugin(Greeter)
         .plugin_arc(counters.clone())
         .build()?;
-    let bound = endpoint.listen(&addr).await?;
-    println!("echo_server listening on {bound}; Ctrl-C to stop");
+    for addr in &addrs {
+        let bound = endpoint.listen(addr).await?;
+        println!("echo_server listening on {bound}");
+    }
+    println!("Ctrl-C or SIGTERM to stop");
 
-    tokio::signal::ctrl_c().await?;
-    println!("shutting down: {:?}", counters.snapshot());
-    endpoint.close().await;
+    let mut signals = Signals::new()?;
+    let first = signals.next().await;
+    println!("{first}: shutting down gracefully; again to stop at once");
+    // On a task of its own, so that a second signal can hurry it along
+    // without cutting the first close short.
+    let closing = tokio::spawn({
+        let endpoint = endpoint.clone();
+        async move { endpoint.close().await }
+    });
+    tokio::select! {
+        _ = closing => {}
+        second = signals.next() => {
+            println!("{second}: closing at once");
+            endpoint.close().await;
+        }
+    }
+    println!("stopped: {:?}", counters.snapshot());
     Ok(())
+}
+
+/// Ctrl-C (SIGINT) and, on Unix, SIGTERM: what a terminal and a service
+/// manager send.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    /// The name of the next signal.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
 }

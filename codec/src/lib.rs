@@ -10,7 +10,7 @@
 //! | 2 | JSON ([`Json`]) | `CodecId::JSON` | any serde value, human-readable |
 //! | 3 | raw bytes ([`Raw`]) | `CodecId::RAW` | byte buffers and strings, unchanged |
 //! | 4 | plain text ([`Text`]) | `CodecId::TEXT` | strings, numbers, booleans as UTF-8 text |
-//! | 5 | protobuf ([`Protobuf`], feature `protobuf`) | `CodecId::PROTOBUF` | one protobuf message, encoded by prost |
+//! | 5 | protobuf (`Protobuf`, feature `protobuf`) | `CodecId::PROTOBUF` | one protobuf message, encoded by prost |
 //!
 //! An application adds codecs of its own under ids 128 to 255 in a
 //! [`Codecs`] registry, which drpc keeps on each endpoint (its
@@ -193,7 +193,7 @@ impl Codec for Text {
 /// |---|---|
 /// | 0 | never valid: a frame naming it is malformed |
 /// | 1 to 4 | the built-in codecs: [`MSGPACK`](Self::MSGPACK), [`JSON`](Self::JSON), [`RAW`](Self::RAW), [`TEXT`](Self::TEXT) |
-/// | 5 | [`PROTOBUF`](Self::PROTOBUF): one protobuf message (feature `protobuf`, see [`Protobuf`](crate::Protobuf)) |
+/// | 5 | [`PROTOBUF`](Self::PROTOBUF): one protobuf message (feature `protobuf`, see `Protobuf`) |
 /// | 6 to 127 | reserved for codecs drpc may assign later |
 /// | 128 to 255 | the application's own: [`CodecId::custom`], registered in a [`Codecs`] |
 ///
@@ -225,7 +225,7 @@ impl CodecId {
     /// Plain text ([`Text`]).
     pub const TEXT: CodecId = CodecId(4);
     /// One protobuf message, encoded by prost: the body is the message's
-    /// bytes. Values sent with it are [`Protobuf`](crate::Protobuf)
+    /// bytes. Values sent with it are `Protobuf`
     /// wrappers (or plain bytes).
     pub const PROTOBUF: CodecId = CodecId(5);
 

@@ -59,7 +59,9 @@ impl EndpointBuilder {
         self
     }
 
-    /// Sets the wire format (default: [`RawProto`]).
+    /// Sets the wire format of every session (default: [`RawProto`]);
+    /// [`Endpoint::listen_with`] and [`Endpoint::dial_with`] choose another
+    /// for one listener or one dial.
     pub fn proto(mut self, proto: impl Proto) -> Self {
         self.proto = Arc::new(proto);
         self
@@ -112,6 +114,7 @@ impl EndpointBuilder {
             return Err(Status::internal("config.write_queue must be at least 1"));
         }
         let mut config = self.config;
+        config.transport.max_frame_len = config.max_frame_len;
         // A QUIC batch holds whole frames; the transport must accept the
         // largest batch this endpoint's writer can make.
         config.transport.fit_batches(
@@ -154,8 +157,23 @@ impl Endpoint {
 
     /// Starts accepting sessions on `addr` and returns the bound address
     /// (with the real port when `addr` asked for port 0). An endpoint can
-    /// listen on several addresses.
+    /// listen on several addresses. Sessions speak the endpoint's wire
+    /// format ([`EndpointBuilder::proto`]); see [`Endpoint::listen_with`]
+    /// for another.
     pub async fn listen(&self, addr: impl ToAddr) -> Result<Addr, Status> {
+        self.listen_as(addr, self.inner.proto.clone()).await
+    }
+
+    /// [`Endpoint::listen`] with the wire format `proto` for the sessions
+    /// accepted here, so that one endpoint serves its own format on one
+    /// address and another format (a peer's legacy framing, say) on the
+    /// next. Routes, plugins and limits are the endpoint's, whatever the
+    /// format.
+    pub async fn listen_with(&self, addr: impl ToAddr, proto: impl Proto) -> Result<Addr, Status> {
+        self.listen_as(addr, Arc::new(proto)).await
+    }
+
+    async fn listen_as(&self, addr: impl ToAddr, proto: Arc<dyn Proto>) -> Result<Addr, Status> {
         self.check_open()?;
         let addr = addr
             .to_addr()
@@ -175,6 +193,7 @@ impl Endpoint {
                 match accepted {
                     Ok(accepting) => {
                         let ep = inner.clone();
+                        let proto = proto.clone();
                         inner.tasks.spawn(async move {
                             // The handshake runs here, off the accept loop, so
                             // a slow peer delays only itself.
@@ -188,7 +207,7 @@ impl Endpoint {
                                     }
                                 },
                             };
-                            if let Err(status) = establish(&ep, socket, Origin::Accepted, None).await {
+                            if let Err(status) = establish(&ep, socket, Origin::Accepted, None, proto).await {
                                 tracing::debug!(%status, "accepted connection refused");
                             }
                         });
@@ -231,7 +250,8 @@ impl Endpoint {
     /// when the endpoint is closed.
     pub async fn serve(&self, socket: Socket) -> Result<Session, Status> {
         self.check_open()?;
-        establish(&self.inner, socket, Origin::Accepted, None).await
+        let proto = self.inner.proto.clone();
+        establish(&self.inner, socket, Origin::Accepted, None, proto).await
     }
 
     /// Makes a connection the application already has the dialing end of
@@ -269,7 +289,8 @@ impl Endpoint {
     /// when the endpoint is closed.
     pub async fn connect(&self, socket: Socket) -> Result<Session, Status> {
         self.check_open()?;
-        establish(&self.inner, socket, Origin::Dialed, None).await
+        let proto = self.inner.proto.clone();
+        establish(&self.inner, socket, Origin::Dialed, None, proto).await
     }
 
     /// Connects to the endpoint listening at `addr` and returns the session.
@@ -283,6 +304,17 @@ impl Endpoint {
     /// say; a session that closes a moment later is reported by
     /// [`Session::closed`] instead).
     pub async fn dial(&self, addr: impl ToAddr) -> Result<Session, Status> {
+        self.dial_as(addr, self.inner.proto.clone()).await
+    }
+
+    /// [`Endpoint::dial`] with the wire format `proto` for this session and
+    /// its redials, to reach a peer that speaks another format than this
+    /// endpoint's.
+    pub async fn dial_with(&self, addr: impl ToAddr, proto: impl Proto) -> Result<Session, Status> {
+        self.dial_as(addr, Arc::new(proto)).await
+    }
+
+    async fn dial_as(&self, addr: impl ToAddr, proto: Arc<dyn Proto>) -> Result<Session, Status> {
         self.check_open()?;
         let addr = addr
             .to_addr()
@@ -301,7 +333,7 @@ impl Endpoint {
                     )))
                 }
             };
-            establish(inner, socket, Origin::Dialed, Some(addr.clone())).await
+            establish(inner, socket, Origin::Dialed, Some(addr.clone()), proto).await
         }
         .await;
         if let Err(status) = &result {

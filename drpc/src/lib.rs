@@ -45,9 +45,15 @@
 //! ```
 //!
 //! The address scheme picks the transport: `tcp://` and `unix://` (default
-//! features), `tls://`, `quic://` and `kcp://` (features `tls`, `quic`,
-//! `kcp`). Their settings (certificates, QUIC and KCP tuning) live in
-//! [`Config::transport`]; every transport passes the same conformance suite.
+//! features), `tls://`, `quic://`, `kcp://`, `ws://` and `wss://` (features
+//! `tls`, `quic`, `kcp`, `ws`, `wss`), and the HTTP gateway `http://`
+//! (feature `http`: `POST /math/add` reaches the `/math/add` handler).
+//! Transports are registered by scheme in [`Config::transport`], with their
+//! settings (certificates, QUIC and KCP tuning); an application registers
+//! its own the same way ([`socket::Transport`]), and every transport passes
+//! the same conformance suite. Body codecs are a registry too
+//! ([`Config::codecs`]), and each listener or dial may use its own wire
+//! format ([`Endpoint::listen_with`], [`Endpoint::dial_with`]).
 //!
 //! The crates behind it are re-exported: [`proto`] (message model and wire
 //! formats), [`codec`] (body codecs) and [`socket`] (transports).

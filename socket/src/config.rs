@@ -39,6 +39,11 @@ pub struct TransportConfig {
     /// or more before it retries); the kernel caps it at
     /// `net.core.somaxconn`.
     pub tcp_backlog: u32,
+    /// The largest frame the sessions over these transports accept, for a
+    /// transport that makes frames itself (the HTTP gateway bounds request
+    /// bodies by it). drpc's endpoint sets it to its own frame limit.
+    /// Default: 8 MiB, drpc's default frame limit.
+    pub max_frame_len: usize,
     /// Certificates for `tls://` and `quic://`.
     #[cfg(any(feature = "tls", feature = "quic"))]
     pub tls: crate::tls::TlsConfig,
@@ -106,6 +111,7 @@ impl Default for TransportConfig {
         Self {
             handshake_timeout: Duration::from_secs(10),
             tcp_backlog: 1024,
+            max_frame_len: 8 * 1024 * 1024,
             #[cfg(any(feature = "tls", feature = "quic"))]
             tls: Default::default(),
             #[cfg(feature = "quic")]

@@ -20,7 +20,7 @@ use crate::runtime::yielding::yield_once;
 use crate::session::Session;
 use crate::shared::EndpointShared;
 use crate::values::Status;
-use drpc_proto::{Kind, Message};
+use drpc_proto::{Kind, Message, Proto};
 use drpc_socket::{Finished, ReadHalf, Socket, WriteHalf};
 use futures_util::FutureExt;
 use std::future::poll_fn;
@@ -38,15 +38,17 @@ pub(crate) struct Conn {
     pub(crate) link: Arc<Link>,
     rd: ReadHalf,
     finished: Finished,
+    /// The wire format, for the reader's framer.
+    proto: Arc<dyn Proto>,
 }
 
 impl Conn {
-    pub(crate) fn new(ep: &EndpointShared, socket: Socket) -> Self {
+    pub(crate) fn new(ep: &EndpointShared, proto: Arc<dyn Proto>, socket: Socket) -> Self {
         let parts = socket.into_parts();
         let limits = ep.frame_limits();
         let core = ConnCore::new(
             Outbound::new(
-                ep.proto.framer(&limits),
+                proto.framer(&limits),
                 ep.config.write_batch,
                 ep.config.write_queue,
             ),
@@ -56,6 +58,7 @@ impl Conn {
             link: Arc::new(Link::new(core, parts.write, parts.local, parts.peer)),
             rd: parts.read,
             finished: parts.finished,
+            proto,
         }
     }
 
@@ -91,7 +94,12 @@ pub(crate) async fn run(
     ever_established: bool,
 ) -> Ended {
     let ep = session.shared.ep.clone();
-    let Conn { link, rd, finished } = conn;
+    let Conn {
+        link,
+        rd,
+        finished,
+        proto,
+    } = conn;
     // Polled by this task beside the reads, not spawned: a reply or call
     // queued while the reader runs is written in the same turn, without a
     // hop through the scheduler (what h2 does with its connection task).
@@ -113,7 +121,7 @@ pub(crate) async fn run(
         link: &link,
         rd,
         inbound: Inbound::new(
-            ep.proto.framer(&ep.frame_limits()),
+            proto.framer(&ep.frame_limits()),
             ep.config.read_chunk,
             ep.config.frame_timeout,
             now,

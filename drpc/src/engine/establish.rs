@@ -11,6 +11,7 @@ use crate::session::Session;
 use crate::shared::EndpointShared;
 use crate::values::Status;
 use bytes::BytesMut;
+use drpc_proto::Proto;
 use drpc_socket::{Addr, Socket, WriteHalf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,14 +27,15 @@ pub(crate) async fn establish(
     socket: Socket,
     origin: Origin,
     dial_target: Option<Addr>,
+    proto: Arc<dyn Proto>,
 ) -> Result<Session, Status> {
-    let conn = Conn::new(ep, socket);
+    let conn = Conn::new(ep, proto.clone(), socket);
     let link = conn.link.clone();
     let dialed = origin == Origin::Dialed;
-    let session = Session::new(ep.clone(), link.clone(), dialed, dial_target);
+    let session = Session::new(ep.clone(), link.clone(), dialed, dial_target, proto.clone());
     if let Err(status) = ep.add_session(&session) {
         if origin == Origin::Accepted {
-            refuse(ep, conn.into_write_half(), &status).await;
+            refuse(ep, &*proto, conn.into_write_half(), &status).await;
         }
         return Err(status);
     }
@@ -70,10 +72,9 @@ const REFUSE_WITHIN: Duration = Duration::from_secs(1);
 /// Tells a peer why its connection is refused (a notice, docs/PROTOCOL.md
 /// section 3.1), then closes it. Bounded in time: a peer that does not read
 /// is simply dropped.
-async fn refuse(ep: &EndpointShared, mut wr: WriteHalf, status: &Status) {
+async fn refuse(ep: &EndpointShared, proto: &dyn Proto, mut wr: WriteHalf, status: &Status) {
     let mut buf = BytesMut::new();
-    if ep
-        .proto
+    if proto
         .framer(&ep.frame_limits())
         .encode(&wire::notice(status), &mut buf)
         .is_err()

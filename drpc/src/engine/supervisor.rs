@@ -95,7 +95,7 @@ async fn redial(session: &Session, backoff: &mut Backoff, lost: &Status) -> Resu
             }
         };
         match attempt.await {
-            Ok(socket) => return Ok(Conn::new(&ep, socket)),
+            Ok(socket) => return Ok(Conn::new(&ep, session.shared.proto.clone(), socket)),
             Err(status) => {
                 tracing::debug!(session = %session.id(), attempt = backoff.attempts(), %status, "redial failed");
                 ep.plugins.each(|p| p.after_dial_fail(&addr, &status, true));

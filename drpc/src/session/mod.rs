@@ -12,6 +12,7 @@ use crate::runtime::link::Link;
 use crate::runtime::scope;
 use crate::shared::{Endpoint, EndpointShared};
 use crate::values::{Code, Status, Storage};
+use drpc_proto::Proto;
 use drpc_socket::Addr;
 use parking_lot::{Mutex, RwLock};
 use std::future::Future;
@@ -74,6 +75,8 @@ pub(crate) struct SessionShared {
     /// Where a dialed session redials; `None` when accepted, or when it
     /// was made from a connection the application had.
     dial_target: Option<Addr>,
+    /// The wire format of its connections, redialed ones included.
+    pub(crate) proto: Arc<dyn Proto>,
     storage: Mutex<Storage>,
     state: RwLock<State>,
     /// Wakes calls waiting for a usable connection when the phase or the
@@ -114,6 +117,7 @@ impl Session {
         link: Arc<Link>,
         dialed: bool,
         dial_target: Option<Addr>,
+        proto: Arc<dyn Proto>,
     ) -> Self {
         Self {
             shared: Arc::new(SessionShared {
@@ -121,6 +125,7 @@ impl Session {
                 id: Mutex::new(Arc::from("")),
                 dialed,
                 dial_target,
+                proto,
                 storage: Mutex::new(Storage::default()),
                 state: RwLock::new(State {
                     phase: Phase::Establishing,

@@ -147,8 +147,18 @@ impl Default for Config {
             max_meta_len: 16 * 1024,
             redial: Redial::default(),
             limits: Limits::default(),
-            transport: TransportConfig::default(),
+            transport: transports(),
             codecs: Codecs::new(),
         }
     }
+}
+
+/// The transports of `drpc-socket`, and the HTTP gateway with the `http`
+/// feature: registered like any other, under `http`.
+fn transports() -> TransportConfig {
+    #[allow(unused_mut)]
+    let mut t = TransportConfig::default();
+    #[cfg(feature = "http")]
+    drpc_gateway::register(&mut t);
+    t
 }

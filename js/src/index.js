@@ -1,0 +1,360 @@
+// drpc over WebSocket, for browsers and any runtime with a WebSocket:
+// docs/PROTOCOL.md sections 1 to 3 and 9.5, and nothing else.
+//
+//   import { Session } from "drpc-client";
+//   const session = await Session.connect("ws://127.0.0.1:9092/drpc");
+//   const sum = await session.call("/math/add", { a: 1, b: 2 }, { timeout: 2000, meta: { trace: "t-1" } });
+//   session.onPush("/hello", (text) => console.log(text));
+//   session.handle("/page/title", () => document.title);   // the server may call the page
+//   await session.close();
+
+import {
+  Codec,
+  DEFAULT_MAX_FRAME_LEN,
+  FrameReader,
+  Kind,
+  decodeBody,
+  encodeBody,
+  encodeFrame,
+} from "./frame.js";
+
+export { Codec, Kind, FrameReader, encodeFrame, encodeBody, decodeBody };
+
+/** Status codes of PROTOCOL.md section 5. */
+export const Code = Object.freeze({
+  OK: 0,
+  UNKNOWN: -1,
+  WRONG_CONNECTION: 100,
+  CONNECTION_CLOSED: 102,
+  WRITE_FAILED: 104,
+  DIAL_FAILED: 105,
+  BAD_MESSAGE: 400,
+  UNAUTHORIZED: 401,
+  NOT_FOUND: 404,
+  NOT_ALLOWED: 405,
+  DEADLINE_EXCEEDED: 408,
+  TOO_LARGE: 413,
+  CANCELED: 499,
+  INTERNAL: 500,
+  OVERLOADED: 503,
+});
+
+/** A failed call: a status code and what happened. Handlers throw it too. */
+export class Status extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "Status";
+    this.code = code;
+  }
+
+  toString() {
+    return `${this.code}: ${this.message}`;
+  }
+}
+
+const DEFAULT_TIMEOUT_MS = 30000;
+
+/** One connection to a drpc endpoint; either side may call or push. */
+export class Session {
+  /**
+   * Opens a WebSocket to `url` (ws:// or wss://) and resolves once it is
+   * open. Options: `codec` (default Codec.MSGPACK), `timeout` (ms, default
+   * 30000), `maxFrameLen` (bytes, default 8 MiB).
+   */
+  static connect(url, options = {}) {
+    return new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocket(url, ["drpc"]);
+      } catch (e) {
+        reject(new Status(Code.DIAL_FAILED, `${url}: ${e.message}`));
+        return;
+      }
+      ws.binaryType = "arraybuffer";
+      const failed = () => reject(new Status(Code.DIAL_FAILED, `cannot connect to ${url}`));
+      ws.addEventListener("error", failed, { once: true });
+      ws.addEventListener(
+        "open",
+        () => {
+          ws.removeEventListener("error", failed);
+          resolve(new Session(ws, options));
+        },
+        { once: true },
+      );
+    });
+  }
+
+  constructor(ws, options = {}) {
+    this.ws = ws;
+    this.codec = options.codec ?? Codec.MSGPACK;
+    this.timeout = options.timeout ?? DEFAULT_TIMEOUT_MS;
+    this.reader = new FrameReader(options.maxFrameLen ?? DEFAULT_MAX_FRAME_LEN);
+    this.calls = new Map();
+    this.pushes = new Map();
+    this.pending = new Map();
+    this.nextSeq = 1;
+    this.running = 0;
+    this.idle = [];
+    // Why new calls fail at once: the peer's going-away notice, or ours.
+    this.goingAway = null;
+    this.sentNotice = false;
+    this.sentEnd = false;
+    this.peerEnded = false;
+    this.endedWith = null;
+    /** Resolves with the peer's going-away notice, as a Status (code 102). */
+    this.noticed = new Promise((resolve) => (this.onNotice = resolve));
+    /** Resolves with the Status the session ended with. */
+    this.closed = new Promise((resolve) => (this.onClosed = resolve));
+    ws.addEventListener("message", (ev) => this.receive(ev.data));
+    ws.addEventListener("close", (ev) => this.ended(ev));
+  }
+
+  /** Serves calls from the peer to `method`: `fn(arg, ctx)` returns the reply value. */
+  handle(method, fn) {
+    this.calls.set(method, fn);
+    return this;
+  }
+
+  /** Takes pushes from the peer to `method`: `fn(arg, ctx)`. */
+  onPush(method, fn) {
+    this.pushes.set(method, fn);
+    return this;
+  }
+
+  /** Calls `method` with `arg`; resolves with the reply value, rejects with a Status. */
+  async call(method, arg, options = {}) {
+    return (await this.callWithMeta(method, arg, options)).value;
+  }
+
+  /** As `call`, resolving with `{ value, meta }` (the handler's reply meta). */
+  callWithMeta(method, arg, options = {}) {
+    return new Promise((resolve, reject) => {
+      const refused = this.refused();
+      if (refused) return reject(refused);
+      const codec = options.codec ?? this.codec;
+      const timeout = Math.max(1, Math.ceil(options.timeout ?? this.timeout));
+      let body;
+      try {
+        body = encodeBody(codec, arg);
+      } catch (e) {
+        return reject(new Status(Code.BAD_MESSAGE, `cannot encode the argument of ${method}: ${e.message}`));
+      }
+      const seq = this.allocate();
+      const timer = setTimeout(() => {
+        this.settle(seq);
+        reject(new Status(Code.DEADLINE_EXCEEDED, `${method}: no reply within ${timeout} ms`));
+      }, timeout);
+      this.pending.set(seq, { resolve, reject, timer, method });
+      this.send({ kind: Kind.CALL, seq, timeout, method, codec, meta: pairs(options.meta), body });
+    });
+  }
+
+  /** Pushes `arg` to `method`: one-way, nothing comes back. */
+  async push(method, arg, options = {}) {
+    const refused = this.refused();
+    if (refused) throw refused;
+    const codec = options.codec ?? this.codec;
+    this.send({ kind: Kind.PUSH, method, codec, meta: pairs(options.meta), body: encodeBody(codec, arg) });
+  }
+
+  /**
+   * Closes gracefully: tells the peer this side is going away, waits for
+   * the replies to its own calls and for the calls it is serving, then
+   * ends its stream. Resolves when the connection has closed.
+   */
+  async close() {
+    if (this.isOpen() && !this.sentNotice) {
+      this.sentNotice = true;
+      this.goingAway ??= new Status(Code.CONNECTION_CLOSED, "the session is closing");
+      this.send({ kind: Kind.REPLY, seq: 0, status: Code.CONNECTION_CLOSED, message: "going away" });
+      await this.whenIdle();
+      this.endStream();
+    }
+    return this.closed;
+  }
+
+  // --- the rest is the protocol ---
+
+  isOpen() {
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+
+  refused() {
+    if (this.endedWith) return this.endedWith;
+    if (this.goingAway) return new Status(Code.CONNECTION_CLOSED, `${this.goingAway.message}; not sent`);
+    if (!this.isOpen() || this.sentEnd || this.peerEnded) {
+      return new Status(Code.CONNECTION_CLOSED, "the connection is closed");
+    }
+    return null;
+  }
+
+  allocate() {
+    for (;;) {
+      const seq = this.nextSeq;
+      this.nextSeq = seq >= 0xffffffff ? 1 : seq + 1;
+      if (!this.pending.has(seq)) return seq;
+    }
+  }
+
+  send(frame) {
+    this.ws.send(encodeFrame(frame));
+  }
+
+  /** Forgets call `seq`; returns its waiter. */
+  settle(seq) {
+    const p = this.pending.get(seq);
+    if (p) {
+      clearTimeout(p.timer);
+      this.pending.delete(seq);
+      this.maybeIdle();
+    }
+    return p;
+  }
+
+  whenIdle() {
+    return new Promise((resolve) => {
+      this.idle.push(resolve);
+      this.maybeIdle();
+    });
+  }
+
+  maybeIdle() {
+    if (this.pending.size === 0 && this.running === 0) {
+      for (const resolve of this.idle.splice(0)) resolve();
+    }
+  }
+
+  /** Ends this side's stream (the empty message of section 9.5). */
+  endStream() {
+    if (this.sentEnd || !this.isOpen()) return;
+    this.sentEnd = true;
+    this.ws.send(new Uint8Array(0));
+    if (this.peerEnded) this.ws.close(1000);
+  }
+
+  receive(data) {
+    if (typeof data === "string") {
+      this.fail(new Status(Code.BAD_MESSAGE, "a text message: drpc frames travel in binary messages"), 1003);
+      return;
+    }
+    const bytes = new Uint8Array(data);
+    if (bytes.length === 0) {
+      // The peer's end marker: it sends nothing more; answer what we run,
+      // then end our stream too.
+      this.peerEnded = true;
+      this.failPending(new Status(Code.CONNECTION_CLOSED, "the peer ended its stream"));
+      this.whenIdle().then(() => this.endStream());
+      return;
+    }
+    let frames;
+    try {
+      frames = this.reader.push(bytes);
+    } catch (e) {
+      this.fail(new Status(Code.BAD_MESSAGE, e.message), 1002);
+      return;
+    }
+    for (const f of frames) this.frame(f);
+  }
+
+  frame(f) {
+    if (f.kind === Kind.REPLY && f.seq === 0) return this.notice(f);
+    if (f.kind === Kind.REPLY) return this.reply(f);
+    if (f.kind === Kind.CALL) return this.serve(f);
+    const handler = this.pushes.get(f.method);
+    if (!handler || f.filters > 0) return;
+    try {
+      handler(decodeBody(f.codec, f.body), this.context(f));
+    } catch (e) {
+      console.debug(`push ${f.method} dropped: ${e}`);
+    }
+  }
+
+  notice(f) {
+    if (f.status === Code.OK) return;
+    const status = new Status(f.status, `notice from the peer: ${f.message}`);
+    if (f.status === Code.CONNECTION_CLOSED) {
+      this.goingAway ??= status;
+      this.onNotice(status);
+    } else {
+      // Refused: the connection is over.
+      this.fail(status, 1000);
+    }
+  }
+
+  reply(f) {
+    const p = this.settle(f.seq);
+    if (!p) return; // late: its caller gave up
+    if (f.status !== Code.OK) return p.reject(new Status(f.status, f.message));
+    if (f.filters > 0) return p.reject(new Status(Code.BAD_MESSAGE, "a reply with transfer filters"));
+    try {
+      p.resolve({ value: decodeBody(f.codec, f.body), meta: Object.fromEntries(f.meta) });
+    } catch (e) {
+      p.reject(new Status(Code.BAD_MESSAGE, `cannot decode the reply of ${p.method}: ${e.message}`));
+    }
+  }
+
+  async serve(f) {
+    const answer = (fields) => {
+      if (this.isOpen()) this.send({ kind: Kind.REPLY, seq: f.seq, codec: f.codec, ...fields });
+    };
+    if (this.sentNotice) {
+      return answer({ status: Code.CONNECTION_CLOSED, message: "going away: the call was not run" });
+    }
+    const handler = this.calls.get(f.method);
+    if (!handler) return answer({ status: Code.NOT_FOUND, message: `no handler for ${f.method}` });
+    this.running += 1;
+    const timeout = f.timeout || DEFAULT_TIMEOUT_MS;
+    let timer;
+    try {
+      const arg = decodeBody(f.codec, f.body);
+      const late = new Promise((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Status(Code.DEADLINE_EXCEEDED, `${f.method} ran past its deadline`)),
+          timeout,
+        );
+      });
+      const value = await Promise.race([handler(arg, this.context(f)), late]);
+      answer({ body: encodeBody(f.codec, value) });
+    } catch (e) {
+      if (e instanceof Status) answer({ status: e.code, message: e.message });
+      else answer({ status: Code.INTERNAL, message: `${f.method}: ${e?.message ?? e}` });
+    } finally {
+      clearTimeout(timer);
+      this.running -= 1;
+      this.maybeIdle();
+    }
+  }
+
+  context(f) {
+    return {
+      session: this,
+      method: f.method,
+      meta: Object.fromEntries(f.meta),
+      deadline: f.kind === Kind.CALL ? Date.now() + (f.timeout || DEFAULT_TIMEOUT_MS) : null,
+    };
+  }
+
+  failPending(status) {
+    for (const seq of [...this.pending.keys()]) this.settle(seq)?.reject(status);
+  }
+
+  fail(status, wsCode) {
+    this.endedWith ??= status;
+    this.failPending(status);
+    if (this.ws.readyState <= WebSocket.OPEN) this.ws.close(wsCode, status.message.slice(0, 120));
+  }
+
+  ended(ev) {
+    const status =
+      this.endedWith ??
+      new Status(Code.CONNECTION_CLOSED, `the connection closed (${ev.code}${ev.reason ? ` ${ev.reason}` : ""})`);
+    this.endedWith = status;
+    this.failPending(status);
+    this.onClosed(status);
+  }
+}
+
+function pairs(meta) {
+  if (!meta) return [];
+  return Array.isArray(meta) ? meta : Object.entries(meta);
+}

@@ -1,0 +1,48 @@
+// Run by browser.html in headless Chromium against a real drpc endpoint
+// (examples/tests/browser.rs): calls with meta and deadlines, a push each
+// way, a call from the server, then the server's going-away notice. Each
+// step's outcome goes back to the test over a second session.
+
+import { Code, Session, Status } from "../src/index.js";
+
+const params = new URLSearchParams(location.search);
+
+async function report(step, data) {
+  const reporter = await Session.connect(params.get("report"));
+  await reporter.call("/report", { step, ...data }, { timeout: 5000 });
+  await reporter.close();
+}
+
+async function run() {
+  const session = await Session.connect(params.get("ws"));
+  const pushed = new Promise((resolve) => session.onPush("/page/hello", (text) => resolve(text)));
+  session.handle("/page/double", (n, ctx) => {
+    if (ctx.meta.from !== "server") throw new Status(Code.BAD_MESSAGE, "meta from=server is missing");
+    return n * 2;
+  });
+
+  const sum = await session.call("/math/add", { a: 20, b: 22 });
+  const { value: seen, meta } = await session.callWithMeta("/meta", "trace", {
+    meta: { trace: "t-1" },
+    timeout: 2000,
+  });
+  let late = null;
+  try {
+    await session.call("/slow", 5000, { timeout: 100 });
+  } catch (e) {
+    late = e.code;
+  }
+  const remaining = await session.call("/remaining_ms", null, { timeout: 5000 });
+  const missing = await session.call("/nowhere", null).catch((e) => e.code);
+  const push = await pushed;
+  await session.push("/page/note", "from the page");
+  await report("calls", { sum, seen, replyMeta: meta.seen ?? null, late, remaining, missing, push });
+
+  // The test shuts the server down now.
+  const notice = await session.noticed;
+  const after = await session.call("/math/add", { a: 1, b: 1 }).catch((e) => e.code);
+  const closed = await session.closed;
+  await report("going-away", { notice: notice.code, after, closed: closed.code });
+}
+
+run().catch((e) => report("error", { message: String(e?.stack ?? e) }));

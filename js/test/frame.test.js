@@ -1,0 +1,78 @@
+// The worked examples of docs/PROTOCOL.md section 6, byte for byte: the
+// client encodes them exactly and decodes them whole or in pieces.
+// Run: node --test js/test/ (examples/tests/browser.rs runs it).
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { Codec, FrameReader, Kind, decodeBody, encodeBody, encodeFrame } from "../src/index.js";
+
+/** The hex blocks of section 6, as byte arrays. */
+function examples() {
+  const spec = readFileSync(new URL("../../docs/PROTOCOL.md", import.meta.url), "utf8");
+  const section = spec.split("## 6. Worked example")[1].split("## 7.")[0];
+  return section
+    .split("```text\n")
+    .slice(1)
+    .map((block) => {
+      const hex = [];
+      for (const line of block.split("```")[0].split("\n")) {
+        if (!/^[0-9a-f]{2}( |$)/.test(line)) continue; // explanation lines are indented
+        for (const token of line.split("  ")[0].split(" ")) hex.push(parseInt(token, 16));
+      }
+      return Uint8Array.from(hex);
+    });
+}
+
+const [call, reply, error, push] = examples();
+
+test("the call of section 6 encodes byte for byte", () => {
+  const frame = encodeFrame({
+    kind: Kind.CALL,
+    seq: 1,
+    timeout: 5000,
+    method: "/math/add",
+    codec: Codec.MSGPACK,
+    meta: [["k", "v"]],
+    body: encodeBody(Codec.MSGPACK, { a: 1, b: 2 }),
+  });
+  assert.deepEqual(frame, call);
+});
+
+test("replies decode, whole or a byte at a time", () => {
+  const whole = new FrameReader().push(Uint8Array.from([...reply, ...error]));
+  const pieces = new FrameReader();
+  const byByte = [...reply, ...error].flatMap((b) => pieces.push(Uint8Array.of(b)));
+  for (const frames of [whole, byByte]) {
+    assert.equal(frames.length, 2);
+    const [ok, failed] = frames;
+    assert.equal(ok.kind, Kind.REPLY);
+    assert.equal(ok.seq, 1);
+    assert.equal(decodeBody(ok.codec, ok.body), 3);
+    assert.equal(failed.seq, 2);
+    assert.equal(failed.status, 404);
+    assert.equal(failed.message, "not found");
+  }
+  assert.deepEqual(
+    encodeFrame({ kind: Kind.REPLY, seq: 2, status: 404, message: "not found", codec: Codec.MSGPACK }),
+    error,
+  );
+});
+
+test("the push of section 6 encodes byte for byte", () => {
+  const frame = encodeFrame({
+    kind: Kind.PUSH,
+    method: "/hello",
+    codec: Codec.TEXT,
+    body: encodeBody(Codec.TEXT, "hi"),
+  });
+  assert.deepEqual(frame, push);
+});
+
+test("bad frames are refused with a reason", () => {
+  assert.throws(() => new FrameReader().push(Uint8Array.of(0, 0, 0, 2, 1, 1)), /below the minimum/);
+  assert.throws(() => new FrameReader(64).push(Uint8Array.of(0, 0, 1, 0)), /over the limit/);
+  const badVersion = call.slice();
+  badVersion[4] = 7;
+  assert.throws(() => new FrameReader().push(badVersion), /version 7/);
+});

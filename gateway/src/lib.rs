@@ -45,7 +45,7 @@ use drpc_socket::{
 };
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 
 /// The `http` transport: an HTTP/1.1 server whose connections are sessions.
 ///
@@ -89,28 +89,7 @@ impl Transport for Http {
         config: &'a TransportConfig,
     ) -> BoxFuture<'a, Result<Box<dyn TransportListener>, SocketError>> {
         Box::pin(async move {
-            let op = |e| SocketError::Io {
-                op: "listen",
-                addr: addr.to_string(),
-                source: e,
-            };
-            let at = tokio::net::lookup_host(addr.target())
-                .await
-                .map_err(op)?
-                .next()
-                .ok_or_else(|| op(std::io::Error::other("the host has no address")))?;
-            let socket = if at.is_ipv4() {
-                TcpSocket::new_v4()
-            } else {
-                TcpSocket::new_v6()
-            }
-            .map_err(op)?;
-            #[cfg(unix)]
-            socket.set_reuseaddr(true).map_err(op)?;
-            socket.bind(at).map_err(op)?;
-            let listener = socket.listen(config.tcp_backlog).map_err(op)?;
-            let bound = listener.local_addr().map_err(op)?;
-            let local = Addr::new(addr.scheme().clone(), bound.to_string())?;
+            let (listener, local) = drpc_socket::bind_tcp(addr, config.tcp_backlog).await?;
             Ok(Box::new(HttpListener {
                 listener,
                 local,

@@ -44,7 +44,7 @@ type Waiter = oneshot::Sender<Result<Message, Failure>>;
 /// The gateway's side of the pipe.
 pub(crate) struct Link {
     writer: tokio::sync::Mutex<Writer>,
-    pending: Mutex<HashMap<u32, Waiter>>,
+    pending: Mutex<Waiting>,
     next_seq: AtomicU32,
     /// Set once the endpoint sent a notice or ended its stream: new
     /// requests are refused.
@@ -54,6 +54,14 @@ pub(crate) struct Link {
     /// Becomes true when the endpoint's stream has ended.
     ended: watch::Sender<bool>,
     pub(crate) max_frame_len: usize,
+}
+
+/// Requests waiting for replies; once the session has ended, why, so no
+/// request waits for a reply that cannot come.
+#[derive(Default)]
+struct Waiting {
+    by_seq: HashMap<u32, Waiter>,
+    ended: Option<Failure>,
 }
 
 struct Writer {
@@ -88,16 +96,18 @@ impl Link {
     pub(crate) fn expect(
         self: &Arc<Self>,
         seq: u32,
-    ) -> (Pending, oneshot::Receiver<Result<Message, Failure>>) {
+    ) -> Result<(Pending, oneshot::Receiver<Result<Message, Failure>>), Failure> {
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(seq, tx);
-        (
-            Pending {
-                link: self.clone(),
-                seq,
-            },
-            rx,
-        )
+        let mut waiting = self.pending.lock();
+        if let Some(why) = &waiting.ended {
+            return Err(why.clone());
+        }
+        waiting.by_seq.insert(seq, tx);
+        let pending = Pending {
+            link: self.clone(),
+            seq,
+        };
+        Ok((pending, rx))
     }
 
     /// Encodes `msg` and writes it to the endpoint.
@@ -125,7 +135,11 @@ impl Link {
     fn close(&self, why: Failure) {
         self.why.lock().get_or_insert(why.clone());
         self.closing.store(true, Ordering::Release);
-        let waiting: Vec<Waiter> = self.pending.lock().drain().map(|(_, w)| w).collect();
+        let waiting: Vec<Waiter> = {
+            let mut waiting = self.pending.lock();
+            waiting.ended.get_or_insert(why.clone());
+            waiting.by_seq.drain().map(|(_, w)| w).collect()
+        };
         for w in waiting {
             let _ = w.send(Err(why.clone()));
         }
@@ -141,21 +155,25 @@ pub(crate) struct Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.link.pending.lock().remove(&self.seq);
+        self.link.pending.lock().by_seq.remove(&self.seq);
     }
 }
 
 /// Serves one HTTP connection, its session on the other end of `pipe`.
 pub(crate) async fn serve(tcp: TcpStream, pipe: DuplexStream, max_frame_len: usize) {
     let (rd, wr) = tokio::io::split(pipe);
-    let limits = FrameLimits::new(max_frame_len);
+    // The endpoint holds requests to its own method and meta limits (and
+    // answers 413 past them); the gateway only bounds frames.
+    let limits = FrameLimits::new(max_frame_len)
+        .with_method_len(usize::from(u16::MAX))
+        .with_meta_len(max_frame_len);
     let link = Arc::new(Link {
         writer: tokio::sync::Mutex::new(Writer {
             framer: RawProto.framer(&limits),
             half: wr,
             buf: BytesMut::new(),
         }),
-        pending: Mutex::new(HashMap::new()),
+        pending: Mutex::new(Waiting::default()),
         next_seq: AtomicU32::new(1),
         closing: AtomicBool::new(false),
         why: Mutex::new(None),
@@ -163,6 +181,9 @@ pub(crate) async fn serve(tcp: TcpStream, pipe: DuplexStream, max_frame_len: usi
         ended: watch::channel(false).0,
         max_frame_len,
     });
+    let closed = link.closed.notified();
+    let mut closed = std::pin::pin!(closed);
+    closed.as_mut().enable();
     let reading = tokio::spawn(read_replies(link.clone(), rd, limits));
     let service = {
         let link = link.clone();
@@ -173,10 +194,9 @@ pub(crate) async fn serve(tcp: TcpStream, pipe: DuplexStream, max_frame_len: usi
         .header_read_timeout(super::HEADER_TIMEOUT)
         .keep_alive(true)
         .serve_connection(TokioIo::new(tcp), service);
-    let mut conn = std::pin::pin!(conn);
-    let closed = link.closed.notified();
-    let mut closed = std::pin::pin!(closed);
-    closed.as_mut().enable();
+    // Boxed so it can be dropped before the end: a request stuck writing
+    // to a session that no longer reads must let go of the writer.
+    let mut conn = Box::pin(conn);
     tokio::select! {
         r = conn.as_mut() => log_end(r),
         _ = closed => {
@@ -187,6 +207,7 @@ pub(crate) async fn serve(tcp: TcpStream, pipe: DuplexStream, max_frame_len: usi
                 if let Ok(r) = tokio::time::timeout(LINGER, conn.as_mut()).await {
                     log_end(r);
                 }
+                drop(conn);
                 return finish(&link, reading).await;
             }
             // The endpoint is going away: take no further request, finish
@@ -204,6 +225,7 @@ pub(crate) async fn serve(tcp: TcpStream, pipe: DuplexStream, max_frame_len: usi
             }
         }
     }
+    drop(conn);
     finish(&link, reading).await
 }
 
@@ -233,6 +255,16 @@ async fn read_replies(link: Arc<Link>, mut rd: ReadHalf<DuplexStream>, limits: F
                 }
                 Ok(_) => {}
             },
+            Err(e) if !e.is_fatal() => {
+                // A frame over a header limit, consumed whole: fail only
+                // the request it answers.
+                if let drpc_proto::ProtoError::HeaderTooLarge { seq, .. } = e {
+                    let waiter = link.pending.lock().by_seq.remove(&seq);
+                    if let Some(w) = waiter {
+                        let _ = w.send(Err(Failure::new(413, e.to_string())));
+                    }
+                }
+            }
             Err(e) => break Failure::new(500, format!("the endpoint sent a bad frame: {e}")),
         }
     };
@@ -257,7 +289,7 @@ async fn on_frame(link: &Arc<Link>, msg: Message) {
             }
         }
         Kind::Reply => {
-            let waiter = link.pending.lock().remove(&h.seq);
+            let waiter = link.pending.lock().by_seq.remove(&h.seq);
             if let Some(w) = waiter {
                 let _ = w.send(Ok(msg));
             }

@@ -100,6 +100,10 @@ async fn answer(
             },
         )?
         .to_bytes();
+    // The endpoint may have gone away while the body came in.
+    if let Some(why) = link.refused() {
+        return Err(why);
+    }
     let mut header = if push {
         Header::push(method)
     } else {
@@ -113,7 +117,7 @@ async fn answer(
     }
     header.timeout = timeout;
     header.seq = link.next_seq();
-    let (_pending, reply) = link.expect(header.seq);
+    let (_pending, reply) = link.expect(header.seq)?;
     link.send(&Message::new(header, body)).await?;
     let wait = timeout.map_or(WAIT_WITHOUT_DEADLINE, |t| t + Duration::from_secs(1));
     let reply = match tokio::time::timeout(wait, reply).await {

@@ -57,9 +57,11 @@ export function encodeFrame(f) {
   const message = utf8.encode(f.message ?? "");
   const meta = (f.meta ?? []).map(([k, v]) => [utf8.encode(k), utf8.encode(v)]);
   const body = f.body ?? new Uint8Array(0);
-  for (const [what, b] of [["service method", method], ["status message", message]]) {
-    if (b.length > 0xffff) throw new Error(`the ${what} is over 65535 bytes`);
+  const fields = [["service method", method], ["status message", message], ...meta.flatMap(([k, v]) => [["a meta key", k], ["a meta value", v]])];
+  for (const [what, b] of fields) {
+    if (b.length > 0xffff) throw new Error(`${what} is over 65535 bytes`);
   }
+  if (meta.length > 0xffff) throw new Error("more than 65535 meta pairs");
   const metaLen = meta.reduce((n, [k, v]) => n + 4 + k.length + v.length, 0);
   const L = 23 + method.length + message.length + metaLen + body.length;
   const out = new Uint8Array(4 + L);

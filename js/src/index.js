@@ -53,6 +53,9 @@ export class Status extends Error {
 }
 
 const DEFAULT_TIMEOUT_MS = 30000;
+// The longest a timer can wait in a browser (2^31 - 1 ms, about 24.8
+// days); longer deadlines are cut to it, on the wire too.
+const MAX_TIMEOUT_MS = 0x7fffffff;
 
 /** One connection to a drpc endpoint; either side may call or push. */
 export class Session {
@@ -94,6 +97,7 @@ export class Session {
     this.pending = new Map();
     this.nextSeq = 1;
     this.running = 0;
+    this.serving = new Set();
     this.idle = [];
     // Why new calls fail at once: the peer's going-away notice, or ours.
     this.goingAway = null;
@@ -132,20 +136,22 @@ export class Session {
       const refused = this.refused();
       if (refused) return reject(refused);
       const codec = options.codec ?? this.codec;
-      const timeout = Math.max(1, Math.ceil(options.timeout ?? this.timeout));
-      let body;
-      try {
-        body = encodeBody(codec, arg);
-      } catch (e) {
-        return reject(new Status(Code.BAD_MESSAGE, `cannot encode the argument of ${method}: ${e.message}`));
-      }
+      const timeout = Math.min(MAX_TIMEOUT_MS, Math.max(1, Math.ceil(options.timeout ?? this.timeout)));
       const seq = this.allocate();
+      let frame;
+      try {
+        frame = this.frame_of({
+          kind: Kind.CALL, seq, timeout, method, codec, meta: pairs(options.meta), body: encodeBody(codec, arg),
+        });
+      } catch (e) {
+        return reject(e instanceof Status ? e : new Status(Code.BAD_MESSAGE, `cannot encode the argument of ${method}: ${e.message}`));
+      }
       const timer = setTimeout(() => {
         this.settle(seq);
         reject(new Status(Code.DEADLINE_EXCEEDED, `${method}: no reply within ${timeout} ms`));
       }, timeout);
       this.pending.set(seq, { resolve, reject, timer, method });
-      this.send({ kind: Kind.CALL, seq, timeout, method, codec, meta: pairs(options.meta), body });
+      this.ws.send(frame);
     });
   }
 
@@ -154,7 +160,13 @@ export class Session {
     const refused = this.refused();
     if (refused) throw refused;
     const codec = options.codec ?? this.codec;
-    this.send({ kind: Kind.PUSH, method, codec, meta: pairs(options.meta), body: encodeBody(codec, arg) });
+    let frame;
+    try {
+      frame = this.frame_of({ kind: Kind.PUSH, method, codec, meta: pairs(options.meta), body: encodeBody(codec, arg) });
+    } catch (e) {
+      throw e instanceof Status ? e : new Status(Code.BAD_MESSAGE, `cannot encode the push to ${method}: ${e.message}`);
+    }
+    this.ws.send(frame);
   }
 
   /**
@@ -200,6 +212,20 @@ export class Session {
     this.ws.send(encodeFrame(frame));
   }
 
+  /** A frame's bytes, refused with 413 locally when over the peer's limit (section 2.2). */
+  frame_of(fields) {
+    let frame;
+    try {
+      frame = encodeFrame(fields);
+    } catch (e) {
+      throw new Status(Code.TOO_LARGE, e.message);
+    }
+    if (frame.length > this.reader.maxFrameLen) {
+      throw new Status(Code.TOO_LARGE, `a frame of ${frame.length} bytes is over the limit of ${this.reader.maxFrameLen}`);
+    }
+    return frame;
+  }
+
   /** Forgets call `seq`; returns its waiter. */
   settle(seq) {
     const p = this.pending.get(seq);
@@ -234,7 +260,7 @@ export class Session {
 
   receive(data) {
     if (typeof data === "string") {
-      this.fail(new Status(Code.BAD_MESSAGE, "a text message: drpc frames travel in binary messages"), 1003);
+      this.fail(new Status(Code.BAD_MESSAGE, "a text message: drpc frames travel in binary messages"));
       return;
     }
     const bytes = new Uint8Array(data);
@@ -250,7 +276,7 @@ export class Session {
     try {
       frames = this.reader.push(bytes);
     } catch (e) {
-      this.fail(new Status(Code.BAD_MESSAGE, e.message), 1002);
+      this.fail(new Status(Code.BAD_MESSAGE, e.message));
       return;
     }
     for (const f of frames) this.frame(f);
@@ -277,7 +303,7 @@ export class Session {
       this.onNotice(status);
     } else {
       // Refused: the connection is over.
-      this.fail(status, 1000);
+      this.fail(status);
     }
   }
 
@@ -294,19 +320,34 @@ export class Session {
   }
 
   async serve(f) {
+    if (f.seq === 0) {
+      // No reply could name it (section 3).
+      return this.fail(new Status(Code.BAD_MESSAGE, "a call with seq 0"));
+    }
     const answer = (fields) => {
-      if (this.isOpen()) this.send({ kind: Kind.REPLY, seq: f.seq, codec: f.codec, ...fields });
+      // Nothing goes out after this side's end marker (section 9.5).
+      if (this.isOpen() && !this.sentEnd) this.send({ kind: Kind.REPLY, seq: f.seq, codec: f.codec, ...fields });
     };
     if (this.sentNotice) {
       return answer({ status: Code.CONNECTION_CLOSED, message: "going away: the call was not run" });
     }
+    if (this.serving.has(f.seq)) {
+      return answer({ status: Code.BAD_MESSAGE, message: `seq ${f.seq} is still in use by a call of yours being handled` });
+    }
     const handler = this.calls.get(f.method);
     if (!handler) return answer({ status: Code.NOT_FOUND, message: `no handler for ${f.method}` });
+    if (f.filters > 0) return answer({ status: Code.BAD_MESSAGE, message: "transfer filters are not supported here" });
+    let arg;
+    try {
+      arg = decodeBody(f.codec, f.body);
+    } catch (e) {
+      return answer({ status: Code.BAD_MESSAGE, message: `cannot decode the body of ${f.method}: ${e.message}` });
+    }
     this.running += 1;
-    const timeout = f.timeout || DEFAULT_TIMEOUT_MS;
+    this.serving.add(f.seq);
+    const timeout = Math.min(MAX_TIMEOUT_MS, f.timeout || DEFAULT_TIMEOUT_MS);
     let timer;
     try {
-      const arg = decodeBody(f.codec, f.body);
       const late = new Promise((_, reject) => {
         timer = setTimeout(
           () => reject(new Status(Code.DEADLINE_EXCEEDED, `${f.method} ran past its deadline`)),
@@ -320,6 +361,7 @@ export class Session {
       else answer({ status: Code.INTERNAL, message: `${f.method}: ${e?.message ?? e}` });
     } finally {
       clearTimeout(timer);
+      this.serving.delete(f.seq);
       this.running -= 1;
       this.maybeIdle();
     }
@@ -338,10 +380,11 @@ export class Session {
     for (const seq of [...this.pending.keys()]) this.settle(seq)?.reject(status);
   }
 
-  fail(status, wsCode) {
+  /** Ends the session for `status`. A page may close with 1000 or 3000-4999 only: 4000 + the code. */
+  fail(status) {
     this.endedWith ??= status;
     this.failPending(status);
-    if (this.ws.readyState <= WebSocket.OPEN) this.ws.close(wsCode, status.message.slice(0, 120));
+    if (this.ws.readyState <= WebSocket.OPEN) this.ws.close(4000 + (status.code % 1000), "drpc protocol error");
   }
 
   ended(ev) {

@@ -297,5 +297,17 @@ pub async fn dial(addr: &Addr, config: &TransportConfig) -> Result<Socket, Socke
     config.transports.get(addr)?.dial(addr, config).await
 }
 
+/// Listens on TCP at `addr`'s host and port as the `tcp` transport does
+/// (address reuse, a kernel queue of `backlog` connections), and returns
+/// the listener and the address bound, in `addr`'s scheme: for transports
+/// built on TCP, such as an HTTP gateway.
+#[cfg(feature = "tcp")]
+pub async fn bind_tcp(
+    addr: &Addr,
+    backlog: u32,
+) -> Result<(tokio::net::TcpListener, Addr), SocketError> {
+    tcp::bind(addr, backlog).await
+}
+
 #[cfg(test)]
 mod tests;

@@ -131,11 +131,6 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
         if !msg.header.filters.is_empty() {
             return Err(unreversed_filters(&msg.header));
         }
-        if !ep.config.codecs.knows(msg.header.codec) {
-            // Refused before the handler: nothing here could read the body
-            // or write a reply in it. The stream is in step, so it goes on.
-            return Err(unknown_codec(&ep.config.codecs, msg.header.codec));
-        }
         let permit = ep.limiter.admit(&session.shared.calls_running)?;
         Ok((&route.handler, permit))
     })();
@@ -288,15 +283,6 @@ fn panicked(ctx: &CallCtx, panic: Box<dyn std::any::Any + Send>) -> Status {
     Status::internal(format!("the handler of {} panicked", ctx.service_method()))
 }
 
-/// The 400 for a body in a codec this endpoint does not know.
-fn unknown_codec(codecs: &drpc_codec::Codecs, codec: CodecId) -> Status {
-    Status::bad_message(format!(
-        "the body's codec {} is not known here; this endpoint knows {}",
-        codec.as_u8(),
-        codecs.describe()
-    ))
-}
-
 /// Runs a push of the peer: hooks, route, handler.
 pub(crate) fn push(session: &Session, link: &Arc<Link>, mut msg: Box<Message>) {
     let ep = &session.shared.ep;
@@ -313,9 +299,6 @@ pub(crate) fn push(session: &Session, link: &Arc<Link>, mut msg: Box<Message>) {
             .try_each(|p| p.after_read_push_header(session, &mut msg))?;
         if !msg.header.filters.is_empty() {
             return Err(unreversed_filters(&msg.header));
-        }
-        if !ep.config.codecs.knows(msg.header.codec) {
-            return Err(unknown_codec(&ep.config.codecs, msg.header.codec));
         }
         Ok(route.clone())
     })();

@@ -126,8 +126,9 @@ pub struct Config {
     /// The body codecs this endpoint knows: the built-in ones (MessagePack,
     /// JSON, raw, text; protobuf with the `protobuf` feature) and the
     /// application's own, registered under ids 128 to 255 with
-    /// [`Codecs::register`]. A call whose codec is not among them is
-    /// answered with 400 and the connection stays open.
+    /// [`Codecs::register`]. A call whose handler decodes a body in a codec
+    /// not among them is answered with 400 and the connection stays open;
+    /// a raw handler (a proxy) may still pass such a body through.
     pub codecs: Codecs,
 }
 

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
@@ -24,8 +26,17 @@ pub(super) struct WsRead<S> {
     pub(super) messages: SplitStream<WebSocketStream<S>>,
     /// What is left of the last message.
     pub(super) current: Bytes,
-    /// Set once the peer's end marker has arrived.
-    pub(super) peer_ended: Arc<AtomicBool>,
+    /// What the peer has ended, shared with the write half.
+    pub(super) peer: Arc<PeerEnds>,
+}
+
+/// How far the peer has ended the connection, as the read half saw it.
+#[derive(Default)]
+pub(super) struct PeerEnds {
+    /// Its end marker (or a Close) has arrived: it sends no more data.
+    ended: AtomicBool,
+    /// Its Close frame has arrived: nothing may be sent any more.
+    closed: AtomicBool,
 }
 
 impl<S> AsyncRead for WsRead<S>
@@ -37,13 +48,13 @@ where
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.peer_ended.load(Ordering::Acquire) {
+        if self.peer.ended.load(Ordering::Acquire) {
             return Poll::Ready(Ok(()));
         }
         while self.current.is_empty() {
             match ready!(Pin::new(&mut self.messages).poll_next(cx)) {
                 Some(Ok(Message::Binary(b))) if b.is_empty() => {
-                    self.peer_ended.store(true, Ordering::Release);
+                    self.peer.ended.store(true, Ordering::Release);
                     return Poll::Ready(Ok(()));
                 }
                 Some(Ok(Message::Binary(b))) => self.current = b,
@@ -56,8 +67,14 @@ where
                         "a text message: drpc frames travel in binary messages",
                     )))
                 }
-                // A close, or the end of the stream: the peer sends no more.
-                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
+                // A Close counts as the end marker (the library answers
+                // it); so does the end of the stream.
+                Some(Ok(Message::Close(_))) => {
+                    self.peer.closed.store(true, Ordering::Release);
+                    self.peer.ended.store(true, Ordering::Release);
+                    return Poll::Ready(Ok(()));
+                }
+                None => return Poll::Ready(Ok(())),
                 Some(Err(e)) => return Poll::Ready(ended_or(e)),
             }
         }
@@ -92,10 +109,12 @@ pub(super) struct WsWrite<S> {
     /// Past this many bytes a message goes out without waiting for a
     /// flush: the peer's message limit.
     pub(super) max_message: usize,
-    /// Shared with the read half: whether the peer's end marker came.
-    pub(super) peer_ended: Arc<AtomicBool>,
+    /// Shared with the read half.
+    pub(super) peer: Arc<PeerEnds>,
     /// Whether this side's end marker is queued.
     pub(super) ended: bool,
+    /// Whether this side's Close frame is queued.
+    pub(super) closing: bool,
 }
 
 impl<S> WsWrite<S>
@@ -142,6 +161,11 @@ where
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.peer.closed.load(Ordering::Acquire) {
+            // The peer closed the WebSocket: nothing may be sent, and the
+            // library has answered its Close.
+            return Poll::Ready(Ok(()));
+        }
         ready!(self.poll_send_pending(cx))?;
         if !self.ended {
             ready!(Pin::new(&mut self.messages).poll_ready(cx)).map_err(write_error)?;
@@ -151,10 +175,21 @@ where
             self.ended = true;
         }
         ready!(Pin::new(&mut self.messages).poll_flush(cx)).map_err(write_error)?;
-        if self.peer_ended.load(Ordering::Acquire) {
+        if self.peer.ended.load(Ordering::Acquire) && !self.closing {
             // Both directions are done: close the WebSocket as its
-            // protocol asks. The peer may be gone already; that is fine.
-            let _ = ready!(Pin::new(&mut self.messages).poll_close(cx));
+            // protocol asks, with 1000. The peer may be gone already;
+            // that is fine.
+            if ready!(Pin::new(&mut self.messages).poll_ready(cx)).is_ok() {
+                let close = CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "".into(),
+                };
+                let _ = Pin::new(&mut self.messages).start_send(Message::Close(Some(close)));
+            }
+            self.closing = true;
+        }
+        if self.closing {
+            let _ = ready!(Pin::new(&mut self.messages).poll_flush(cx));
         }
         Poll::Ready(Ok(()))
     }

@@ -20,8 +20,7 @@ mod io;
 
 use crate::transport::{BoxFuture, Transport, TransportListener};
 use crate::{tcp, Accepting, Addr, Scheme, Socket, SocketError, TransportConfig};
-use io::{WsRead, WsWrite};
-use std::sync::atomic::AtomicBool;
+use io::{PeerEnds, WsRead, WsWrite};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -178,18 +177,19 @@ where
 {
     use futures_util::StreamExt;
     let (sink, stream) = ws.split();
-    let peer_ended = Arc::new(AtomicBool::new(false));
+    let ends = Arc::new(PeerEnds::default());
     let read = WsRead {
         messages: stream,
         current: bytes::Bytes::new(),
-        peer_ended: peer_ended.clone(),
+        peer: ends.clone(),
     };
     let write = WsWrite {
         messages: sink,
         pending: bytes::BytesMut::new(),
         max_message: config.max_message_len.max(1),
-        peer_ended,
+        peer: ends,
         ended: false,
+        closing: false,
     };
     Socket::from_parts(Box::new(read), Box::new(write), local, peer)
 }

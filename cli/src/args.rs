@@ -29,6 +29,18 @@ pub enum Command {
     Listen(ListenArgs),
     /// Calls METHOD as fast as asked and reports throughput and latency.
     Bench(BenchArgs),
+    /// Asks /_drpc/health and prints serving, draining or not_serving;
+    /// exits 0 only when serving.
+    Health(HealthArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// How long to wait for the answer, dial included, as 500ms or 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    pub timeout: Duration,
 }
 
 /// Where to connect and how.

@@ -1,6 +1,6 @@
 //! `drpc call` and `drpc push`.
 
-use crate::args::{CallArgs, Message};
+use crate::args::{CallArgs, HealthArgs, Message};
 use crate::{body, connect};
 use drpc::{CallOptions, CodecId, PushOptions};
 
@@ -48,4 +48,23 @@ pub async fn push(args: CallArgs) -> Result<(), String> {
     // Closing is graceful: what is queued is written before the end.
     endpoint.close().await;
     result.map_err(|status| format!("push to {} failed: {status}", m.method))
+}
+
+/// Asks `/_drpc/health`; prints the answer, and fails unless `serving`.
+pub async fn health(args: HealthArgs) -> Result<(), String> {
+    let (endpoint, sessions) = connect::dial(&args.conn, 1, args.timeout).await?;
+    let result = sessions[0]
+        .call_with::<_, String>(
+            drpc::HEALTH_METHOD,
+            &(),
+            CallOptions::new().timeout(args.timeout),
+        )
+        .await;
+    endpoint.close().await;
+    let health = result.map_err(|status| format!("{} failed: {status}", drpc::HEALTH_METHOD))?;
+    crate::out(&format!("{}\n", health.value));
+    match health.value.as_str() {
+        "serving" => Ok(()),
+        other => Err(format!("{} is {other}", args.conn.url)),
+    }
 }

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             Command::Push(a) => call::push(a).await,
             Command::Listen(a) => listen::listen(a).await,
             Command::Bench(a) => bench::bench(a).await,
+            Command::Health(a) => call::health(a).await,
         }
     });
     match result {

@@ -572,3 +572,26 @@ fn bench_ends_at_its_duration_and_counts_calls_still_waiting() {
         "{text}"
     );
 }
+
+#[test]
+fn health_prints_the_state_and_exits_zero_only_when_serving() {
+    let certs = Certs::new("health");
+    let server = Server::start("tcp", &certs, router(), None);
+    drpc()
+        .args(["health", &server.url])
+        .assert()
+        .success()
+        .stdout("serving\n");
+    server.endpoint.set_health(drpc::Health::NotServing);
+    drpc()
+        .args(["health", &server.url])
+        .assert()
+        .code(1)
+        .stdout("not_serving\n")
+        .stderr(predicate::str::contains("is not_serving"));
+    drpc()
+        .args(["health", "tcp://127.0.0.1:1", "--timeout", "2s"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot connect"));
+}

@@ -1,12 +1,13 @@
 //! The endpoint on top of everything: building one, listening, dialing,
 //! serving a connection the application already has, shutting down.
 
+use crate::context::CallCtx;
 use crate::engine::establish::{establish, Origin};
 use crate::plugin::{Plugin, Plugins, RouteInfo};
 use crate::router::Router;
 use crate::session::Session;
 use crate::shared::{Dialer, Endpoint, EndpointShared, SocketDialer};
-use crate::values::{Code, Config, Status};
+use crate::values::{Code, Config, Status, HEALTH_METHOD};
 use drpc_proto::{Proto, RawProto};
 use drpc_socket::{Addr, Listener, Socket, SocketError};
 use std::sync::Arc;
@@ -122,10 +123,27 @@ impl EndpointBuilder {
                 .max_frame_len
                 .saturating_add(config.write_batch.max(1)),
         );
+        let mut router = self.router;
+        if router.routes().all(|(path, _)| path != HEALTH_METHOD) {
+            // The standard health check (PROTOCOL.md 10.4), unless the
+            // application answers it itself. Its body is ignored.
+            router
+                .call_raw(HEALTH_METHOD, |ctx: CallCtx| async move {
+                    let health = ctx.session().endpoint().health();
+                    ctx.session()
+                        .endpoint()
+                        .config()
+                        .codecs
+                        .encode(ctx.codec(), health.as_str())
+                        .map(bytes::Bytes::from)
+                        .map_err(|e| Status::bad_message(e.to_string()))
+                })
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
         let plugins = Plugins::new(self.plugins);
-        for (path, kind) in self.router.routes() {
+        for (path, kind) in router.routes() {
             plugins.try_each(|p| p.after_register(RouteInfo { path, kind }))?;
-            for p in self.router.group_plugins() {
+            for p in router.group_plugins() {
                 p.after_register(RouteInfo { path, kind })?;
             }
         }
@@ -133,7 +151,7 @@ impl EndpointBuilder {
             inner: Arc::new(EndpointShared::new(
                 config,
                 self.proto,
-                self.router.seal(),
+                router.seal(),
                 plugins,
                 self.dialer,
             )),
@@ -378,6 +396,8 @@ impl Endpoint {
             return;
         }
         self.inner.set_grace(grace);
+        // Load balancers asking from now on hear it is going away.
+        self.start_draining();
         self.inner.plugins.each(|p| p.before_close(self));
         // Deregistering and the like, before peers hear of it; bounded by
         // the grace and cut short by a second close.

@@ -84,7 +84,10 @@ pub use plugin::Plugin;
 pub use router::{Group, RouteError, Router};
 pub use session::{HandshakeMessage, Session, SessionState};
 pub use shared::{Dialer, Endpoint};
-pub use values::{CallOptions, Code, Config, Limits, PushOptions, Rate, Redial, Reply, Status};
+pub use values::{
+    CallOptions, Code, Config, Health, Limits, PushOptions, Rate, Redial, Reply, Status,
+    HEALTH_METHOD,
+};
 
 pub use drpc_codec as codec;
 pub use drpc_proto as proto;

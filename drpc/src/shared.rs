@@ -6,13 +6,14 @@ use crate::plugin::Plugins;
 use crate::router::Router;
 use crate::runtime::admission::Limiter;
 use crate::session::Session;
-use crate::values::{Code, Config, Limits, Status};
+use crate::values::{Code, Config, Health, Limits, Status};
 use drpc_proto::{FrameLimits, Proto};
 use drpc_socket::{Addr, Socket, SocketError};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -101,6 +102,8 @@ pub(crate) struct EndpointShared {
     grace: Mutex<Duration>,
     /// Woken when the last session leaves the registry.
     emptied: Notify,
+    /// What `/_drpc/health` answers, as `Health::to_u8`.
+    health: AtomicU8,
 }
 
 struct Sessions {
@@ -137,6 +140,7 @@ impl EndpointShared {
             hurry: CancellationToken::new(),
             grace: Mutex::new(grace),
             emptied: Notify::new(),
+            health: AtomicU8::new(Health::Serving.to_u8()),
         }
     }
 
@@ -299,6 +303,32 @@ impl Endpoint {
     /// Whether [`Endpoint::close`] has begun.
     pub fn is_closed(&self) -> bool {
         self.inner.is_closing()
+    }
+
+    /// What `/_drpc/health` answers now: [`Health::Serving`] until set
+    /// otherwise or until shutdown begins ([`Health::Draining`]).
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.inner.health.load(Ordering::Acquire))
+    }
+
+    /// Sets what `/_drpc/health` answers: [`Health::NotServing`] while a
+    /// dependency is down, say, and [`Health::Serving`] once it is back.
+    /// Once shutdown has begun the endpoint stays
+    /// [`Health::Draining`].
+    pub fn set_health(&self, health: Health) {
+        let draining = Health::Draining.to_u8();
+        let _ = self
+            .inner
+            .health
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now != draining).then_some(health.to_u8())
+            });
+    }
+
+    pub(crate) fn start_draining(&self) {
+        self.inner
+            .health
+            .store(Health::Draining.to_u8(), Ordering::Release);
     }
 }
 

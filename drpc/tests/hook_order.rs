@@ -84,6 +84,8 @@ async fn hooks_run_in_the_documented_order_on_both_peers() {
         client_hooks,
         [
             "after_register /hello",
+            // Every endpoint serves the health check (PROTOCOL.md 10.4).
+            "after_register /_drpc/health",
             "after_build",
             "before_dial redial=false",
             "after_dial redial=false",
@@ -110,6 +112,8 @@ async fn hooks_run_in_the_documented_order_on_both_peers() {
         server_hooks,
         [
             "after_register /math/add",
+            // Every endpoint serves the health check (PROTOCOL.md 10.4).
+            "after_register /_drpc/health",
             "after_build",
             "after_listen",
             "after_accept",

@@ -3,6 +3,7 @@
 
 mod body;
 mod config;
+mod health;
 mod limits;
 mod options;
 mod redial;
@@ -11,6 +12,7 @@ mod storage;
 
 pub(crate) use body::{decode_body, MAX_DEADLINE_AHEAD};
 pub use config::Config;
+pub use health::{Health, HEALTH_METHOD};
 pub use limits::{Limits, Rate};
 pub use options::{CallOptions, PushOptions, Reply};
 pub use redial::Redial;

@@ -93,52 +93,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("Ctrl-C or SIGTERM to stop");
 
-    let mut signals = Signals::new()?;
-    let first = signals.next().await;
-    println!("{first}: shutting down gracefully; again to stop at once");
-    // On a task of its own, so that a second signal can hurry it along
-    // without cutting the first close short.
-    let closing = tokio::spawn({
-        let endpoint = endpoint.clone();
-        async move { endpoint.close().await }
-    });
-    tokio::select! {
-        _ = closing => {}
-        second = signals.next() => {
-            println!("{second}: closing at once");
-            endpoint.close().await;
-        }
-    }
+    // SIGTERM or Ctrl-C: a graceful shutdown; a second one, at once.
+    let mut first = true;
+    endpoint
+        .close_on_signal(|signal| {
+            if std::mem::take(&mut first) {
+                println!("{signal}: shutting down gracefully; again to stop at once");
+            } else {
+                println!("{signal}: closing at once");
+            }
+        })
+        .await?;
     println!("stopped: {:?}", counters.snapshot());
     Ok(())
-}
-
-/// Ctrl-C (SIGINT) and, on Unix, SIGTERM: what a terminal and a service
-/// manager send.
-struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            #[cfg(unix)]
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
-        })
-    }
-
-    /// The name of the next signal.
-    async fn next(&mut self) -> &'static str {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = self.term.recv() => "SIGTERM",
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
-        }
-    }
 }

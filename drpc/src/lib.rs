@@ -76,6 +76,8 @@ mod runtime;
 pub mod service;
 mod session;
 mod shared;
+#[cfg(feature = "signals")]
+mod signals;
 mod values;
 
 pub use context::{CallCtx, Incoming, PushCtx};
@@ -84,6 +86,8 @@ pub use plugin::Plugin;
 pub use router::{Group, RouteError, Router};
 pub use session::{HandshakeMessage, Session, SessionState};
 pub use shared::{Dialer, Endpoint};
+#[cfg(feature = "signals")]
+pub use signals::Signal;
 pub use values::{
     CallOptions, Code, Config, Health, Limits, PushOptions, Rate, Redial, Reply, Status,
     HEALTH_METHOD,

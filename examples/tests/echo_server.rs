@@ -153,3 +153,76 @@ async fn one_process_serves_tcp_ws_and_http_and_stops_on_sigterm() {
         "{said:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_ends_a_graceful_shutdown_at_once() {
+    let mut child = Command::new(example("echo_server"))
+        .args(["tcp://127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the echo_server example, built by cargo test");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let server = Server(child);
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    let wait_for = |prefix: &str| loop {
+        let line = out_rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("the server never printed {prefix:?}"));
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    };
+    let addr = wait_for("echo_server listening on ");
+
+    let client = Endpoint::builder().build().unwrap();
+    let session = client.dial(addr.as_str()).await.unwrap();
+    let slow = tokio::spawn({
+        let session = session.clone();
+        async move {
+            session
+                .call_with::<_, u64>(
+                    "/slow",
+                    &60_000u64,
+                    CallOptions::new().timeout(Duration::from_secs(120)),
+                )
+                .await
+        }
+    });
+    // Calls are read in order: once this one is answered, /slow runs.
+    let reply = session
+        .call_with::<_, i64>(
+            "/math/add",
+            &serde_json::json!({"a": 1, "b": 1}),
+            CallOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.value, 2);
+
+    let pid = server.0.id() as libc::pid_t;
+    // SAFETY: kill(2) with a pid this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    wait_for("SIGTERM: shutting down gracefully");
+    // The graceful shutdown waits for /slow; a second signal does not.
+    assert!(!slow.is_finished(), "a running call is let finish");
+    let signalled = Instant::now();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    wait_for("SIGTERM: closing at once");
+    let err = tokio::time::timeout(WAIT, slow)
+        .await
+        .expect("the slow call ends with the server")
+        .unwrap()
+        .unwrap_err();
+    assert_ne!(err.code(), drpc::Code::OK);
+    assert!(signalled.elapsed() < WAIT);
+    wait_for("stopped: ");
+    client.close().await;
+    drop(server);
+}

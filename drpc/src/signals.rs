@@ -1,0 +1,108 @@
+//! Signals, opt-in: an endpoint that shuts down when its process is told
+//! to stop.
+
+use crate::shared::Endpoint;
+use std::fmt;
+use std::io;
+
+/// A signal that asked the process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Signal {
+    /// SIGINT: Ctrl-C in a terminal.
+    Interrupt,
+    /// SIGTERM: what service managers (systemd, Kubernetes) send.
+    Terminate,
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Interrupt => "SIGINT",
+            Self::Terminate => "SIGTERM",
+        })
+    }
+}
+
+/// SIGINT and, on Unix, SIGTERM, as a stream of [`Signal`]s.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> io::Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> io::Result<Signal> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.map(|()| Signal::Interrupt),
+                _ = self.term.recv() => Ok(Signal::Terminate),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.map(|()| Signal::Interrupt)
+        }
+    }
+}
+
+impl Endpoint {
+    /// Serves until SIGTERM or SIGINT (Ctrl-C), then shuts down gracefully
+    /// within [`Config::close_grace`](crate::Config::close_grace), as
+    /// [`Endpoint::close`] does: peers hear it is going away, running
+    /// calls finish. A second signal during that shutdown closes at once.
+    /// `on_signal` hears each signal as it comes (to log it, say). Returns
+    /// the first signal once the endpoint has closed, or `None` when the
+    /// endpoint was closed some other way first.
+    ///
+    /// This is the one call that opts in: an endpoint that never calls it
+    /// leaves the process's signals alone. The process itself is not ended;
+    /// `main` returns when this does.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let endpoint = drpc::Endpoint::builder().build()?;
+    /// endpoint.listen("tcp://0.0.0.0:9090").await?;
+    /// if let Some(signal) = endpoint.close_on_signal(|s| eprintln!("{s}")).await? {
+    ///     eprintln!("stopped after {signal}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: the process's signal handlers could not be installed.
+    pub async fn close_on_signal(
+        &self,
+        mut on_signal: impl FnMut(Signal),
+    ) -> io::Result<Option<Signal>> {
+        let mut signals = Signals::new()?;
+        let first = tokio::select! {
+            s = signals.next() => s?,
+            // Closed some other way: nothing to wait for.
+            _ = self.inner.closed.cancelled() => return Ok(None),
+        };
+        on_signal(first);
+        // Closing goes on in its own task, so a second signal can hurry it
+        // without cutting it short.
+        let closing = tokio::spawn({
+            let endpoint = self.clone();
+            async move { endpoint.close().await }
+        });
+        tokio::select! {
+            _ = closing => {}
+            second = signals.next() => {
+                if let Ok(s) = second {
+                    on_signal(s);
+                }
+                self.close().await;
+            }
+        }
+        Ok(Some(first))
+    }
+}

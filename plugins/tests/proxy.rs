@@ -97,3 +97,76 @@ async fn unknown_calls_and_pushes_reach_the_upstream_and_answers_come_back_uncha
     gateway_client.close().await;
     upstream.close().await;
 }
+
+/// JSON under an application's codec id: a codec the proxy does not know.
+struct AppJson;
+
+impl drpc::codec::DynCodec for AppJson {
+    fn name(&self) -> &str {
+        "app-json"
+    }
+
+    fn encode(
+        &self,
+        value: &dyn drpc::codec::erased_serde::Serialize,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), drpc::codec::CodecError> {
+        serde_json::to_writer(out, value).map_err(|e| drpc::codec::CodecError::new("app-json", e))
+    }
+
+    fn decode<'de>(
+        &self,
+        bytes: &'de [u8],
+        visit: drpc::codec::ErasedDecode<'_, 'de>,
+    ) -> Result<(), drpc::codec::CodecError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        visit(&mut <dyn drpc::codec::erased_serde::Deserializer>::erase(
+            &mut de,
+        ))
+        .map_err(|e| drpc::codec::CodecError::new("app-json", e))
+    }
+}
+
+#[tokio::test]
+async fn a_codec_only_the_ends_know_passes_through_the_proxy() {
+    let app = CodecId::custom(200).unwrap();
+    let knowing = || {
+        let mut codecs = drpc::codec::Codecs::new();
+        codecs.register(app, AppJson).unwrap();
+        drpc::Config {
+            codecs,
+            ..drpc::Config::default()
+        }
+    };
+    let mut r = Router::new();
+    r.call("/math/add", |_: CallCtx, (a, b): (i64, i64)| async move {
+        Ok::<_, Status>(a + b)
+    })
+    .unwrap();
+    let upstream = Endpoint::builder()
+        .config(knowing())
+        .router(r)
+        .build()
+        .unwrap();
+    let up_addr = upstream.listen("tcp://127.0.0.1:0").await.unwrap();
+
+    // The proxy registers no codec of its own.
+    let proxy_client = Endpoint::builder().build().unwrap();
+    let up = proxy_client.dial(&up_addr).await.unwrap();
+    let mut g = Router::new();
+    Proxy::new(up).install(&mut g).unwrap();
+    let proxy = Endpoint::builder().router(g).build().unwrap();
+    let p_addr = proxy.listen("tcp://127.0.0.1:0").await.unwrap();
+
+    let client = Endpoint::builder().config(knowing()).build().unwrap();
+    let s = client.dial(&p_addr).await.unwrap();
+    let reply = within(s.call_with::<_, i64>("/math/add", &(40, 2), CallOptions::new().codec(app)))
+        .await
+        .unwrap();
+    assert_eq!((reply.value, reply.codec), (42, app));
+
+    client.close().await;
+    proxy.close().await;
+    proxy_client.close().await;
+    upstream.close().await;
+}

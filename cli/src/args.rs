@@ -32,6 +32,40 @@ pub enum Command {
     /// Asks /_drpc/health and prints serving, draining or not_serving;
     /// exits 0 only when serving.
     Health(HealthArgs),
+    /// Manages a running endpoint through its control channel
+    /// (drpc_plugins::Admin): stats, sessions, limits, health, stop.
+    Ctl(CtlArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// What to do.
+    #[arg(value_enum)]
+    pub action: CtlAction,
+    /// For limits: key=value pairs (max_sessions, max_calls,
+    /// max_calls_per_session); for health: serving or not_serving; for
+    /// stop: the grace, as 5s (default: the endpoint's close grace).
+    pub args: Vec<String>,
+    /// How long to wait for the answer, dial included.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    pub timeout: Duration,
+}
+
+/// A control-channel command.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum CtlAction {
+    /// Sessions, calls running, health and limits.
+    Stats,
+    /// Every live session.
+    Sessions,
+    /// Shows the limits, or changes those given as key=value.
+    Limits,
+    /// Sets what /_drpc/health answers.
+    Health,
+    /// Shuts the endpoint down gracefully.
+    Stop,
 }
 
 #[derive(Args, Debug)]

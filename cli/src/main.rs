@@ -14,6 +14,7 @@ mod bench;
 mod body;
 mod call;
 mod connect;
+mod ctl;
 mod listen;
 mod report;
 
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
             Command::Listen(a) => listen::listen(a).await,
             Command::Bench(a) => bench::bench(a).await,
             Command::Health(a) => call::health(a).await,
+            Command::Ctl(a) => ctl::ctl(a).await,
         }
     });
     match result {

@@ -305,6 +305,13 @@ impl Endpoint {
         self.inner.is_closing()
     }
 
+    /// Completes once the endpoint has closed, whoever closed it (a
+    /// signal, the control channel's stop): every session and task of it
+    /// has ended.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.closed.clone().cancelled_owned()
+    }
+
     /// What `/_drpc/health` answers now: [`Health::Serving`] until set
     /// otherwise or until shutdown begins ([`Health::Draining`]).
     pub fn health(&self) -> Health {

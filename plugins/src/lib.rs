@@ -15,6 +15,7 @@
 //! | [`IgnoreCase`] | routes calls and pushes whatever the case of their service method |
 #![warn(missing_docs)]
 
+mod admin;
 mod auth;
 #[cfg(any(feature = "gzip", feature = "zstd"))]
 mod compression;
@@ -26,6 +27,7 @@ mod proxy;
 mod trace;
 
 pub use self::metrics::Metrics;
+pub use admin::{Admin, LimitsChange, LimitsView, SessionInfo, Stats, ADMIN_PREFIX};
 pub use auth::{Auth, Authenticated, AUTH_METHOD};
 #[cfg(any(feature = "gzip", feature = "zstd"))]
 pub use compression::{Compression, Filter};

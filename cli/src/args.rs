@@ -33,7 +33,7 @@ pub enum Command {
     /// exits 0 only when serving.
     Health(HealthArgs),
     /// Manages a running endpoint through its control channel
-    /// (drpc_plugins::Admin): stats, sessions, limits, health, stop.
+    /// (drpc_plugins::Admin): stats, sessions, routes, limits, health, stop.
     Ctl(CtlArgs),
 }
 
@@ -60,6 +60,8 @@ pub enum CtlAction {
     Stats,
     /// Every live session.
     Sessions,
+    /// Calls, errors and latency per route (when the endpoint keeps them).
+    Routes,
     /// Shows the limits, or changes those given as key=value.
     Limits,
     /// Sets what /_drpc/health answers.

@@ -10,6 +10,7 @@ fn request(action: CtlAction, args: &[String]) -> Result<(&'static str, Value), 
     Ok(match action {
         CtlAction::Stats => ("/_drpc/admin/stats", Value::Null),
         CtlAction::Sessions => ("/_drpc/admin/sessions", Value::Null),
+        CtlAction::Routes => ("/_drpc/admin/routes", Value::Null),
         CtlAction::Limits => {
             let mut change = Map::new();
             for arg in args {

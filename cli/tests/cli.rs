@@ -615,6 +615,11 @@ fn ctl_shows_stats_changes_limits_and_stops_through_the_control_channel() {
         .stdout(predicate::str::contains(r#""sessions": 0"#))
         .stdout(predicate::str::contains(r#""health": "serving""#));
     drpc()
+        .args(["ctl", &at, "routes"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("404"));
+    drpc()
         .args(["ctl", &at, "limits", "max_calls=7"])
         .assert()
         .success()

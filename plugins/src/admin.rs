@@ -1,9 +1,10 @@
 //! A control channel: an admin endpoint beside the endpoint it manages,
 //! for operators and `drpc ctl`.
 
-use crate::Auth;
+use crate::{Auth, RouteStats};
 use drpc::{Addr, CallCtx, Endpoint, Health, Limits, Router, Status, ToAddr};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The admin service's routes live under this prefix.
@@ -17,6 +18,7 @@ pub const ADMIN_PREFIX: &str = "/_drpc/admin";
 /// | `/_drpc/admin/sessions` | nothing | a [`SessionInfo`] for each live session |
 /// | `/_drpc/admin/limits` | a [`LimitsChange`] (fields left out stay) | the limits now in force |
 /// | `/_drpc/admin/health` | `serving`, `draining` or `not_serving` | the health now |
+/// | `/_drpc/admin/routes` | nothing | each call route's [`RouteFigures`](crate::RouteFigures), when a [`RouteStats`] was given ([`Admin::route_stats`]); else 404 |
 /// | `/_drpc/admin/stop` | a grace in milliseconds, or nothing (the endpoint's close grace) | `stopping`; the endpoint shuts down gracefully, then the control channel closes |
 ///
 /// Its guard: on `unix://` (the default choice), the socket file's
@@ -36,6 +38,7 @@ pub const ADMIN_PREFIX: &str = "/_drpc/admin";
 pub struct Admin {
     target: Endpoint,
     token: Option<String>,
+    routes: Option<Arc<RouteStats>>,
 }
 
 /// What `/_drpc/admin/stats` answers.
@@ -109,7 +112,15 @@ impl Admin {
         Self {
             target: target.clone(),
             token: None,
+            routes: None,
         }
+    }
+
+    /// Serves `/_drpc/admin/routes` from `stats`, a [`RouteStats`] plugin
+    /// of the endpoint.
+    pub fn route_stats(mut self, stats: Arc<RouteStats>) -> Self {
+        self.routes = Some(stats);
+        self
     }
 
     /// The token a session must present (required off `unix://`).
@@ -218,6 +229,13 @@ impl Admin {
             }
         })
         .map_err(internal)?;
+        if let Some(stats) = self.routes.clone() {
+            g.call("/routes", move |_: CallCtx, _: ()| {
+                let snapshot = stats.snapshot();
+                async move { Ok::<_, Status>(snapshot) }
+            })
+            .map_err(internal)?;
+        }
         let t = self.target.clone();
         g.call("/stop", move |ctx: CallCtx, grace_ms: Option<u64>| {
             let t = t.clone();

@@ -24,6 +24,7 @@ mod heartbeat;
 mod ignore_case;
 mod metrics;
 mod proxy;
+mod route_stats;
 mod trace;
 
 pub use self::metrics::Metrics;
@@ -35,4 +36,5 @@ pub use counters::{Counters, CountersSnapshot};
 pub use heartbeat::Heartbeat;
 pub use ignore_case::IgnoreCase;
 pub use proxy::Proxy;
+pub use route_stats::{RouteFigures, RouteStats};
 pub use trace::{TraceContext, Tracing, TRACEPARENT};

@@ -2,7 +2,11 @@
 //! Unix socket only its user may open, or on TCP behind a token.
 
 use drpc::{CallCtx, Code, Endpoint, Health, Router, Status};
-use drpc_plugins::{Admin, Auth, LimitsChange, LimitsView, SessionInfo, Stats};
+use drpc_plugins::{
+    Admin, Auth, LimitsChange, LimitsView, RouteFigures, RouteStats, SessionInfo, Stats,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
@@ -26,13 +30,24 @@ async fn stats_sessions_limits_health_and_stop_over_a_unix_socket() {
             Ok::<_, Status>("pong")
         })
         .unwrap();
-    let target = Endpoint::builder().router(routes).build().unwrap();
+    routes
+        .call("/fail", |_: CallCtx, _: ()| async move {
+            Err::<(), _>(Status::new(Code(1001), "no"))
+        })
+        .unwrap();
+    let route_stats = Arc::new(RouteStats::default());
+    let target = Endpoint::builder()
+        .router(routes)
+        .plugin_arc(route_stats.clone())
+        .build()
+        .unwrap();
     let addr = target.listen("tcp://127.0.0.1:0").await.unwrap();
     let user = Endpoint::builder().build().unwrap();
     let session = within(user.dial(&addr)).await.unwrap();
 
     let path = socket_path("unix");
     let (admin, at) = Admin::new(&target)
+        .route_stats(route_stats)
         .listen(format!("unix://{path}"))
         .await
         .unwrap();
@@ -48,6 +63,15 @@ async fn stats_sessions_limits_health_and_stop_over_a_unix_socket() {
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].peer, session.local_addr().to_string());
     assert!(!sessions[0].dialed);
+
+    for _ in 0..2 {
+        let _: String = session.call("/ping", &()).await.unwrap();
+    }
+    session.call::<_, ()>("/fail", &()).await.unwrap_err();
+    let routes: BTreeMap<String, RouteFigures> = c.call("/_drpc/admin/routes", &()).await.unwrap();
+    assert_eq!((routes["/ping"].calls, routes["/ping"].errors), (2, 0));
+    assert_eq!((routes["/fail"].calls, routes["/fail"].errors), (1, 1));
+    assert!(routes["/ping"].max_us >= routes["/ping"].mean_us);
 
     let change = LimitsChange {
         max_calls: Some(7),

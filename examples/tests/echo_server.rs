@@ -26,6 +26,25 @@ impl Drop for Server {
     }
 }
 
+/// Starts the echo server on `addrs`; its output comes line by line,
+/// read on a thread so the pipe never fills.
+fn start(addrs: &[&str]) -> (Server, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(example("echo_server"))
+        .args(addrs)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the echo_server example, built by cargo test");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    (Server(child), out_rx)
+}
+
 /// The README's curl commands, and the start of what each prints.
 fn readme_curls() -> Vec<(String, String)> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
@@ -54,25 +73,11 @@ fn readme_curls() -> Vec<(String, String)> {
 async fn one_process_serves_tcp_ws_and_http_and_stops_on_sigterm() {
     let curls = readme_curls();
     assert!(curls.len() >= 5, "{curls:?}");
-    let mut child = Command::new(example("echo_server"))
-        .args([
-            "tcp://127.0.0.1:0",
-            "ws://127.0.0.1:0/drpc",
-            "http://127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the echo_server example, built by cargo test");
-    // Its output, read on a thread so the pipe never fills.
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let server = Server(child);
-    let (out_tx, out_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = out_tx.send(line);
-        }
-    });
+    let (server, out_rx) = start(&[
+        "tcp://127.0.0.1:0",
+        "ws://127.0.0.1:0/drpc",
+        "http://127.0.0.1:0",
+    ]);
     let mut bound = Vec::new();
     while bound.len() < 3 {
         let line = out_rx.recv_timeout(WAIT).unwrap_or_else(|_| {
@@ -156,20 +161,7 @@ async fn one_process_serves_tcp_ws_and_http_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_ends_a_graceful_shutdown_at_once() {
-    let mut child = Command::new(example("echo_server"))
-        .args(["tcp://127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the echo_server example, built by cargo test");
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let server = Server(child);
-    let (out_tx, out_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            let _ = out_tx.send(line);
-        }
-    });
+    let (server, out_rx) = start(&["tcp://127.0.0.1:0"]);
     let wait_for = |prefix: &str| loop {
         let line = out_rx
             .recv_timeout(WAIT)

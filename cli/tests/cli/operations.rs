@@ -1,0 +1,82 @@
+//! `drpc health` and `drpc ctl`, against a running endpoint.
+
+use super::*;
+
+#[test]
+fn health_prints_the_state_and_exits_zero_only_when_serving() {
+    let certs = Certs::new("health");
+    let server = Server::start("tcp", &certs, router(), None);
+    drpc()
+        .args(["health", &server.url])
+        .assert()
+        .success()
+        .stdout("serving\n");
+    server.endpoint.set_health(drpc::Health::NotServing);
+    drpc()
+        .args(["health", &server.url])
+        .assert()
+        .code(1)
+        .stdout("not_serving\n")
+        .stderr(predicate::str::contains("is not_serving"));
+    drpc()
+        .args(["health", "tcp://127.0.0.1:1", "--timeout", "2s"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot connect"));
+}
+
+#[test]
+fn ctl_shows_stats_changes_limits_and_stops_through_the_control_channel() {
+    let certs = Certs::new("ctl");
+    let server = Server::start("tcp", &certs, router(), None);
+    let path = std::env::temp_dir().join(format!("drpc-ctl-{}.sock", std::process::id()));
+    let (admin, at) = server
+        .runtime
+        .block_on(
+            drpc_plugins::Admin::new(&server.endpoint).listen(format!("unix://{}", path.display())),
+        )
+        .unwrap();
+    let at = at.to_string();
+    drpc()
+        .args(["ctl", &at, "stats"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(r#""sessions": 0"#))
+        .stdout(predicate::str::contains(r#""health": "serving""#));
+    drpc()
+        .args(["ctl", &at, "routes"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("404"));
+    drpc()
+        .args(["ctl", &at, "limits", "max_calls=7"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(r#""max_calls": 7"#));
+    assert_eq!(server.endpoint.limits().max_calls, 7);
+    drpc()
+        .args(["ctl", &at, "limits", "max_bananas=1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is not a limit"));
+    drpc()
+        .args(["ctl", &at, "health", "not_serving"])
+        .assert()
+        .success()
+        .stdout("\"not_serving\"\n");
+    drpc()
+        .args(["ctl", &at, "stop", "1s"])
+        .assert()
+        .success()
+        .stdout("\"stopping\"\n");
+    server
+        .runtime
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                server.endpoint.closed().await;
+                admin.closed().await;
+            })
+            .await
+        })
+        .expect("the endpoint and its control channel stop");
+}

@@ -420,6 +420,10 @@ macro_rules! conformance {
             async fn shutdown_returns_once_the_transport_has_closed() {
                 closing::shutdown_returns_once_the_transport_has_closed(t()).await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_renewed_connection_loses_no_call() {
+                closing::a_renewed_connection_loses_no_call(t()).await
+            }
         }
     )*};
 }

@@ -12,6 +12,7 @@
 use super::hold::Hold;
 use super::inbound::Frame;
 use super::inflight::{Completed, InFlight, Outcome};
+use super::lifecycle::Renewal;
 use super::outbound::{Batch, Outbound};
 use super::wire;
 use crate::values::Status;
@@ -19,6 +20,8 @@ use drpc_codec::CodecId;
 use drpc_proto::{Head, Kind, Message, ProtoError, WriteBody};
 use rustc_hash::FxHashSet;
 use std::time::Instant;
+
+mod notices;
 
 /// What the reader does with a frame, as [`ConnCore::on_frame`] decided.
 #[derive(Debug)]
@@ -60,6 +63,12 @@ pub(crate) struct ConnCore<W> {
     established: bool,
     going_away_sent: bool,
     peer_notice: Option<Status>,
+    /// What the peer's going-away notice asked for, when it asked for a
+    /// new connection rather than said it was shutting down.
+    peer_renewal: Option<Renewal>,
+    /// Calls and pushes of the application, either way (see
+    /// [`counts_as_activity`]): the idle timeout watches it change.
+    activity: u64,
     /// Set when the connection has ended: new calls and pushes fail with it.
     ended: Option<Status>,
     /// The writer, waiting for something to write.
@@ -140,6 +149,8 @@ impl<W> ConnCore<W> {
             established: false,
             going_away_sent: false,
             peer_notice: None,
+            peer_renewal: None,
+            activity: 0,
             ended: None,
             writer: None,
             writer_due: false,
@@ -178,6 +189,7 @@ impl<W> ConnCore<W> {
             Kind::Reply if h.seq == 0 => match wire::notice_status(h) {
                 Some(status) => {
                     self.peer_notice = Some(status.clone());
+                    self.peer_renewal = wire::notice_renewal(h);
                     Event::Notice(status)
                 }
                 None => Event::Dropped("a notice that asks nothing"),
@@ -191,7 +203,7 @@ impl<W> ConnCore<W> {
             )),
             Kind::Call if self.going_away_sent => {
                 let status = Status::connection_closed(
-                    "this side is shutting down and takes no new calls; the call was not run",
+                    "this side is leaving the connection and takes no new calls on it; the call was not run",
                 );
                 self.answer_at_once(h.seq, h.codec, &status)
             }
@@ -211,6 +223,7 @@ impl<W> ConnCore<W> {
                 if !self.hold.has_room(msg.body.len()) {
                     return Event::HoldFull(msg);
                 }
+                self.note_activity(&h.service_method);
                 if h.kind == Kind::Call {
                     self.handling.insert(h.seq);
                 }
@@ -218,10 +231,14 @@ impl<W> ConnCore<W> {
                 Event::Held
             }
             Kind::Call => {
+                self.note_activity(&h.service_method);
                 self.handling.insert(h.seq);
                 Event::Call(msg)
             }
-            Kind::Push => Event::Push(msg),
+            Kind::Push => {
+                self.note_activity(&h.service_method);
+                Event::Push(msg)
+            }
         }
     }
 
@@ -398,6 +415,7 @@ impl<W> ConnCore<W> {
             return Err(QueueError::Full);
         }
         self.out.push(msg).map_err(QueueError::Encode)?;
+        self.note_activity(&msg.header.service_method);
         Ok(self.writer_to_wake())
     }
 
@@ -427,6 +445,7 @@ impl<W> ConnCore<W> {
             .push_with(head, write_body)
             .map_err(QueueError::Encode)?;
         let earlier = self.calls.insert(seq, deadline);
+        self.note_activity(head.service_method);
         // The only call in flight, the only message queued, and the writer
         // idle: its caller may write it at once (see `lone_batch`).
         let lone = self.writer.is_some()
@@ -474,31 +493,6 @@ impl<W> ConnCore<W> {
     /// [`Outbound::recycle`]).
     pub(crate) fn recycle(&mut self, batch: Batch) {
         self.out.recycle(batch);
-    }
-
-    /// Why new calls and pushes fail on this connection, if they do: it
-    /// ended, or the peer said it is going away.
-    pub(crate) fn refusal(&self) -> Option<Status> {
-        self.ended.clone().or_else(|| self.peer_notice.clone())
-    }
-
-    /// Whether this side has told the peer it is going away.
-    pub(crate) fn going_away_sent(&self) -> bool {
-        self.going_away_sent
-    }
-
-    /// The peer's notice, if it sent one.
-    pub(crate) fn peer_notice(&self) -> Option<&Status> {
-        self.peer_notice.as_ref()
-    }
-
-    /// Tells the peer this side is going away: it takes no new calls and
-    /// answers the running ones. Sent once; returns the writer to wake.
-    pub(crate) fn going_away(&mut self) -> Option<W> {
-        if std::mem::replace(&mut self.going_away_sent, true) {
-            return None;
-        }
-        self.force(&wire::going_away_notice())
     }
 
     /// What the writer does next: write a batch (and wake the senders that

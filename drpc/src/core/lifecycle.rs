@@ -129,6 +129,40 @@ pub(crate) enum Cause {
     Dropped,
     /// A connection hook refused the connection.
     HookRefused,
+    /// The session reached its maximum age or idle timeout here: this side
+    /// asked the peer for a new connection (a going-away notice that says
+    /// why).
+    Expired(Renewal),
+}
+
+/// Why a side asks for its connection to be replaced, as its going-away
+/// notice says (docs/PROTOCOL.md section 3.1): it is not shutting down, so
+/// a dialer may dial it again whatever its `Redial::after_shutdown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Renewal {
+    /// The connection reached the session's maximum age: redial at once.
+    MaxAge,
+    /// The session was idle for its idle timeout: redial when next needed.
+    Idle,
+}
+
+impl Renewal {
+    /// The `reason` meta value of its notice.
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Renewal::MaxAge => "max-age",
+            Renewal::Idle => "idle",
+        }
+    }
+
+    /// The renewal a notice's `reason` names, if it names one.
+    pub(crate) fn from_reason(reason: &str) -> Option<Self> {
+        match reason {
+            "max-age" => Some(Renewal::MaxAge),
+            "idle" => Some(Renewal::Idle),
+            _ => None,
+        }
+    }
 }
 
 /// What the peer last said about the connection, in a notice.
@@ -139,6 +173,9 @@ pub(crate) enum Notice {
     /// It is shutting down (102): it answers the calls it runs, takes no
     /// new ones.
     GoingAway,
+    /// It is going away from this connection only (102 with a renewal
+    /// reason): a dialer may dial it again.
+    Renew(Renewal),
     /// It refused the connection (503, or any other status): final.
     Refused,
 }
@@ -178,6 +215,10 @@ pub(crate) enum Stop {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Then {
     Redial,
+    /// Redial once a call or push needs the connection: the connection
+    /// was closed for being idle, and dialing at once would only make
+    /// another idle one.
+    RedialWhenNeeded,
     Close,
 }
 
@@ -198,11 +239,13 @@ pub(crate) struct Next {
 ///   or the peer's refusal stop **at once**.
 /// - What follows: a dialed session with redial on, that was established
 ///   once and is not closing, **redials**, unless the peer refused it or
-///   said it was going away (then only with `after_shutdown`). Everything
-///   else **closes**.
+///   said it was going away (then only with `after_shutdown`). A notice
+///   that asks for a new connection, or this side's own expiry, is no
+///   shutdown: the session redials, and after an idle timeout only when
+///   next needed. Everything else **closes**.
 pub(crate) fn after_connection(f: &Facts) -> Next {
     let stop = match f.cause {
-        Cause::LocalClose | Cause::PeerEnded => Stop::Drain,
+        Cause::LocalClose | Cause::PeerEnded | Cause::Expired(_) => Stop::Drain,
         Cause::Broken | Cause::HookRefused => Stop::Flush,
         Cause::Abort | Cause::Dropped => Stop::AtOnce,
     };
@@ -214,15 +257,19 @@ pub(crate) fn after_connection(f: &Facts) -> Next {
     let notice_allows = match f.notice {
         Notice::None => true,
         Notice::GoingAway => f.redial_after_shutdown,
+        Notice::Renew(_) => true,
         Notice::Refused => false,
     };
     let cause_allows = !matches!(f.cause, Cause::LocalClose | Cause::Abort);
     let redial =
         f.dialed && f.redial && f.ever_established && !f.closing && cause_allows && notice_allows;
-    Next {
-        stop,
-        then: if redial { Then::Redial } else { Then::Close },
-    }
+    let idle = f.cause == Cause::Expired(Renewal::Idle) || f.notice == Notice::Renew(Renewal::Idle);
+    let then = match (redial, idle) {
+        (false, _) => Then::Close,
+        (true, false) => Then::Redial,
+        (true, true) => Then::RedialWhenNeeded,
+    };
+    Next { stop, then }
 }
 
 #[cfg(test)]
@@ -300,6 +347,56 @@ mod tests {
             }),
             redial(Stop::Drain)
         );
+    }
+
+    #[test]
+    fn an_expiry_here_or_at_the_peer_drains_and_redials_without_after_shutdown() {
+        for renewal in [Renewal::MaxAge, Renewal::Idle] {
+            let then = match renewal {
+                Renewal::MaxAge => Then::Redial,
+                Renewal::Idle => Then::RedialWhenNeeded,
+            };
+            let expired = next(|f| f.cause = Cause::Expired(renewal));
+            assert_eq!(
+                expired,
+                Next {
+                    stop: Stop::Drain,
+                    then
+                },
+                "{renewal:?}"
+            );
+            let renewed = next(|f| {
+                f.cause = Cause::PeerEnded;
+                f.notice = Notice::Renew(renewal)
+            });
+            assert_eq!(
+                renewed,
+                Next {
+                    stop: Stop::Drain,
+                    then
+                },
+                "{renewal:?}"
+            );
+            // An accepted session, or one with redial off, just closes.
+            let accepted = next(|f| {
+                f.cause = Cause::Expired(renewal);
+                f.dialed = false
+            });
+            assert_eq!(accepted, close(Stop::Drain));
+            let no_redial = next(|f| {
+                f.notice = Notice::Renew(renewal);
+                f.redial = false
+            });
+            assert_eq!(no_redial.then, Then::Close);
+        }
+    }
+
+    #[test]
+    fn renewal_reasons_round_trip() {
+        for r in [Renewal::MaxAge, Renewal::Idle] {
+            assert_eq!(Renewal::from_reason(r.reason()), Some(r));
+        }
+        assert_eq!(Renewal::from_reason("shutdown"), None);
     }
 
     #[test]

@@ -232,7 +232,7 @@ fn a_call_that_crosses_the_going_away_notice_is_answered_102() {
     let running = a.call("/work", b"", SEC, clock.now());
     let got = calls(a.send_to(&mut b, clock.now()));
     // B shuts down; A's next call is already on its way.
-    b.core.going_away();
+    b.core.going_away(None);
     let crossing = a.call("/work", b"", SEC, clock.now());
     a.push("/note", b"");
     let events = a.send_to(&mut b, clock.now());

@@ -2,6 +2,7 @@
 //! notices (docs/PROTOCOL.md sections 3 and 3.1), and the statuses that
 //! wire errors map to.
 
+use super::lifecycle::Renewal;
 use crate::values::{Code, Status};
 use bytes::Bytes;
 use drpc_codec::CodecId;
@@ -47,6 +48,30 @@ pub(crate) fn going_away_notice() -> Message {
     notice(&Status::connection_closed(
         "shutting down: no new calls; running calls are still answered",
     ))
+}
+
+/// The meta key of a going-away notice that says why the sender leaves
+/// this connection (docs/PROTOCOL.md section 3.1).
+pub(crate) const NOTICE_REASON: &str = "reason";
+
+/// The going-away notice that asks the peer for a new connection: the
+/// session expired here (its maximum age, or its idle timeout).
+pub(crate) fn renew_notice(renewal: Renewal) -> Message {
+    let why = match renewal {
+        Renewal::MaxAge => "renewing the connection: the session reached its maximum age",
+        Renewal::Idle => "closing the connection: the session was idle",
+    };
+    let mut msg = notice(&Status::connection_closed(why));
+    msg.header.meta.insert(NOTICE_REASON, renewal.reason());
+    msg
+}
+
+/// The renewal a going-away notice asks for, if it names one.
+pub(crate) fn notice_renewal(header: &Header) -> Option<Renewal> {
+    let reason = header.meta.get(NOTICE_REASON)?;
+    (header.status_code == Code::CONNECTION_CLOSED.0)
+        .then(|| Renewal::from_reason(reason))
+        .flatten()
 }
 
 /// What a notice from the peer says, or `None` for one that asks nothing
@@ -135,6 +160,20 @@ mod tests {
         assert!(notice_status(&Header::reply(0)).is_none());
         let refused = notice(&Status::overloaded("full"));
         assert!(!is_going_away(&notice_status(&refused.header).unwrap()));
+    }
+
+    #[test]
+    fn a_renewal_notice_is_a_going_away_notice_that_says_why() {
+        for r in [Renewal::MaxAge, Renewal::Idle] {
+            let n = renew_notice(r);
+            assert!(is_going_away(&notice_status(&n.header).unwrap()));
+            assert_eq!(notice_renewal(&n.header), Some(r));
+        }
+        assert_eq!(notice_renewal(&going_away_notice().header), None);
+        // A refusal that carries the key is still a refusal.
+        let mut refused = notice(&Status::overloaded("full"));
+        refused.header.meta.insert(NOTICE_REASON, "idle");
+        assert_eq!(notice_renewal(&refused.header), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use super::dispatch;
 use super::read::{poll_read, Read};
 use super::writer::{write_loop, WriterEnd};
 use crate::core::conn::{ConnCore, Event};
+use crate::core::expiry::ExpiryWatch;
 use crate::core::hold::Hold;
 use crate::core::inbound::{Frame, Inbound};
 use crate::core::lifecycle::{after_connection, Cause, Facts, Next, Notice, Phase, Then};
@@ -31,6 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+mod expiry;
 mod stop;
 
 /// A connected socket made into a link, before its connection runs.
@@ -84,6 +86,9 @@ pub(crate) struct Ended {
     pub(crate) next: Next,
     /// Its hooks passed.
     pub(crate) established: bool,
+    /// It ended for a new connection (an expiry here or at the peer): the
+    /// next one is dialed without waiting.
+    pub(crate) renewed: bool,
 }
 
 /// Runs `conn` to its end.
@@ -115,6 +120,9 @@ pub(crate) async fn run(
             }),
     );
     let now = tokio::time::Instant::now().into_std();
+    // Changes made before this connection are in the limits read now.
+    session.take_expiry_change();
+    let expiry = ExpiryWatch::new(session.expiry(), now, fastrand::f64());
     let mut r = Reader {
         session,
         ep: &ep,
@@ -134,11 +142,17 @@ pub(crate) async fn run(
         writer_gate: Gate::default(),
         writer_end: None,
         woken: 0,
+        expiry,
+        expired: false,
+        writes_ended: false,
     };
     let (cause, status) = r.until_ending(verdict).await;
     let notice = match link.peer_notice() {
         None => Notice::None,
-        Some(s) if wire::is_going_away(&s) => Notice::GoingAway,
+        Some(s) if wire::is_going_away(&s) => match link.peer_renewal() {
+            Some(renewal) => Notice::Renew(renewal),
+            None => Notice::GoingAway,
+        },
         Some(_) => Notice::Refused,
     };
     let redial = &ep.config.redial;
@@ -162,7 +176,7 @@ pub(crate) async fn run(
             session.begin_close(&status);
             link.stop_sends(session.closed_status());
         }
-        Then::Redial => {
+        Then::Redial | Then::RedialWhenNeeded => {
             tracing::info!(session = %session.id(), reason = %status, "connection lost; redialing");
             session.transition(Phase::connection_lost);
             session.set_link(None);
@@ -188,10 +202,12 @@ pub(crate) async fn run(
             }
         }
     }
-    if cause == Cause::LocalClose {
+    match cause {
         // Tell the peer first, so it stops starting calls here while the
         // running ones finish (docs/PROTOCOL.md section 3.1).
-        link.going_away();
+        Cause::LocalClose => link.going_away(None),
+        Cause::Expired(renewal) => link.going_away(Some(renewal)),
+        _ => {}
     }
     // Boxed: it runs once, at the end, and an idle session's task should
     // not carry its state.
@@ -211,6 +227,7 @@ pub(crate) async fn run(
         status,
         next,
         established,
+        renewed: matches!(cause, Cause::Expired(_)) || matches!(notice, Notice::Renew(_)),
     }
 }
 
@@ -238,6 +255,13 @@ struct Reader<'a> {
     writer_end: Option<WriterEnd>,
     /// Callers woken by replies in the last read turn.
     woken: usize,
+    /// The session's age and idle limits on this connection.
+    expiry: ExpiryWatch,
+    /// The connection ended because they were reached.
+    expired: bool,
+    /// This side ended its stream after the peer's going-away notice, with
+    /// nothing more to send.
+    writes_ended: bool,
 }
 
 impl Reader<'_> {
@@ -258,6 +282,7 @@ impl Reader<'_> {
         link.reader.notify();
         let mut frame_timer = pin!(LazyTimer::new());
         let mut call_timer = pin!(LazyTimer::new());
+        let mut expiry_timer = pin!(LazyTimer::new());
         loop {
             let woken = std::mem::take(&mut self.woken);
             if woken > 0 && link.core().calls.len() <= FEW_IN_FLIGHT {
@@ -270,6 +295,7 @@ impl Reader<'_> {
             }
             frame_timer.as_mut().arm(self.inbound.frame_deadline());
             call_timer.as_mut().arm(link.core().calls.next_deadline());
+            expiry_timer.as_mut().arm(self.expiry.next());
             let can_read = self.reading && self.waiting.is_none() && !self.backlog;
             tokio::select! {
                 biased;
@@ -280,6 +306,8 @@ impl Reader<'_> {
                     if let Some(end) = self.retry_waiting() {
                         return end;
                     }
+                    self.expiry_changed();
+                    self.end_writing_after_notice();
                 }
                 v = async { verdict.as_mut().expect("checked").await }, if verdict.is_some() => {
                     verdict = None;
@@ -294,6 +322,12 @@ impl Reader<'_> {
                     self.writer = None;
                     let status = match w {
                         WriterEnd::Failed(status) => status,
+                        // Asked for after the peer's going-away notice:
+                        // read on, for the replies still to come.
+                        WriterEnd::Finished if self.writes_ended => {
+                            self.writer_end = Some(WriterEnd::Finished);
+                            continue;
+                        }
                         WriterEnd::Finished => Status::connection_closed("the writer stopped"),
                     };
                     return (Cause::Broken, status);
@@ -336,6 +370,11 @@ impl Reader<'_> {
                 }
                 _ = call_timer.as_mut().fired(), if call_timer.is_armed() => {
                     self.expire_calls();
+                }
+                _ = expiry_timer.as_mut().fired(), if expiry_timer.is_armed() => {
+                    if let Some(end) = self.check_expiry() {
+                        return end;
+                    }
                 }
             }
         }
@@ -475,6 +514,7 @@ impl Reader<'_> {
                 self.link.peer_going_away();
                 // Calls waiting to redial after a shutdown look again.
                 self.session.shared.changed.notify_waiters();
+                self.end_writing_after_notice();
             }
             // The peer refused the connection: final.
             Event::Notice(status) => return Some((Cause::Broken, status)),

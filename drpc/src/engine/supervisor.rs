@@ -24,9 +24,14 @@ pub(crate) async fn supervise(session: Session, mut conn: Conn, mut verdict: Ver
         if ended.next.then == Then::Close {
             break ended.status;
         }
+        let when = match ended.next.then {
+            Then::RedialWhenNeeded => When::Needed,
+            _ if ended.renewed => When::AtOnce,
+            _ => When::AfterBackoff,
+        };
         // Boxed: a session spends its life in the connection, not here, and
         // an idle session's task should stay small.
-        match Box::pin(redial(&session, &mut backoff, &ended.status)).await {
+        match Box::pin(redial(&session, &mut backoff, &ended.status, when)).await {
             Ok(next) => {
                 let link = next.link.clone();
                 session.set_link(Some(link.clone()));
@@ -55,9 +60,28 @@ pub(crate) async fn supervise(session: Session, mut conn: Conn, mut verdict: Ver
     session.shared.closed.cancel();
 }
 
+/// When a redial makes its first attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    /// After the backoff's first wait: the connection was lost, and a peer
+    /// that restarts needs a moment.
+    AfterBackoff,
+    /// At once: the peer asked for a new connection, or this side's limits
+    /// renewed it; the peer is there.
+    AtOnce,
+    /// Once a call or push waits for the connection: it was closed for
+    /// being idle.
+    Needed,
+}
+
 /// Dials the session's address again, with backoff, until it connects or
 /// the attempts run out (or the session or endpoint is closed meanwhile).
-async fn redial(session: &Session, backoff: &mut Backoff, lost: &Status) -> Result<Conn, Status> {
+async fn redial(
+    session: &Session,
+    backoff: &mut Backoff,
+    lost: &Status,
+    when: When,
+) -> Result<Conn, Status> {
     let ep = session.shared.ep.clone();
     let addr = session
         .dial_target()
@@ -65,15 +89,31 @@ async fn redial(session: &Session, backoff: &mut Backoff, lost: &Status) -> Resu
         .expect("only dialed sessions redial");
     let shared = &session.shared;
     let mut last = lost.clone();
+    let mut first = true;
     loop {
-        let Some(delay) = backoff.next_delay(fastrand::f64()) else {
-            return Err(Status::connection_closed(format!(
-                "redial gave up after {} attempts; last: {last}",
-                backoff.attempts()
-            )));
+        // The first attempt of a renewal comes at once (or when needed);
+        // the ones after it, and every attempt after a loss, back off.
+        let delay = match std::mem::replace(&mut first, false) && when != When::AfterBackoff {
+            true => None,
+            false => match backoff.next_delay(fastrand::f64()) {
+                Some(delay) => Some(delay),
+                None => {
+                    return Err(Status::connection_closed(format!(
+                        "redial gave up after {} attempts; last: {last}",
+                        backoff.attempts()
+                    )))
+                }
+            },
+        };
+        let wait = async {
+            match delay {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None if when == When::Needed => session.connection_wanted().await,
+                None => {}
+            }
         };
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = wait => {}
             _ = shared.close_requested.cancelled() => {
                 return Err(Status::connection_closed("closed by the local endpoint while redialing"));
             }

@@ -5,6 +5,7 @@
 
 use crate::core::conn::{ConnCore, QueueError, ReplyWrite};
 use crate::core::inflight::Outcome;
+use crate::core::lifecycle::Renewal;
 use crate::core::outbound::Batch;
 use crate::core::wire;
 use crate::runtime::attention::Attention;
@@ -345,9 +346,10 @@ impl Link {
         }
     }
 
-    /// Tells the peer this side is going away (once).
-    pub(crate) fn going_away(&self) {
-        let writer = self.core().going_away();
+    /// Tells the peer this side is going away (once); with `renewal`, that
+    /// it leaves this connection only and a new one is welcome.
+    pub(crate) fn going_away(&self, renewal: Option<Renewal>) {
+        let writer = self.core().going_away(renewal);
         if let Some(w) = writer {
             w.wake();
         }
@@ -400,6 +402,12 @@ impl Link {
     /// Whether the peer said it is going away (or refused the connection).
     pub(crate) fn peer_notice(&self) -> Option<Status> {
         self.core().peer_notice().cloned()
+    }
+
+    /// The new connection the peer's going-away notice asked for, if it
+    /// asked for one.
+    pub(crate) fn peer_renewal(&self) -> Option<Renewal> {
+        self.core().peer_renewal()
     }
 
     /// Records the peer's going-away notice.

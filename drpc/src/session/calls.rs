@@ -4,7 +4,9 @@ use super::Session;
 use crate::core::inflight::Outcome;
 use crate::plugin::{CallEnd, MadeCall};
 use crate::runtime::link::Link;
-use crate::values::{decode_body, CallOptions, PushOptions, Reply, Status, MAX_DEADLINE_AHEAD};
+use crate::values::{
+    decode_body, CallOptions, Code, PushOptions, Reply, Status, MAX_DEADLINE_AHEAD,
+};
 use bytes::{BufMut, Bytes, BytesMut};
 use drpc_codec::{CodecError, CodecId};
 use drpc_proto::{Head, Header, Kind, Message, ProtoError};
@@ -12,6 +14,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long a call refused as "not run" waits for the peer's going-away
+/// notice that explains it, when the refusal came first.
+const NOTICE_WAIT: Duration = Duration::from_secs(1);
 
 /// Now plus `timeout` on tokio's clock (so a paused clock in a test is
 /// obeyed), capped a year ahead.
@@ -114,12 +120,15 @@ impl Session {
     }
 
     /// Sends a call of `method` and waits for a successful reply, running
-    /// the plugins around it.
+    /// the plugins around it. A call the peer did not run because it left
+    /// the connection (its going-away notice crossed the call) is made
+    /// again on the session's next connection, within the same deadline,
+    /// when the session moves to one.
     async fn call_message<F>(
         &self,
         method: &str,
         opts: CallOptions,
-        body: Body<F>,
+        mut body: Body<F>,
     ) -> Result<Box<Message>, Status>
     where
         F: FnMut(&mut BytesMut) -> Result<(), ProtoError>,
@@ -127,11 +136,41 @@ impl Session {
         let config = &self.shared.ep.config;
         let timeout = opts.timeout.unwrap_or(config.default_timeout);
         let deadline = deadline_after(timeout);
+        let mut attempt_timeout = timeout;
+        loop {
+            let (result, again) = self
+                .call_once(method, &opts, attempt_timeout, deadline, &mut body)
+                .await;
+            let now = tokio::time::Instant::now().into_std();
+            match result {
+                Err(status) if again && now < deadline => {
+                    tracing::debug!(session = %self.id(), method, %status, "making the call again on the next connection");
+                    attempt_timeout = deadline - now;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One attempt of [`Session::call_message`], and whether its failure
+    /// may be made again on the next connection.
+    async fn call_once<F>(
+        &self,
+        method: &str,
+        opts: &CallOptions,
+        timeout: Duration,
+        deadline: Instant,
+        body: &mut Body<F>,
+    ) -> (Result<Box<Message>, Status>, bool)
+    where
+        F: FnMut(&mut BytesMut) -> Result<(), ProtoError>,
+    {
+        let config = &self.shared.ep.config;
         // Until the call is queued, a failure means it was not sent.
-        let link = self
-            .usable_link(deadline, method)
-            .await
-            .map_err(Status::unrun)?;
+        let link = match self.usable_link(deadline, method).await {
+            Ok(link) => link,
+            Err(status) => return (Err(status.unrun()), false),
+        };
         let codec = opts.codec.unwrap_or(config.default_codec);
         let mut call = Call {
             session: self,
@@ -144,7 +183,7 @@ impl Session {
         };
         let result = async {
             match body {
-                Body::Encode(mut encode) => {
+                Body::Encode(encode) => {
                     let mut head = Head {
                         kind: Kind::Call,
                         seq: 0,
@@ -157,7 +196,7 @@ impl Session {
                         meta: &opts.meta,
                     };
                     call.seq = link
-                        .start_call(&mut head, deadline, &mut encode)
+                        .start_call(&mut head, deadline, encode)
                         .await
                         .map_err(Status::unrun)?;
                     call.collected = false;
@@ -165,9 +204,9 @@ impl Session {
                 Body::Bytes(body) => {
                     let mut header = Header::call(0, method);
                     header.codec = codec;
-                    header.meta = opts.meta;
+                    header.meta = opts.meta.clone();
                     header.timeout = Some(timeout);
-                    let mut msg = Message::new(header, body);
+                    let mut msg = Message::new(header, body.clone());
                     call.seq = link.register_call(deadline);
                     call.collected = false;
                     msg.header.seq = call.seq;
@@ -211,7 +250,24 @@ impl Session {
             Ok(_) => Status::ok(),
             Err(status) => status.clone(),
         });
-        result
+        let again = match &result {
+            Err(status) if status.never_ran() && status.code() == Code::CONNECTION_CLOSED => {
+                // On QUIC's streams a refusal can overtake the notice that
+                // caused it: wait a moment for the notice (or the end of
+                // the connection) before deciding.
+                if !link.going_away.is_cancelled() {
+                    let wait = deadline.min(tokio::time::Instant::now().into_std() + NOTICE_WAIT);
+                    tokio::select! {
+                        _ = link.going_away.cancelled() => {}
+                        _ = link.finished.cancelled() => {}
+                        _ = tokio::time::sleep_until(wait.into()) => {}
+                    }
+                }
+                self.moves_on_from(&link)
+            }
+            _ => false,
+        };
+        (result, again)
     }
 
     /// Pushes `arg` to the peer's handler for `service_method`, with the

@@ -2,10 +2,12 @@
 //! between two endpoints, surviving redials.
 
 pub(crate) mod calls;
+mod expiry;
 mod handshake;
 
 pub use handshake::HandshakeMessage;
 
+use crate::core::expiry::ExpiryLimits;
 use crate::core::lifecycle::{Admit, Phase, Refused};
 use crate::plugin::Plugins;
 use crate::runtime::link::Link;
@@ -16,7 +18,7 @@ use drpc_proto::Proto;
 use drpc_socket::Addr;
 use parking_lot::{Mutex, RwLock};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::sync::Notify;
@@ -94,6 +96,14 @@ pub(crate) struct SessionShared {
     hooked: AtomicUsize,
     /// Calls whose handlers run now (see `Limits::max_calls_per_session`).
     pub(crate) calls_running: Arc<AtomicUsize>,
+    /// Its age and idle limits, and whether they changed since its
+    /// connection last read them.
+    expiry: Mutex<ExpiryLimits>,
+    expiry_changed: AtomicBool,
+    /// Callers waiting for a usable connection, and their wake-up for a
+    /// session that redials only when needed.
+    wanting: AtomicUsize,
+    wanted: Notify,
 }
 
 struct State {
@@ -119,6 +129,7 @@ impl Session {
         dial_target: Option<Addr>,
         proto: Arc<dyn Proto>,
     ) -> Self {
+        let expiry = expiry::default_limits(&ep.config);
         Self {
             shared: Arc::new(SessionShared {
                 ep,
@@ -141,6 +152,10 @@ impl Session {
                 closed: CancellationToken::new(),
                 hooked: AtomicUsize::new(0),
                 calls_running: Arc::new(AtomicUsize::new(0)),
+                expiry: Mutex::new(expiry),
+                expiry_changed: AtomicBool::new(false),
+                wanting: AtomicUsize::new(0),
+                wanted: Notify::new(),
             }),
             via: None,
         }
@@ -448,6 +463,7 @@ impl Session {
     /// Waits until the session has a usable link, or fails as
     /// [`Session::usable_link`] says.
     async fn wait_for_link(&self, deadline: Instant, what: &str) -> Result<Arc<Link>, Status> {
+        let _wanting = self.want_connection();
         loop {
             let changed = self.shared.changed.notified();
             tokio::pin!(changed);
@@ -483,8 +499,7 @@ impl Session {
                 // The peer is going away and a redial will follow, or the
                 // connection is being dropped: wait for what comes next (a
                 // new connection, or the close) rather than use this one.
-                let leaving = link.going_away.is_cancelled() && self.redials_after_shutdown();
-                if leaving || link.drop_requested.is_cancelled() {
+                if self.moves_on_from(link) || link.drop_requested.is_cancelled() {
                     return Ok(None);
                 }
                 Ok(Some(link.clone()))
@@ -492,9 +507,16 @@ impl Session {
         }
     }
 
-    fn redials_after_shutdown(&self) -> bool {
+    /// Whether the session leaves `link` for a new connection: the peer
+    /// said it is going away (or asked for a new connection), and the
+    /// session will redial. Calls wait for the new connection meanwhile,
+    /// and one the peer refused as "not run" is made again there.
+    pub(crate) fn moves_on_from(&self, link: &Link) -> bool {
         let redial = &self.shared.ep.config.redial;
-        self.dial_target().is_some() && redial.enabled && redial.after_shutdown
+        link.going_away.is_cancelled()
+            && self.dial_target().is_some()
+            && redial.enabled
+            && (redial.after_shutdown || link.peer_renewal().is_some())
     }
 
     /// Counts one more plugin whose accept or dial hook is about to run;

@@ -108,6 +108,36 @@ pub struct Config {
     /// message's meta never costs more to hold than it took on the wire.
     pub max_meta_len: usize,
 
+    /// How long a session's connection may live before it is renewed;
+    /// `None` (the default) for no limit. Counted from the connection's
+    /// start, and shortened at random by up to a tenth so sessions opened
+    /// together do not all renew together. When it is reached, this side
+    /// sends the going-away notice with the reason `max-age`
+    /// (docs/PROTOCOL.md section 3.1) and drains the connection: running
+    /// calls finish, calls that cross the notice are answered "not run".
+    /// A dialed session then redials at once (whatever
+    /// [`Redial::after_shutdown`] says: the peer is not going away) and
+    /// makes the calls the peer did not run again on the new connection;
+    /// an accepted one closes, and its dialer redials. Use it to spread
+    /// long-lived clients over new instances behind a load balancer, or to
+    /// pick up rotated credentials. Per session:
+    /// [`Session::set_max_age`](crate::Session::set_max_age).
+    pub max_session_age: Option<Duration>,
+
+    /// How long a session may go without a call or push of the
+    /// application, either way, before its connection is closed; `None`
+    /// (the default) for no limit. A call in flight either way keeps it
+    /// busy however long it runs; drpc's own methods (`/_drpc/...`:
+    /// heartbeat pings, health checks) do not count, so a heartbeat still
+    /// lets it idle out. Checked every quarter of the timeout, so the
+    /// connection closes between 1 and 1.25 times the timeout after the
+    /// last activity. It closes as [`Config::max_session_age`] says, with
+    /// the reason `idle`, except that a dialed session redials only when a
+    /// call or push needs the connection again (it is
+    /// [`Redialing`](crate::SessionState::Redialing) until then). Per
+    /// session: [`Session::set_idle_timeout`](crate::Session::set_idle_timeout).
+    pub idle_timeout: Option<Duration>,
+
     /// How a dialed session redials after losing its connection. See
     /// [`Redial`] for each default.
     pub redial: Redial,
@@ -146,6 +176,8 @@ impl Default for Config {
             frame_timeout: Duration::from_secs(30),
             max_method_len: 1024,
             max_meta_len: 16 * 1024,
+            max_session_age: None,
+            idle_timeout: None,
             redial: Redial::default(),
             limits: Limits::default(),
             transport: transports(),

@@ -236,3 +236,58 @@ pub async fn shutdown_returns_once_the_transport_has_closed(t: Transport) {
     thread.join().unwrap();
     within("client close", client.close()).await;
 }
+
+/// A server whose sessions reach their maximum age every 200 ms renews
+/// the connection under steady calls from several callers, and not one
+/// call fails: new calls wait for the next connection, and calls that
+/// cross the renewal notice are made again there.
+pub async fn a_renewed_connection_loses_no_call(t: Transport) {
+    let mut server = t.config.clone();
+    server.max_session_age = Some(Duration::from_millis(200));
+    let mut p = pair_on(
+        &t.listen,
+        Endpoint::builder().config(server).router(test_router()),
+        Endpoint::builder().config(t.config.clone()),
+    )
+    .await;
+    let renewed = tokio::sync::watch::channel(false);
+    let callers: Vec<_> = (0..4i64)
+        .map(|i| {
+            let (s, mut done) = (p.session.clone(), renewed.1.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0, Vec::new());
+                for n in 0..1_000_000i64 {
+                    if *done.borrow_and_update() {
+                        break;
+                    }
+                    match s.call::<_, i64>("/math/add", &Add { a: i, b: n }).await {
+                        Ok(sum) => {
+                            assert_eq!(sum, i + n);
+                            ok += 1
+                        }
+                        Err(e) => failed.push(e),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    // Three renewals: three more connections accepted.
+    for _ in 0..3 {
+        within("a renewed connection", p.accepts.recv())
+            .await
+            .unwrap();
+    }
+    renewed.0.send(true).unwrap();
+    for caller in callers {
+        let (ok, failed) = within("a caller", caller).await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "{ok} ok, {} failed: {:?}",
+            failed.len(),
+            failed.first()
+        );
+        assert!(ok > 0);
+    }
+    p.close().await;
+}

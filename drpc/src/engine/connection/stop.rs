@@ -40,13 +40,14 @@ impl Reader<'_> {
         // of the stream, which would leave the client unsure whether they
         // ran (so a cluster client can move them to another instance). All
         // connections linger at once; a single session's close, and a
-        // client's shutdown, do not wait.
+        // client's shutdown, do not wait. A connection renewed for the
+        // session's age or idle limit lingers on either side: no call may
+        // be lost to a renewal.
         let linger_end = (tokio::time::Instant::now() + NOTICE_LINGER).min(grace_end);
         while self.writer.is_some() {
             let owed = handlers.running() > 0 || self.link.core().handling() > 0;
             let lingering = stop == Stop::Drain
-                && self.ep.shutdown.is_cancelled()
-                && !self.session.is_dialed()
+                && (self.expired || self.ep.shutdown.is_cancelled() && !self.session.is_dialed())
                 && self.reading
                 && self.link.core().going_away_sent()
                 && tokio::time::Instant::now() < linger_end;

@@ -16,10 +16,27 @@
 //!
 //! Ctrl-C or SIGTERM shuts it down gracefully: peers are told it is going
 //! away, running calls finish (within 10 s). A second signal ends it at once.
+//!
+//! It runs the operations kit too:
+//!
+//! - **restart with no lost call**: SIGHUP (or `drpc ctl ADMIN restart`)
+//!   starts a new echo_server on the same listening sockets; once it is
+//!   ready, this one stops accepting, tells its peers (they redial the new
+//!   one), finishes its calls and exits. The ports never change.
+//! - **health**: `drpc health tcp://127.0.0.1:9090`.
+//! - **a control channel** on a Unix socket (`--admin URL`; default
+//!   `unix://$TMPDIR/drpc-echo-server-PORT.sock`, printed at start):
+//!   `drpc ctl unix:///tmp/drpc-echo-server-9090.sock stats` (also
+//!   `sessions`, `routes`, `limits`, `health`, `stop`, `restart`).
+//!
+//! ```text
+//! kill -HUP $(pgrep -n echo_server)      # restart; calls in flight are answered
+//! ```
 
 use drpc::plugin::BoxFuture;
-use drpc::{CallCtx, Endpoint, Plugin, PushCtx, Router, Session, Status};
-use drpc_plugins::Counters;
+use drpc::restart::Restart;
+use drpc::{CallCtx, Config, Endpoint, Plugin, PushCtx, Router, Session, Signal, Status};
+use drpc_plugins::{Admin, Counters, RouteStats};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,10 +74,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let mut addrs: Vec<String> = std::env::args().skip(1).collect();
+    let (mut addrs, mut admin_addr) = (Vec::new(), None);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--admin" => admin_addr = Some(args.next().ok_or("--admin takes an address")?),
+            _ => addrs.push(arg),
+        }
+    }
     if addrs.is_empty() {
         addrs.push("tcp://127.0.0.1:9090".to_string());
     }
+    // The sockets a restart handed over (none when started by hand).
+    let restart = Restart::from_env()?;
+    let mut config = Config::default();
+    restart.apply(&mut config);
 
     let mut router = Router::new();
     router.call_raw(
@@ -82,28 +110,71 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     let counters = Arc::new(Counters::default());
+    let route_stats = Arc::new(RouteStats::default());
     let endpoint = Endpoint::builder()
+        .config(config)
         .router(router)
         .plugin(Greeter)
         .plugin_arc(counters.clone())
+        .plugin_arc(route_stats.clone())
         .build()?;
+    let mut bound = Vec::new();
     for addr in &addrs {
-        let bound = endpoint.listen(addr).await?;
-        println!("echo_server listening on {bound}");
+        let at = endpoint.listen(addr).await?;
+        println!("echo_server listening on {at}");
+        bound.push(at.to_string());
     }
-    println!("Ctrl-C or SIGTERM to stop");
+    restart.serve(&endpoint);
+    let admin_addr = admin_addr.unwrap_or_else(|| default_admin(&bound));
+    let (_admin, admin_at) = Admin::new(&endpoint)
+        .route_stats(route_stats)
+        .restart(restart.clone())
+        .listen(admin_addr.as_str())
+        .await?;
+    println!("control channel on {admin_at}: drpc ctl {admin_at} stats");
+    // The next process listens where this one does, ports included.
+    let mut next_args = vec!["--admin".to_string(), admin_at.to_string()];
+    next_args.extend(bound);
+    restart.set_args(next_args);
+    restart.ready()?;
+    println!("ready: pid {}", std::process::id());
+    println!("Ctrl-C or SIGTERM to stop, SIGHUP to restart");
 
     // SIGTERM or Ctrl-C: a graceful shutdown; a second one, at once.
+    // SIGHUP: a new process takes over the sockets, then this one stops.
     let mut first = true;
-    endpoint
-        .close_on_signal(|signal| {
-            if std::mem::take(&mut first) {
-                println!("{signal}: shutting down gracefully; again to stop at once");
-            } else {
-                println!("{signal}: closing at once");
+    let ended = restart
+        .close_on_signal(|signal| match signal {
+            Signal::Restart(_) => println!("{signal}: restarting"),
+            _ if std::mem::take(&mut first) => {
+                println!("{signal}: shutting down gracefully; again to stop at once")
             }
+            _ => println!("{signal}: closing at once"),
         })
         .await?;
-    println!("stopped: {:?}", counters.snapshot());
+    match ended {
+        Some(Signal::Restart(_)) => println!("handed over to the new process"),
+        None => println!("closed through the control channel (a restart or a stop)"),
+        Some(_) => {}
+    }
+    println!(
+        "stopped: pid {}: {:?}",
+        std::process::id(),
+        counters.snapshot()
+    );
     Ok(())
+}
+
+/// `unix://$TMPDIR/drpc-echo-server-PORT.sock`, after the first address's
+/// port (or this process's id, for an address without one).
+fn default_admin(bound: &[String]) -> String {
+    let port = bound
+        .first()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| std::process::id().to_string());
+    let path = std::env::temp_dir().join(format!("drpc-echo-server-{port}.sock"));
+    format!("unix://{}", path.display())
 }

@@ -68,6 +68,9 @@ pub enum CtlAction {
     Health,
     /// Shuts the endpoint down gracefully.
     Stop,
+    /// Starts a new process of the server on the same sockets; prints its
+    /// pid once it is ready (waits at least 60 s for it).
+    Restart,
 }
 
 #[derive(Args, Debug)]

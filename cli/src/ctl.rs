@@ -5,6 +5,9 @@ use crate::{body, connect};
 use drpc::{CallOptions, CodecId};
 use serde_json::{json, Map, Value};
 
+/// The least a restart is waited for.
+const RESTART_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The route and argument of an action.
 fn request(action: CtlAction, args: &[String]) -> Result<(&'static str, Value), String> {
     Ok(match action {
@@ -44,6 +47,10 @@ fn request(action: CtlAction, args: &[String]) -> Result<(&'static str, Value), 
             }
             _ => return Err("stop takes at most a grace, as 5s".to_string()),
         },
+        CtlAction::Restart => match args {
+            [] => ("/_drpc/admin/restart", Value::Null),
+            _ => return Err("restart takes no arguments".to_string()),
+        },
     })
 }
 
@@ -52,9 +59,13 @@ pub async fn ctl(args: CtlArgs) -> Result<(), String> {
     let (method, arg) = request(args.action, &args.args)?;
     let arg = body::encode_value(&arg, CodecId::MSGPACK)?;
     let (endpoint, sessions) = connect::dial(&args.conn, 1, args.timeout).await?;
-    let opts = CallOptions::new()
-        .codec(CodecId::MSGPACK)
-        .timeout(args.timeout);
+    // A restart answers once the new process is ready, which may take a
+    // while (its ready timeout is 30 s by default).
+    let timeout = match args.action {
+        CtlAction::Restart => args.timeout.max(RESTART_WAIT),
+        _ => args.timeout,
+    };
+    let opts = CallOptions::new().codec(CodecId::MSGPACK).timeout(timeout);
     let result = sessions[0].call_raw(method, arg, opts).await;
     endpoint.close().await;
     let reply = result.map_err(|status| format!("{method} failed: {status}"))?;

@@ -202,10 +202,21 @@ impl Endpoint {
         let local = listener.local_addr().clone();
         self.inner.plugins.each(|p| p.after_listen(&local));
         let inner = self.inner.clone();
+        let mut hand_offs = hand_off_requests(&self.inner);
         self.inner.tasks.spawn(async move {
             loop {
                 let accepted = tokio::select! {
                     _ = inner.shutdown.cancelled() => break,
+                    Some(asked) = hand_offs.recv() => {
+                        // A restart's new process takes over the address.
+                        #[cfg(unix)]
+                        let _ = asked.send(
+                            listener.hand_off().map(|fd| (listener.local_addr().clone(), fd)),
+                        );
+                        #[cfg(not(unix))]
+                        let () = asked;
+                        continue;
+                    }
                     r = listener.accept() => r,
                 };
                 match accepted {
@@ -428,4 +439,20 @@ impl Endpoint {
             Ok(())
         }
     }
+}
+
+/// Registers a listener's accept loop for hand-off requests (see
+/// [`crate::restart`]); the loop answers them between accepts.
+#[cfg(unix)]
+fn hand_off_requests(
+    ep: &EndpointShared,
+) -> tokio::sync::mpsc::UnboundedReceiver<crate::shared::HandOff> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    ep.hand_offs.lock().push(tx);
+    rx
+}
+
+#[cfg(not(unix))]
+fn hand_off_requests(_: &EndpointShared) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    tokio::sync::mpsc::unbounded_channel().1
 }

@@ -71,6 +71,8 @@ mod engine;
 mod handler;
 pub mod memory;
 pub mod plugin;
+#[cfg(all(feature = "restart", unix))]
+pub mod restart;
 mod router;
 mod runtime;
 pub mod service;

@@ -2,6 +2,7 @@
 //! limits, its registry of live sessions, and the handle [`Endpoint`]
 //! (whose listening, dialing and shutdown live in `endpoint.rs`).
 
+use crate::core::lifecycle::Renewal;
 use crate::plugin::Plugins;
 use crate::router::Router;
 use crate::runtime::admission::Limiter;
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +105,24 @@ pub(crate) struct EndpointShared {
     emptied: Notify,
     /// What `/_drpc/health` answers, as `Health::to_u8`.
     health: AtomicU8,
+    /// Why it is closing, when its going-away notices should say so (a
+    /// restart: peers redial at once).
+    pub(crate) leaving: OnceLock<Renewal>,
+    /// Each listener's accept loop, asked for a copy of its socket (for a
+    /// restart) through these.
+    pub(crate) hand_offs: Mutex<Vec<HandOffs>>,
 }
+
+/// Asks a listener's accept loop for a copy of its socket.
+#[cfg(unix)]
+pub(crate) type HandOffs = tokio::sync::mpsc::UnboundedSender<HandOff>;
+
+/// Where an accept loop sends the copy of its socket, with its address.
+#[cfg(unix)]
+pub(crate) type HandOff =
+    tokio::sync::oneshot::Sender<Result<(Addr, std::os::fd::OwnedFd), SocketError>>;
+#[cfg(not(unix))]
+pub(crate) type HandOffs = ();
 
 struct Sessions {
     by_id: HashMap<Arc<str>, Session>,
@@ -141,6 +159,8 @@ impl EndpointShared {
             grace: Mutex::new(grace),
             emptied: Notify::new(),
             health: AtomicU8::new(Health::Serving.to_u8()),
+            leaving: OnceLock::new(),
+            hand_offs: Mutex::new(Vec::new()),
         }
     }
 

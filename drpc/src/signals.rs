@@ -13,6 +13,9 @@ pub enum Signal {
     Interrupt,
     /// SIGTERM: what service managers (systemd, Kubernetes) send.
     Terminate,
+    /// The signal that restarts (SIGHUP unless set otherwise): see
+    /// [`Restart::close_on_signal`](crate::restart::Restart::close_on_signal).
+    Restart(i32),
 }
 
 impl fmt::Display for Signal {
@@ -20,30 +23,62 @@ impl fmt::Display for Signal {
         f.write_str(match self {
             Self::Interrupt => "SIGINT",
             Self::Terminate => "SIGTERM",
+            #[cfg(unix)]
+            Self::Restart(n) if *n == tokio::signal::unix::SignalKind::hangup().as_raw_value() => {
+                "SIGHUP"
+            }
+            Self::Restart(n) => return write!(f, "signal {n}"),
         })
     }
 }
 
-/// SIGINT and, on Unix, SIGTERM, as a stream of [`Signal`]s.
-struct Signals {
+/// SIGINT and, on Unix, SIGTERM and perhaps a restart signal, as a stream
+/// of [`Signal`]s.
+pub(crate) struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    restart: Option<(i32, tokio::signal::unix::Signal)>,
 }
 
 impl Signals {
-    fn new() -> io::Result<Self> {
-        Ok(Self {
-            #[cfg(unix)]
-            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
-        })
-    }
-
-    async fn next(&mut self) -> io::Result<Signal> {
+    /// Listens for SIGINT and SIGTERM, and for signal `restart` if given.
+    pub(crate) fn new(restart: Option<i32>) -> io::Result<Self> {
         #[cfg(unix)]
         {
+            use tokio::signal::unix::{signal, SignalKind};
+            let restart = match restart {
+                Some(n) => Some((n, signal(SignalKind::from_raw(n))?)),
+                None => None,
+            };
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                restart,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = restart;
+            Ok(Self {})
+        }
+    }
+
+    pub(crate) async fn next(&mut self) -> io::Result<Signal> {
+        #[cfg(unix)]
+        {
+            let restart = async {
+                match &mut self.restart {
+                    Some((n, s)) => {
+                        s.recv().await;
+                        *n
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = tokio::signal::ctrl_c() => r.map(|()| Signal::Interrupt),
                 _ = self.term.recv() => Ok(Signal::Terminate),
+                n = restart => Ok(Signal::Restart(n)),
             }
         }
         #[cfg(not(unix))]
@@ -81,7 +116,7 @@ impl Endpoint {
         &self,
         mut on_signal: impl FnMut(Signal),
     ) -> io::Result<Option<Signal>> {
-        let mut signals = Signals::new()?;
+        let mut signals = Signals::new(None)?;
         let first = tokio::select! {
             s = signals.next() => s?,
             // Closed some other way: nothing to wait for.

@@ -89,7 +89,7 @@ impl Transport for Http {
         config: &'a TransportConfig,
     ) -> BoxFuture<'a, Result<Box<dyn TransportListener>, SocketError>> {
         Box::pin(async move {
-            let (listener, local) = drpc_socket::bind_tcp(addr, config.tcp_backlog).await?;
+            let (listener, local) = drpc_socket::bind_tcp(addr, config).await?;
             Ok(Box::new(HttpListener {
                 listener,
                 local,
@@ -108,6 +108,11 @@ struct HttpListener {
 impl TransportListener for HttpListener {
     fn local_addr(&self) -> &Addr {
         &self.local
+    }
+
+    #[cfg(unix)]
+    fn hand_off(&mut self) -> Result<std::os::fd::OwnedFd, SocketError> {
+        drpc_socket::hand_off_tcp(&self.listener, &self.local)
     }
 
     fn accept(&mut self) -> BoxFuture<'_, Result<Accepting, SocketError>> {

@@ -20,6 +20,7 @@ pub const ADMIN_PREFIX: &str = "/_drpc/admin";
 /// | `/_drpc/admin/health` | `serving`, `draining` or `not_serving` | the health now |
 /// | `/_drpc/admin/routes` | nothing | each call route's [`RouteFigures`](crate::RouteFigures), when a [`RouteStats`] was given ([`Admin::route_stats`]); else 404 |
 /// | `/_drpc/admin/stop` | a grace in milliseconds, or nothing (the endpoint's close grace) | `stopping`; the endpoint shuts down gracefully, then the control channel closes |
+/// | `/_drpc/admin/restart` | nothing | the new process's id, once it is ready (the endpoint and the channel then shut down); when a [`Restart`](drpc::restart::Restart) was given ([`Admin::restart`]); else 404 |
 ///
 /// Its guard: on `unix://` (the default choice), the socket file's
 /// permissions, set to `0600` (the process's user only); on any other
@@ -39,6 +40,8 @@ pub struct Admin {
     target: Endpoint,
     token: Option<String>,
     routes: Option<Arc<RouteStats>>,
+    #[cfg(unix)]
+    restart: Option<drpc::restart::Restart>,
 }
 
 /// What `/_drpc/admin/stats` answers.
@@ -113,7 +116,18 @@ impl Admin {
             target: target.clone(),
             token: None,
             routes: None,
+            #[cfg(unix)]
+            restart: None,
         }
+    }
+
+    /// Serves `/_drpc/admin/restart` with `restart`, and hands the
+    /// channel's own listener on at each restart (so the successor's
+    /// channel answers on the same socket).
+    #[cfg(unix)]
+    pub fn restart(mut self, restart: drpc::restart::Restart) -> Self {
+        self.restart = Some(restart);
+        self
     }
 
     /// Serves `/_drpc/admin/routes` from `stats`, a [`RouteStats`] plugin
@@ -144,7 +158,13 @@ impl Admin {
                 "a control channel on {addr} needs a token (Admin::token); only unix:// is guarded by file permissions"
             )));
         }
-        let mut builder = Endpoint::builder().router(self.router()?);
+        #[allow(unused_mut)]
+        let mut config = drpc::Config::default();
+        #[cfg(unix)]
+        if let Some(restart) = &self.restart {
+            restart.apply(&mut config);
+        }
+        let mut builder = Endpoint::builder().config(config).router(self.router()?);
         if let Some(token) = self.token {
             builder = builder.plugin(Auth::new().checker(move |_, presented: String| {
                 let ok = presented == token;
@@ -159,6 +179,10 @@ impl Admin {
         }
         let admin = builder.build()?;
         let bound = admin.listen(&addr).await?;
+        #[cfg(unix)]
+        if let Some(restart) = &self.restart {
+            restart.serve(&admin);
+        }
         if unix {
             restrict(bound.target()).map_err(|e| {
                 Status::internal(format!("cannot restrict {bound} to this user: {e}"))
@@ -252,6 +276,18 @@ impl Admin {
             }
         })
         .map_err(internal)?;
+        #[cfg(unix)]
+        if let Some(restart) = self.restart.clone() {
+            g.call("/restart", move |_: CallCtx, _: ()| {
+                let restart = restart.clone();
+                async move {
+                    restart.restart().await.map_err(|e| {
+                        Status::internal(format!("restart failed; this process serves on: {e}"))
+                    })
+                }
+            })
+            .map_err(internal)?;
+        }
         Ok(r)
     }
 }

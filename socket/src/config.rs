@@ -56,6 +56,12 @@ pub struct TransportConfig {
     /// Tuning for `ws://` and `wss://`.
     #[cfg(feature = "ws")]
     pub ws: crate::ws::WsConfig,
+    /// Listening sockets handed to this process at its start (by the
+    /// process it replaces, or by systemd): a listener whose address
+    /// matches one takes it instead of binding. Empty by default; drpc's
+    /// `Restart::from_env` fills it.
+    #[cfg(unix)]
+    pub inherited: crate::Inherited,
     pub(crate) transports: Transports,
 }
 
@@ -120,6 +126,8 @@ impl Default for TransportConfig {
             kcp: Default::default(),
             #[cfg(feature = "ws")]
             ws: Default::default(),
+            #[cfg(unix)]
+            inherited: Default::default(),
             transports: Transports::built_in(),
         }
     }

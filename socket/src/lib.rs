@@ -44,6 +44,8 @@
 
 mod addr;
 mod config;
+#[cfg(unix)]
+mod inherit;
 #[cfg(feature = "kcp")]
 pub mod kcp;
 mod listener;
@@ -64,6 +66,8 @@ pub mod ws;
 
 pub use addr::{Addr, Scheme};
 pub use config::TransportConfig;
+#[cfg(unix)]
+pub use inherit::Inherited;
 pub use listener::{Accepting, Listener};
 pub use transport::{BoxFuture, Transport, TransportListener};
 
@@ -304,9 +308,21 @@ pub async fn dial(addr: &Addr, config: &TransportConfig) -> Result<Socket, Socke
 #[cfg(feature = "tcp")]
 pub async fn bind_tcp(
     addr: &Addr,
-    backlog: u32,
+    config: &TransportConfig,
 ) -> Result<(tokio::net::TcpListener, Addr), SocketError> {
-    tcp::bind(addr, backlog).await
+    tcp::bind(addr, config).await
+}
+
+/// A copy of a TCP listener's socket, for a transport built on
+/// [`bind_tcp`] to implement [`TransportListener::hand_off`] with.
+///
+/// Errors: the system is out of file descriptors.
+#[cfg(unix)]
+pub fn hand_off_tcp(
+    listener: &tokio::net::TcpListener,
+    local: &Addr,
+) -> Result<std::os::fd::OwnedFd, SocketError> {
+    tcp::hand_off(listener, local)
 }
 
 #[cfg(test)]

@@ -97,6 +97,16 @@ impl Listener {
         self.inner.close().await
     }
 
+    /// A copy of the listening socket for a process that takes over the
+    /// address; see [`TransportListener::hand_off`].
+    ///
+    /// Errors: the transport cannot hand its listeners over (QUIC, KCP),
+    /// or the system is out of file descriptors.
+    #[cfg(unix)]
+    pub fn hand_off(&mut self) -> Result<std::os::fd::OwnedFd, SocketError> {
+        self.inner.hand_off()
+    }
+
     /// Waits for the next peer. The returned [`Accepting`] still has to
     /// finish its handshake.
     pub async fn accept(&mut self) -> Result<Accepting, SocketError> {

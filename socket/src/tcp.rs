@@ -24,7 +24,7 @@ impl Transport for Tcp {
         config: &'a TransportConfig,
     ) -> BoxFuture<'a, Result<Box<dyn TransportListener>, SocketError>> {
         Box::pin(async move {
-            let (listener, local) = bind(addr, config.tcp_backlog).await?;
+            let (listener, local) = bind(addr, config).await?;
             Ok(Box::new(TcpAccept { listener, local }) as Box<dyn TransportListener>)
         })
     }
@@ -47,6 +47,11 @@ impl TransportListener for TcpAccept {
             Ok(Accepting::ready(socket(stream, Scheme::TCP).map_err(op)?))
         })
     }
+
+    #[cfg(unix)]
+    fn hand_off(&mut self) -> Result<std::os::fd::OwnedFd, SocketError> {
+        hand_off(&self.listener, &self.local)
+    }
 }
 
 pub(crate) async fn dial(addr: &Addr) -> Result<Socket, SocketError> {
@@ -61,9 +66,22 @@ pub(crate) async fn connect(addr: &Addr) -> Result<TcpStream, SocketError> {
 }
 
 /// Listens on `addr` with a kernel queue of `backlog` connections.
-pub(crate) async fn bind(addr: &Addr, backlog: u32) -> Result<(TcpListener, Addr), SocketError> {
+pub(crate) async fn bind(
+    addr: &Addr,
+    config: &TransportConfig,
+) -> Result<(TcpListener, Addr), SocketError> {
     let op = |e| SocketError::io("listen", addr, e);
     let at = resolve(addr, "listen").await?;
+    #[cfg(unix)]
+    if let Some(inherited) = config.inherited.take_tcp(at) {
+        // Handed over by the process this one replaces: it never stopped
+        // accepting, and connections queued meanwhile are waiting in it.
+        inherited.set_nonblocking(true).map_err(op)?;
+        let l = TcpListener::from_std(inherited).map_err(op)?;
+        tracing::info!(%addr, "listening on an inherited socket");
+        return Ok((l, sock_addr(addr.scheme().clone(), at)));
+    }
+    let backlog = config.tcp_backlog;
     let socket = if at.is_ipv4() {
         TcpSocket::new_v4()
     } else {
@@ -99,6 +117,20 @@ pub(crate) fn socket(stream: TcpStream, scheme: Scheme) -> io::Result<Socket> {
     Ok(Socket::from_parts(Box::new(r), Box::new(w), local, peer))
 }
 
+/// A copy of `listener`'s socket for another process (see
+/// [`TransportListener::hand_off`]).
+#[cfg(unix)]
+pub(crate) fn hand_off(
+    listener: &TcpListener,
+    local: &Addr,
+) -> Result<std::os::fd::OwnedFd, SocketError> {
+    use std::os::fd::AsFd;
+    listener
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| SocketError::io("hand off", local, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,7 +138,11 @@ mod tests {
     #[tokio::test]
     async fn a_listener_queues_as_many_connections_as_configured() {
         let addr: Addr = "tcp://127.0.0.1:0".parse().unwrap();
-        let (_l, local) = bind(&addr, 777).await.unwrap();
+        let config = TransportConfig {
+            tcp_backlog: 777,
+            ..TransportConfig::default()
+        };
+        let (_l, local) = bind(&addr, &config).await.unwrap();
         let port = local.target().rsplit_once(':').unwrap().1.to_string();
         // `ss` shows a listening socket's queue size in its Send-Q column.
         let out = std::process::Command::new("ss")

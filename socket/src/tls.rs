@@ -273,7 +273,7 @@ mod stream {
         ) -> BoxFuture<'a, Result<Box<dyn TransportListener>, SocketError>> {
             Box::pin(async move {
                 let server = config.tls.server("tls")?;
-                let (listener, local) = tcp::bind(addr, config.tcp_backlog).await?;
+                let (listener, local) = tcp::bind(addr, config).await?;
                 let acceptor = tokio_rustls::TlsAcceptor::from(server);
                 Ok(Box::new(TlsAccept {
                     listener,
@@ -293,6 +293,11 @@ mod stream {
     impl TransportListener for TlsAccept {
         fn local_addr(&self) -> &Addr {
             &self.local
+        }
+
+        #[cfg(unix)]
+        fn hand_off(&mut self) -> Result<std::os::fd::OwnedFd, SocketError> {
+            tcp::hand_off(&self.listener, &self.local)
         }
 
         fn accept(&mut self) -> BoxFuture<'_, Result<Accepting, SocketError>> {

@@ -102,6 +102,23 @@ pub trait TransportListener: Send + 'static {
     fn close(self: Box<Self>) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
+
+    /// A copy of the listening socket, for a process that takes over this
+    /// address (a restart): from now on closing this listener must leave
+    /// the address to the copy (a Unix listener no longer removes its
+    /// socket file). TCP, Unix, TLS, WebSocket and the HTTP gateway can;
+    /// the default refuses, as QUIC and KCP (UDP) do.
+    #[cfg(unix)]
+    fn hand_off(&mut self) -> Result<std::os::fd::OwnedFd, SocketError> {
+        Err(SocketError::Io {
+            op: "hand off",
+            addr: self.local_addr().to_string(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "this transport's listeners cannot be handed to another process",
+            ),
+        })
+    }
 }
 
 /// Transports by scheme: the built-in ones this build includes, and any

@@ -21,14 +21,14 @@ impl Transport for Unix {
     fn bind<'a>(
         &'a self,
         addr: &'a Addr,
-        _: &'a TransportConfig,
+        config: &'a TransportConfig,
     ) -> BoxFuture<'a, Result<Box<dyn TransportListener>, SocketError>> {
         Box::pin(async move {
-            let (listener, path) = bind(addr).await?;
+            let (listener, path) = bind(addr, config).await?;
             Ok(Box::new(UnixAccept {
                 listener,
                 local: addr.clone(),
-                _path: path,
+                path,
             }) as Box<dyn TransportListener>)
         })
     }
@@ -37,8 +37,8 @@ impl Transport for Unix {
 struct UnixAccept {
     listener: UnixListener,
     local: Addr,
-    // Held only for its Drop, which removes the socket file.
-    _path: PathGuard,
+    /// Removes the socket file when the listener goes away.
+    path: PathGuard,
 }
 
 impl TransportListener for UnixAccept {
@@ -54,6 +54,18 @@ impl TransportListener for UnixAccept {
             Ok(Accepting::ready(socket))
         })
     }
+
+    fn hand_off(&mut self) -> Result<std::os::fd::OwnedFd, SocketError> {
+        use std::os::fd::AsFd;
+        let fd = self
+            .listener
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| SocketError::io("hand off", &self.local, e))?;
+        // The file is the new process's address now.
+        self.path.keep = true;
+        Ok(fd)
+    }
 }
 
 async fn dial(addr: &Addr) -> Result<Socket, SocketError> {
@@ -66,10 +78,21 @@ async fn dial(addr: &Addr) -> Result<Socket, SocketError> {
 /// Binds `addr`, first removing a socket file that an earlier run left
 /// behind. A file that a live listener still answers on is left alone and
 /// reported as in use; a file that is not a socket is never removed.
-async fn bind(addr: &Addr) -> Result<(UnixListener, PathGuard), SocketError> {
+async fn bind(
+    addr: &Addr,
+    config: &TransportConfig,
+) -> Result<(UnixListener, PathGuard), SocketError> {
     let path = Path::new(addr.target());
+    if let Some(inherited) = config.inherited.take_unix(path) {
+        // Handed over by the process this one replaces, file and all.
+        let op = |e| SocketError::io("listen", addr, e);
+        inherited.set_nonblocking(true).map_err(op)?;
+        let l = UnixListener::from_std(inherited).map_err(op)?;
+        tracing::info!(%addr, "listening on an inherited socket");
+        return Ok((l, PathGuard::new(path)));
+    }
     match UnixListener::bind(path) {
-        Ok(l) => return Ok((l, PathGuard(path.into()))),
+        Ok(l) => return Ok((l, PathGuard::new(path))),
         Err(e) if e.kind() != io::ErrorKind::AddrInUse => {
             return Err(SocketError::io("listen", addr, e))
         }
@@ -98,7 +121,7 @@ async fn bind(addr: &Addr) -> Result<(UnixListener, PathGuard), SocketError> {
             tracing::info!(path = %path.display(), "removing stale unix socket file from an earlier run");
             std::fs::remove_file(path).map_err(|e| SocketError::io("listen", addr, e))?;
             let l = UnixListener::bind(path).map_err(|e| SocketError::io("listen", addr, e))?;
-            Ok((l, PathGuard(path.into())))
+            Ok((l, PathGuard::new(path)))
         }
     }
 }
@@ -125,13 +148,29 @@ fn socket(stream: UnixStream, local: Addr, peer: Addr) -> Socket {
 /// Removes a listener's socket file when the listener goes away, so the
 /// next run can bind the same path.
 #[derive(Debug)]
-struct PathGuard(PathBuf);
+struct PathGuard {
+    path: PathBuf,
+    /// The socket was handed to another process, which serves the file.
+    keep: bool,
+}
+
+impl PathGuard {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.into(),
+            keep: false,
+        }
+    }
+}
 
 impl Drop for PathGuard {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.0) {
+        if self.keep {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
             if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(path = %self.0.display(), error = %e, "could not remove unix socket file");
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove unix socket file");
             }
         }
     }

@@ -144,6 +144,9 @@ pub(crate) enum Renewal {
     MaxAge,
     /// The session was idle for its idle timeout: redial when next needed.
     Idle,
+    /// The process restarts: its successor already serves the same
+    /// address, so redial at once.
+    Restart,
 }
 
 impl Renewal {
@@ -152,6 +155,7 @@ impl Renewal {
         match self {
             Renewal::MaxAge => "max-age",
             Renewal::Idle => "idle",
+            Renewal::Restart => "restart",
         }
     }
 
@@ -160,6 +164,7 @@ impl Renewal {
         match reason {
             "max-age" => Some(Renewal::MaxAge),
             "idle" => Some(Renewal::Idle),
+            "restart" => Some(Renewal::Restart),
             _ => None,
         }
     }
@@ -351,9 +356,9 @@ mod tests {
 
     #[test]
     fn an_expiry_here_or_at_the_peer_drains_and_redials_without_after_shutdown() {
-        for renewal in [Renewal::MaxAge, Renewal::Idle] {
+        for renewal in [Renewal::MaxAge, Renewal::Idle, Renewal::Restart] {
             let then = match renewal {
-                Renewal::MaxAge => Then::Redial,
+                Renewal::MaxAge | Renewal::Restart => Then::Redial,
                 Renewal::Idle => Then::RedialWhenNeeded,
             };
             let expired = next(|f| f.cause = Cause::Expired(renewal));
@@ -393,7 +398,7 @@ mod tests {
 
     #[test]
     fn renewal_reasons_round_trip() {
-        for r in [Renewal::MaxAge, Renewal::Idle] {
+        for r in [Renewal::MaxAge, Renewal::Idle, Renewal::Restart] {
             assert_eq!(Renewal::from_reason(r.reason()), Some(r));
         }
         assert_eq!(Renewal::from_reason("shutdown"), None);

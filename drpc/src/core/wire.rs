@@ -60,6 +60,9 @@ pub(crate) fn renew_notice(renewal: Renewal) -> Message {
     let why = match renewal {
         Renewal::MaxAge => "renewing the connection: the session reached its maximum age",
         Renewal::Idle => "closing the connection: the session was idle",
+        Renewal::Restart => {
+            "restarting: a new process serves this address; running calls are still answered"
+        }
     };
     let mut msg = notice(&Status::connection_closed(why));
     msg.header.meta.insert(NOTICE_REASON, renewal.reason());

@@ -205,7 +205,7 @@ pub(crate) async fn run(
     match cause {
         // Tell the peer first, so it stops starting calls here while the
         // running ones finish (docs/PROTOCOL.md section 3.1).
-        Cause::LocalClose => link.going_away(None),
+        Cause::LocalClose => link.going_away(ep.leaving.get().copied()),
         Cause::Expired(renewal) => link.going_away(Some(renewal)),
         _ => {}
     }

@@ -115,7 +115,7 @@ impl Transport for WebSocket {
                 true => Some(tls::acceptor(config)?),
                 false => None,
             };
-            let (listener, bound) = tcp::bind(&tcp_addr(addr)?, config.tcp_backlog).await?;
+            let (listener, bound) = tcp::bind(&tcp_addr(addr)?, config).await?;
             let path = split(addr).1.map(str::to_string);
             let local = Addr::new(
                 addr.scheme().clone(),
@@ -206,6 +206,11 @@ struct WsAccept {
 impl TransportListener for WsAccept {
     fn local_addr(&self) -> &Addr {
         &self.local
+    }
+
+    #[cfg(unix)]
+    fn hand_off(&mut self) -> Result<std::os::fd::OwnedFd, SocketError> {
+        tcp::hand_off(&self.listener, &self.local)
     }
 
     fn accept(&mut self) -> BoxFuture<'_, Result<Accepting, SocketError>> {

@@ -23,6 +23,8 @@ impl Reader<'_> {
                 "the session was idle for its idle timeout ({:?})",
                 self.session.idle_timeout().unwrap_or_default()
             )),
+            // Not a limit: the endpoint's restart says it (`leaving`).
+            Renewal::Restart => Status::connection_closed("the process restarts"),
         };
         tracing::debug!(session = %self.session.id(), %status, "session expired");
         self.expired = true;

@@ -29,12 +29,17 @@
 //!   `drpc ctl unix:///tmp/drpc-echo-server-9090.sock stats` (also
 //!   `sessions`, `routes`, `limits`, `health`, `stop`, `restart`).
 //!
+//! - **worker processes**: `--workers 4` binds the addresses once and runs
+//!   four echo servers on them (each with its control channel,
+//!   `...-w0-PID.sock` and so on); one that crashes starts again, SIGHUP to
+//!   the supervisor replaces them one by one, SIGTERM stops them all.
+//!
 //! ```text
 //! kill -HUP $(pgrep -n echo_server)      # restart; calls in flight are answered
 //! ```
 
 use drpc::plugin::BoxFuture;
-use drpc::restart::Restart;
+use drpc::restart::{Restart, Workers};
 use drpc::{CallCtx, Config, Endpoint, Plugin, PushCtx, Router, Session, Signal, Status};
 use drpc_plugins::{Admin, Counters, RouteStats};
 use serde::Deserialize;
@@ -74,11 +79,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let (mut addrs, mut admin_addr) = (Vec::new(), None);
+    let (mut addrs, mut admin_addr, mut workers) = (Vec::new(), None, 1usize);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--admin" => admin_addr = Some(args.next().ok_or("--admin takes an address")?),
+            "--workers" => {
+                let n = args.next().ok_or("--workers takes a count")?;
+                workers = n
+                    .parse()
+                    .map_err(|_| format!("--workers {n}: not a count"))?;
+            }
             _ => addrs.push(arg),
         }
     }
@@ -89,6 +100,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let restart = Restart::from_env()?;
     let mut config = Config::default();
     restart.apply(&mut config);
+    if workers > 1 && restart.worker().is_none() {
+        return supervise(&restart, workers, &addrs, admin_addr, &config).await;
+    }
 
     let mut router = Router::new();
     router.call_raw(
@@ -125,7 +139,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bound.push(at.to_string());
     }
     restart.serve(&endpoint);
-    let admin_addr = admin_addr.unwrap_or_else(|| default_admin(&bound));
+    let mut admin_addr = admin_addr.unwrap_or_else(|| default_admin(&bound));
+    if let Some(n) = restart.worker() {
+        // One control channel per worker.
+        admin_addr = worker_admin(&admin_addr, n);
+    }
     let (_admin, admin_at) = Admin::new(&endpoint)
         .route_stats(route_stats)
         .restart(restart.clone())
@@ -163,6 +181,47 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         counters.snapshot()
     );
     Ok(())
+}
+
+/// `--workers N`: this process binds the addresses and runs N echo
+/// servers on them, restarting one that crashes; SIGHUP replaces them one
+/// by one, SIGTERM stops them all.
+async fn supervise(
+    restart: &Restart,
+    count: usize,
+    addrs: &[String],
+    admin: Option<String>,
+    config: &Config,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut workers = Workers::new(restart, count);
+    let bound = workers.bind(addrs, config).await?;
+    for at in &bound {
+        println!("echo_server supervisor listening on {at}");
+    }
+    let admin = admin
+        .unwrap_or_else(|| default_admin(&bound.iter().map(|a| a.to_string()).collect::<Vec<_>>()));
+    // Each worker serves the bound addresses, ports included, with a
+    // control channel of its own beside `admin`.
+    let mut args = vec!["--admin".to_string(), admin];
+    args.extend(bound.iter().map(|a| a.to_string()));
+    restart.set_args(args);
+    println!(
+        "supervisor: pid {}; SIGHUP replaces the workers one by one",
+        std::process::id()
+    );
+    let signal = workers.run(|event| println!("supervisor: {event}")).await?;
+    println!("stopped: supervisor pid {} ({signal})", std::process::id());
+    Ok(())
+}
+
+/// Worker `n`'s control channel: `admin` with `-wN-PID` before `.sock`
+/// (a worker's replacement starts while it still serves its own).
+fn worker_admin(admin: &str, n: usize) -> String {
+    let pid = std::process::id();
+    match admin.strip_suffix(".sock") {
+        Some(stem) => format!("{stem}-w{n}-{pid}.sock"),
+        None => format!("{admin}-w{n}-{pid}"),
+    }
 }
 
 /// `unix://$TMPDIR/drpc-echo-server-PORT.sock`, after the first address's

@@ -206,6 +206,8 @@ impl Endpoint {
         self.inner.tasks.spawn(async move {
             loop {
                 let accepted = tokio::select! {
+                    // Nothing is accepted once shutdown has begun.
+                    biased;
                     _ = inner.shutdown.cancelled() => break,
                     Some(asked) = hand_offs.recv() => {
                         // A restart's new process takes over the address.

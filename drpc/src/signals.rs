@@ -36,6 +36,8 @@ impl fmt::Display for Signal {
 /// of [`Signal`]s.
 pub(crate) struct Signals {
     #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     restart: Option<(i32, tokio::signal::unix::Signal)>,
@@ -52,6 +54,7 @@ impl Signals {
                 None => None,
             };
             Ok(Self {
+                int: signal(SignalKind::interrupt())?,
                 term: signal(SignalKind::terminate())?,
                 restart,
             })
@@ -76,7 +79,7 @@ impl Signals {
                 }
             };
             tokio::select! {
-                r = tokio::signal::ctrl_c() => r.map(|()| Signal::Interrupt),
+                _ = self.int.recv() => Ok(Signal::Interrupt),
                 _ = self.term.recv() => Ok(Signal::Terminate),
                 n = restart => Ok(Signal::Restart(n)),
             }

@@ -138,3 +138,25 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .map(|b| u8::from_str_radix(b, 16).unwrap())
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_s_own_102_is_not_sent_as_not_run() {
+    // 102 on the wire means "not run": a caller may make the call again.
+    // A handler whose own connection closed may have done work.
+    let mut router = drpc::Router::new();
+    router
+        .call("/upstream_gone", |_: drpc::CallCtx, _: ()| async move {
+            Err::<(), _>(drpc::Status::connection_closed("the upstream closed"))
+        })
+        .unwrap();
+    let p = pair_with(router, drpc::Router::new(), Config::default()).await;
+    let err = p
+        .session
+        .call::<_, ()>("/upstream_gone", &())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), drpc::Code::INTERNAL, "{err}");
+    assert!(!err.never_ran());
+    assert!(err.message().contains("the upstream closed"), "{err}");
+    p.close().await;
+}

@@ -37,6 +37,9 @@ async fn listeners_take_the_sockets_inherited_for_their_addresses() {
     let path = unix_path("inherited");
     let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
     let inherited = Inherited::new([OwnedFd::from(tcp), OwnedFd::from(unix)]).unwrap();
+    // Served for good (as `Restart::ready` says): the socket file goes
+    // with the last listener.
+    inherited.confirm();
     let mut config = Config::default();
     config.transport.inherited = inherited.clone();
     let ep = server(config);
@@ -50,6 +53,22 @@ async fn listeners_take_the_sockets_inherited_for_their_addresses() {
     serves(&ep, &tcp_addr).await;
     serves(&ep, &unix_addr).await;
     ep.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_never_got_ready_leaves_the_unix_socket_file_alone() {
+    // The process that handed the socket over serves the file until this
+    // one is ready (`Inherited::confirm`); failing before, it must not
+    // remove it.
+    let path = unix_path("unconfirmed");
+    let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut config = Config::default();
+    config.transport.inherited = Inherited::new([OwnedFd::from(unix)]).unwrap();
+    let ep = server(config);
+    ep.listen(format!("unix://{path}").as_str()).await.unwrap();
+    ep.close().await;
+    assert!(std::path::Path::new(&path).exists());
+    let _ = std::fs::remove_file(&path);
 }
 
 /// An endpoint listening on TCP, and a restart of it that runs `program`.

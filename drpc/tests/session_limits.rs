@@ -184,6 +184,29 @@ async fn the_dialing_side_renews_its_own_connection_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_dialer_s_own_renewal_lets_its_calls_in_flight_finish() {
+    let mut n = net(
+        Config::default(),
+        with(|c| c.max_session_age = Some(30 * S)),
+    )
+    .await;
+    let first = n.accepted().await;
+    tokio::time::sleep(25 * S).await;
+    // Runs across the renewal at 27 to 30 s: answered on the old
+    // connection, which drains before it ends.
+    let opts = drpc::CallOptions::new().timeout(60 * S);
+    let reply = n
+        .session
+        .call_with::<_, u64>("/slow", &10_000u64, opts)
+        .await;
+    assert_eq!(reply.unwrap().value, 10_000);
+    closed_reason(&first).await;
+    let second = n.accepted().await;
+    assert!(!is_closed(&second));
+    n.close().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_idle_session_closes_and_redials_only_when_needed() {
     let mut n = net(with(|c| c.idle_timeout = Some(10 * S)), Config::default()).await;
     let first = n.accepted().await;

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Inherited listening sockets, each waiting for the listener that binds
@@ -32,6 +33,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 #[derive(Clone, Default)]
 pub struct Inherited {
     sockets: Arc<Mutex<Vec<Entry>>>,
+    /// Set once this process serves (see [`Inherited::confirm`]).
+    confirmed: Arc<AtomicBool>,
 }
 
 enum Entry {
@@ -47,6 +50,7 @@ impl Inherited {
         let sockets = fds.into_iter().map(entry).collect::<io::Result<_>>()?;
         Ok(Self {
             sockets: Arc::new(Mutex::new(sockets)),
+            confirmed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -87,6 +91,21 @@ impl Inherited {
             .collect()
     }
 
+    /// Says this process now serves the inherited addresses for good:
+    /// until then, a Unix listener that took an inherited socket leaves
+    /// its file in place when it closes (a new process that fails before
+    /// it is ready must not take the address from the one it was to
+    /// replace, which serves on).
+    pub fn confirm(&self) {
+        self.confirmed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Inherited::confirm`] was called, shared with the listeners
+    /// that took sockets.
+    pub fn confirmed(&self) -> Arc<AtomicBool> {
+        self.confirmed.clone()
+    }
+
     /// Closes the sockets no listener has taken.
     pub fn clear(&self) {
         self.lock().clear();
@@ -116,6 +135,11 @@ fn entry(fd: OwnedFd) -> io::Result<Entry> {
     };
     if sock.r#type().map_err(|_| not_a_listener("no socket"))? != socket2::Type::STREAM {
         return Err(not_a_listener("a socket of another type"));
+    }
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    if !sock.is_listener()? {
+        // A connection (systemd's `Accept=yes`), not a listening socket.
+        return Err(not_a_listener("a connected socket"));
     }
     let local = sock.local_addr()?;
     if let Some(at) = local.as_socket() {

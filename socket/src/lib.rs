@@ -150,6 +150,7 @@ pub struct Socket {
     local: Addr,
     peer: Addr,
     finished: Finished,
+    ordered: bool,
 }
 
 /// Completes when a transport's own close has finished, after both halves
@@ -214,6 +215,9 @@ pub struct Parts {
     /// Completes when the transport's close has finished, once both
     /// halves are dropped.
     pub finished: Finished,
+    /// Whether whole messages arrive in the order the peer sent them (see
+    /// [`Socket::unordered`]).
+    pub ordered: bool,
 }
 
 impl Socket {
@@ -250,7 +254,23 @@ impl Socket {
             local,
             peer,
             finished: Finished::done(),
+            ordered: true,
         }
+    }
+
+    /// The same socket, over which the peer's writes (each a whole number
+    /// of messages, as drpc's batches are) may arrive in another order
+    /// than they were sent, as QUIC's stream per batch delivers them. The
+    /// bytes of each write stay in order, and the end of the stream still
+    /// comes after all of them.
+    pub fn unordered(mut self) -> Self {
+        self.ordered = false;
+        self
+    }
+
+    /// Whether the peer's writes arrive in the order it made them.
+    pub fn is_ordered(&self) -> bool {
+        self.ordered
     }
 
     /// The same socket, whose transport finishes its close when `finished`
@@ -278,6 +298,7 @@ impl Socket {
             local: self.local,
             peer: self.peer,
             finished: self.finished,
+            ordered: self.ordered,
         }
     }
 }

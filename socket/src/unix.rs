@@ -89,7 +89,9 @@ async fn bind(
         inherited.set_nonblocking(true).map_err(op)?;
         let l = UnixListener::from_std(inherited).map_err(op)?;
         tracing::info!(%addr, "listening on an inherited socket");
-        return Ok((l, PathGuard::new(path)));
+        let mut guard = PathGuard::new(path);
+        guard.until = Some(config.inherited.confirmed());
+        return Ok((l, guard));
     }
     match UnixListener::bind(path) {
         Ok(l) => return Ok((l, PathGuard::new(path))),
@@ -152,6 +154,9 @@ struct PathGuard {
     path: PathBuf,
     /// The socket was handed to another process, which serves the file.
     keep: bool,
+    /// For an inherited socket: set once this process serves for good;
+    /// until then the process that handed it over still serves the file.
+    until: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl PathGuard {
@@ -159,13 +164,18 @@ impl PathGuard {
         Self {
             path: path.into(),
             keep: false,
+            until: None,
         }
     }
 }
 
 impl Drop for PathGuard {
     fn drop(&mut self) {
-        if self.keep {
+        let unconfirmed = self
+            .until
+            .as_ref()
+            .is_some_and(|c| !c.load(std::sync::atomic::Ordering::Acquire));
+        if self.keep || unconfirmed {
             return;
         }
         if let Err(e) = std::fs::remove_file(&self.path) {

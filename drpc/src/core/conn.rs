@@ -66,6 +66,8 @@ pub(crate) struct ConnCore<W> {
     /// What the peer's going-away notice asked for, when it asked for a
     /// new connection rather than said it was shutting down.
     peer_renewal: Option<Renewal>,
+    /// What this side's own going-away notice said, when it renewed.
+    own_renewal: Option<Renewal>,
     /// Calls and pushes of the application, either way (see
     /// [`counts_as_activity`]): the idle timeout watches it change.
     activity: u64,
@@ -150,6 +152,7 @@ impl<W> ConnCore<W> {
             going_away_sent: false,
             peer_notice: None,
             peer_renewal: None,
+            own_renewal: None,
             activity: 0,
             ended: None,
             writer: None,
@@ -527,6 +530,14 @@ impl<W> ConnCore<W> {
     /// connection), and new ones are refused with it. Replies and notices
     /// are still written. Returns every waiter to wake: callers, blocked
     /// senders, the writer.
+    /// Refuses new calls and pushes with `status`, leaving this side's
+    /// calls in flight to their replies (a renewal drains them); returns
+    /// the senders to wake, to find it refused.
+    pub(crate) fn refuse_new(&mut self, status: Status) -> Vec<W> {
+        self.ended.get_or_insert(status);
+        std::mem::take(&mut self.room)
+    }
+
     pub(crate) fn end(&mut self, status: Status) -> Vec<W> {
         let mut woken = self.calls.fail_all(&status);
         woken.append(&mut self.room);

@@ -70,6 +70,15 @@ impl ExpiryWatch {
         self.check_at = limits.idle_timeout.map(|idle| now + quarter(idle));
     }
 
+    /// Watches no more: the connection is leaving anyway.
+    pub(crate) fn disable(&mut self) {
+        (self.age_at, self.check_at) = (None, None);
+        self.limits = ExpiryLimits {
+            max_age: None,
+            idle_timeout: None,
+        };
+    }
+
     /// When [`ExpiryWatch::check`] is next due, if ever.
     pub(crate) fn next(&self) -> Option<Instant> {
         match (self.age_at, self.check_at) {

@@ -42,6 +42,8 @@ pub(crate) struct Conn {
     finished: Finished,
     /// The wire format, for the reader's framer.
     proto: Arc<dyn Proto>,
+    /// The peer's messages arrive in the order it sent them.
+    ordered: bool,
 }
 
 impl Conn {
@@ -61,6 +63,7 @@ impl Conn {
             rd: parts.read,
             finished: parts.finished,
             proto,
+            ordered: parts.ordered,
         }
     }
 
@@ -104,6 +107,7 @@ pub(crate) async fn run(
         rd,
         finished,
         proto,
+        ordered,
     } = conn;
     // Polled by this task beside the reads, not spawned: a reply or call
     // queued while the reader runs is written in the same turn, without a
@@ -145,6 +149,7 @@ pub(crate) async fn run(
         expiry,
         expired: false,
         writes_ended: false,
+        ordered,
     };
     let (cause, status) = r.until_ending(verdict).await;
     let notice = match link.peer_notice() {
@@ -171,16 +176,28 @@ pub(crate) async fn run(
             || session.shared.abort_requested.is_cancelled(),
     };
     let next = after_connection(&facts);
+    // A renewal of this side's own drains this side's calls too: they are
+    // answered before the connection ends.
+    let expired = matches!(cause, Cause::Expired(_));
+    if let Cause::Expired(renewal) = cause {
+        // First, so that a call refused from here on is known to have met
+        // a renewal (and is made again on the next connection).
+        link.going_away(Some(renewal));
+    }
+    let stop_sends = |why: Status| match expired {
+        true => link.refuse_new(why),
+        false => link.stop_sends(why),
+    };
     match next.then {
         Then::Close => {
             session.begin_close(&status);
-            link.stop_sends(session.closed_status());
+            stop_sends(session.closed_status());
         }
         Then::Redial | Then::RedialWhenNeeded => {
             tracing::info!(session = %session.id(), reason = %status, "connection lost; redialing");
             session.transition(Phase::connection_lost);
             session.set_link(None);
-            link.stop_sends(Status::connection_closed(format!(
+            stop_sends(Status::connection_closed(format!(
                 "the connection was lost ({status}); the session is redialing"
             )));
         }
@@ -202,16 +219,20 @@ pub(crate) async fn run(
             }
         }
     }
-    match cause {
+    if cause == Cause::LocalClose {
         // Tell the peer first, so it stops starting calls here while the
         // running ones finish (docs/PROTOCOL.md section 3.1).
-        Cause::LocalClose => link.going_away(ep.leaving.get().copied()),
-        Cause::Expired(renewal) => link.going_away(Some(renewal)),
-        _ => {}
+        link.going_away(ep.leaving.get().copied());
     }
     // Boxed: it runs once, at the end, and an idle session's task should
     // not carry its state.
     Box::pin(r.stop(next.stop)).await;
+    if expired {
+        // Replies that did not come within the grace never will.
+        link.stop_sends(Status::connection_closed(format!(
+            "the connection ended before the reply came ({status})"
+        )));
+    }
     let established = link.established.is_cancelled();
     drop(r);
     // The transport's own close (QUIC's, KCP's) finishes in the
@@ -262,6 +283,8 @@ struct Reader<'a> {
     /// This side ended its stream after the peer's going-away notice, with
     /// nothing more to send.
     writes_ended: bool,
+    /// The peer's messages arrive in the order it sent them.
+    ordered: bool,
 }
 
 impl Reader<'_> {

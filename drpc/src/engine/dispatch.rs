@@ -10,7 +10,7 @@ use crate::runtime::link::Link;
 use crate::runtime::scope::{self, Current};
 use crate::session::calls::unreversed_filters;
 use crate::session::Session;
-use crate::values::{Status, MAX_DEADLINE_AHEAD};
+use crate::values::{Code, Status, MAX_DEADLINE_AHEAD};
 use bytes::BytesMut;
 use drpc_codec::CodecId;
 use drpc_proto::{Header, Message};
@@ -72,7 +72,7 @@ impl Answer<'_> {
                 }
             }
             (Ok(_), None) => unreachable!("a body comes only from a handler, which has a context"),
-            (Err(status), _) => wire::error_reply(self.seq, self.codec, &status),
+            (Err(status), _) => wire::error_reply(self.seq, self.codec, &handler_error(status)),
         };
         if watched {
             let mut scopes = scopes;
@@ -363,4 +363,20 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-string panic payload)")
+}
+
+/// The status a handler's error goes out as. On the wire, 102 answers a
+/// call that was not run (docs/PROTOCOL.md section 3.1), and a caller may
+/// make it again elsewhere; a handler's 102 that may have done work (a
+/// connection of its own closed while it ran) goes out as 500 instead.
+/// One marked as never run (a proxy passing on an upstream's refusal)
+/// stays 102.
+fn handler_error(status: Status) -> Status {
+    if status.code() != Code::CONNECTION_CLOSED || status.never_ran() {
+        return status;
+    }
+    Status::internal(format!(
+        "the handler failed on a closed connection of its own (it may have done work): {}",
+        status.message()
+    ))
 }

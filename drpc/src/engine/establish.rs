@@ -74,9 +74,15 @@ const REFUSE_WITHIN: Duration = Duration::from_secs(1);
 /// is simply dropped.
 async fn refuse(ep: &EndpointShared, proto: &dyn Proto, mut wr: WriteHalf, status: &Status) {
     let mut buf = BytesMut::new();
+    // Refused because the endpoint restarts: the dialer redials at once,
+    // and finds the new process.
+    let notice = match ep.leaving.get() {
+        Some(renewal) if wire::is_going_away(status) => wire::renew_notice(*renewal),
+        _ => wire::notice(status),
+    };
     if proto
         .framer(&ep.frame_limits())
-        .encode(&wire::notice(status), &mut buf)
+        .encode(&notice, &mut buf)
         .is_err()
     {
         return;

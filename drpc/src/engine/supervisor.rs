@@ -15,6 +15,7 @@ pub(crate) async fn supervise(session: Session, mut conn: Conn, mut verdict: Ver
     let mut backoff = Backoff::new(ep.config.redial);
     let mut ever_established = false;
     let reason = loop {
+        let began = tokio::time::Instant::now();
         let ended = connection::run(&session, conn, verdict, ever_established).await;
         if ended.established {
             // A connection that got through its hooks resets the count.
@@ -26,7 +27,10 @@ pub(crate) async fn supervise(session: Session, mut conn: Conn, mut verdict: Ver
         }
         let when = match ended.next.then {
             Then::RedialWhenNeeded => When::Needed,
-            _ if ended.renewed => When::AtOnce,
+            // A connection renewed at once after it began (a tiny age
+            // limit, a peer that renews on sight) backs off like a lost
+            // one, so renewals cannot spin.
+            _ if ended.renewed && began.elapsed() >= MIN_RENEWED_LIFE => When::AtOnce,
             _ => When::AfterBackoff,
         };
         // Boxed: a session spends its life in the connection, not here, and
@@ -59,6 +63,10 @@ pub(crate) async fn supervise(session: Session, mut conn: Conn, mut verdict: Ver
     }
     session.shared.closed.cancel();
 }
+
+/// How long a renewed connection must have lived for the next one to be
+/// dialed without waiting.
+const MIN_RENEWED_LIFE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// When a redial makes its first attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub(crate) const LISTEN_FDS: &str = "DRPC_LISTEN_FDS";
 /// The fd on which the new process reports that it is ready.
 pub(crate) const READY_FD: &str = "DRPC_READY_FD";
+/// The process that handed the descriptors over: they are meant for its
+/// child only, not for processes that child starts in turn.
+pub(crate) const LISTEN_PARENT: &str = "DRPC_LISTEN_PARENT";
+/// The number of a worker that a [`Workers`](super::Workers) supervisor
+/// runs, from 0.
+pub(crate) const WORKER: &str = "DRPC_WORKER";
 /// systemd's socket activation: `LISTEN_FDS` sockets from fd 3 on, meant
 /// for the process `LISTEN_PID`.
 pub(crate) const SYSTEMD_FDS: &str = "LISTEN_FDS";
@@ -48,8 +54,13 @@ pub(crate) fn take(var: impl Fn(&str) -> Option<String>) -> io::Result<Handed> {
             })
             .transpose()
     };
+    let from_parent = var(LISTEN_PARENT)
+        .and_then(|p| p.trim().parse::<u32>().ok())
+        .is_some_and(|p| p == std::os::unix::process::parent_id());
     let (listeners, by_restart) = match count(LISTEN_FDS)? {
-        Some(n) => (n, true),
+        Some(n) if from_parent => (n, true),
+        // Meant for the process that started this one.
+        Some(_) => (0, false),
         // systemd's, when they are meant for this process.
         None => match var(SYSTEMD_PID).and_then(|p| p.trim().parse::<u32>().ok()) {
             Some(pid) if pid == std::process::id() => (count(SYSTEMD_FDS)?.unwrap_or(0), false),
@@ -57,12 +68,18 @@ pub(crate) fn take(var: impl Fn(&str) -> Option<String>) -> io::Result<Handed> {
         },
     };
     let ready = var(READY_FD)
+        .filter(|_| by_restart)
         .map(|v| {
             v.trim()
                 .parse::<RawFd>()
                 .ok()
-                .filter(|fd| *fd >= FIRST_FD)
-                .ok_or_else(|| invalid(format!("{READY_FD}={v:?} is not a descriptor")))
+                // Not one of the listeners: each descriptor has one owner.
+                .filter(|fd| *fd >= FIRST_FD + listeners)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{READY_FD}={v:?} is not a descriptor after the listeners"
+                    ))
+                })
         })
         .transpose()?;
     if listeners == 0 && ready.is_none() {
@@ -123,4 +140,48 @@ pub(crate) fn program() -> io::Result<std::path::PathBuf> {
         Some(path) => path.into(),
         None => exe,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn nothing_handed_means_nothing_taken() {
+        let handed = take(env(&[])).unwrap();
+        assert!(handed.listeners.is_empty() && handed.ready.is_none() && !handed.by_restart);
+    }
+
+    #[test]
+    fn descriptors_meant_for_another_process_are_left_alone() {
+        // A drpc restart's variables seen by a process its successor
+        // started: the parent is not the one that handed them over.
+        let handed = take(env(&[
+            (LISTEN_FDS, "2"),
+            (READY_FD, "5"),
+            (LISTEN_PARENT, "1"),
+        ]))
+        .unwrap();
+        assert!(handed.listeners.is_empty() && handed.ready.is_none());
+        // systemd's, for another pid.
+        let handed = take(env(&[(SYSTEMD_FDS, "2"), (SYSTEMD_PID, "1")])).unwrap();
+        assert!(handed.listeners.is_empty());
+    }
+
+    #[test]
+    fn bad_counts_are_refused_with_the_variable_named() {
+        let parent = std::os::unix::process::parent_id().to_string();
+        let err = take(env(&[(LISTEN_FDS, "lots"), (LISTEN_PARENT, &parent)]))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("DRPC_LISTEN_FDS"), "{err}");
+    }
 }

@@ -34,6 +34,9 @@
 
 mod env;
 mod successor;
+mod workers;
+
+pub use workers::{WorkerEvent, Workers};
 
 use crate::core::lifecycle::Renewal;
 use crate::shared::Endpoint;
@@ -59,9 +62,14 @@ struct Inner {
     inherited: Inherited,
     ready: Mutex<Option<OwnedFd>>,
     by_restart: bool,
+    /// This process's number, when a [`Workers`] supervisor runs it.
+    worker: Option<usize>,
     endpoints: Mutex<Vec<Endpoint>>,
     restarting: AtomicBool,
     settings: Mutex<Settings>,
+    /// The signal handlers, installed as early as possible: a signal that
+    /// comes before them would end the process (SIGHUP's default).
+    signals: Mutex<Option<Signals>>,
 }
 
 #[derive(Clone)]
@@ -82,13 +90,22 @@ impl Restart {
     pub fn from_env() -> io::Result<Self> {
         let handed = env::take(|name| std::env::var(name).ok())?;
         let inherited = Inherited::new(handed.listeners)?;
+        // Within a runtime, the handlers go in now (they need its driver).
+        let signals = match tokio::runtime::Handle::try_current() {
+            Ok(_) => Some(Signals::new(Some(libc::SIGHUP))?),
+            Err(_) => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 inherited,
                 ready: Mutex::new(handed.ready),
                 by_restart: handed.by_restart,
+                worker: std::env::var(env::WORKER)
+                    .ok()
+                    .and_then(|n| n.trim().parse().ok()),
                 endpoints: Mutex::new(Vec::new()),
                 restarting: AtomicBool::new(false),
+                signals: Mutex::new(signals),
                 settings: Mutex::new(Settings {
                     program: env::program()?,
                     args: std::env::args_os().skip(1).collect(),
@@ -129,11 +146,30 @@ impl Restart {
     /// (`libc::SIGUSR2`, say). Default: SIGHUP.
     pub fn set_signal(&self, signal: i32) {
         self.inner.settings.lock().signal = signal;
+        // Installed again, for this signal, when they are next used.
+        *self.inner.signals.lock() = None;
     }
 
-    /// Whether a drpc restart started this process.
+    /// The signal handlers, installed now if they are not yet.
+    pub(crate) fn take_signals(&self) -> io::Result<Signals> {
+        match self.inner.signals.lock().take() {
+            Some(signals) => Ok(signals),
+            None => Signals::new(Some(self.inner.settings.lock().signal)),
+        }
+    }
+
+    /// Whether a drpc restart (or a [`Workers`] supervisor) started this
+    /// process.
     pub fn is_successor(&self) -> bool {
         self.inner.by_restart
+    }
+
+    /// This process's number (from 0), when it is one of the workers a
+    /// [`Workers`] supervisor runs. A worker does not restart itself: its
+    /// supervisor starts its replacement, then sends it the restart
+    /// signal, on which it leaves (its peers hear `restart` and redial).
+    pub fn worker(&self) -> Option<usize> {
+        self.inner.worker
     }
 
     /// Lets `config`'s listeners take the inherited sockets: set it on
@@ -156,6 +192,7 @@ impl Restart {
     ///
     /// Errors: the report could not be written (the old process is gone).
     pub fn ready(&self) -> io::Result<()> {
+        self.inner.inherited.confirm();
         let left = self.inner.inherited.remaining();
         if !left.is_empty() {
             tracing::warn!(?left, "inherited sockets that no listener took are closed");
@@ -186,11 +223,19 @@ impl Restart {
                 "a restart is already under way",
             ));
         }
-        let result = self.hand_over().await;
-        if result.is_err() {
-            self.inner.restarting.store(false, Ordering::Release);
-        }
-        result
+        // A task of its own: a caller that stops waiting (a control
+        // channel's client gone) must not leave it half done.
+        let this = self.clone();
+        let handing = tokio::spawn(async move {
+            let result = this.hand_over().await;
+            if result.is_err() {
+                this.inner.restarting.store(false, Ordering::Release);
+            }
+            result
+        });
+        handing
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("the restart failed: {e}"))))
     }
 
     async fn hand_over(&self) -> io::Result<u32> {
@@ -206,11 +251,17 @@ impl Restart {
         }
         let settings = self.inner.settings.lock().clone();
         let pid = successor::start(&settings, sockets).await?;
-        for ep in endpoints {
+        self.leave();
+        Ok(pid)
+    }
+
+    /// Shuts every served endpoint down for a restart: its peers hear the
+    /// reason `restart` and redial at once (the new process serves).
+    fn leave(&self) {
+        for ep in self.inner.endpoints.lock().clone() {
             let _ = ep.inner.leaving.set(Renewal::Restart);
             tokio::spawn(async move { ep.close().await });
         }
-        Ok(pid)
     }
 
     /// Serves until a signal: SIGHUP (see [`Restart::set_signal`])
@@ -226,8 +277,7 @@ impl Restart {
         &self,
         mut on_signal: impl FnMut(Signal),
     ) -> io::Result<Option<Signal>> {
-        let signal = self.inner.settings.lock().signal;
-        let mut signals = Signals::new(Some(signal))?;
+        let mut signals = self.take_signals()?;
         let first = loop {
             let s = tokio::select! {
                 s = signals.next() => s?,
@@ -235,6 +285,11 @@ impl Restart {
             };
             on_signal(s);
             if !matches!(s, Signal::Restart(_)) {
+                break s;
+            }
+            if self.inner.worker.is_some() {
+                // The supervisor has started this worker's replacement.
+                self.leave();
                 break s;
             }
             match self.restart().await {

@@ -37,6 +37,25 @@ pub(super) async fn listeners(ep: &Endpoint) -> io::Result<Vec<(Addr, OwnedFd)>>
 /// Errors: it could not start, exited before it was ready, or was not
 /// ready in time (it is then stopped).
 pub(super) async fn start(settings: &Settings, sockets: Vec<(Addr, OwnedFd)>) -> io::Result<u32> {
+    let mut child = spawn_ready(settings, sockets, None).await?;
+    let pid = child.id().unwrap_or(0);
+    // It outlives this process as a rule; reaped here if not.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(pid)
+}
+
+/// Starts the program with `sockets` as descriptors 3, 4, ... (and, for
+/// a worker, its number in `DRPC_WORKER`), and waits for it to report
+/// ready.
+///
+/// Errors: as [`start`].
+pub(super) async fn spawn_ready(
+    settings: &Settings,
+    sockets: Vec<(Addr, OwnedFd)>,
+    worker: Option<usize>,
+) -> io::Result<tokio::process::Child> {
     let (ready_rx, ready_tx) = pipe()?;
     let n = sockets.len() as i32;
     let addrs: Vec<String> = sockets.iter().map(|(a, _)| a.to_string()).collect();
@@ -57,11 +76,16 @@ pub(super) async fn start(settings: &Settings, sockets: Vec<(Addr, OwnedFd)>) ->
         .args(&settings.args)
         .env(env::LISTEN_FDS, n.to_string())
         .env(env::READY_FD, (FIRST_FD + n).to_string())
+        .env(env::LISTEN_PARENT, std::process::id().to_string())
         // systemd's descriptors were this process's; the new process has
         // its own at those numbers.
         .env_remove(env::SYSTEMD_FDS)
         .env_remove(env::SYSTEMD_PID)
         .env_remove(env::SYSTEMD_NAMES);
+    match worker {
+        Some(n) => command.env(env::WORKER, n.to_string()),
+        None => command.env_remove(env::WORKER),
+    };
     command
         .fd_mappings(mappings)
         .map_err(|e| io::Error::other(format!("cannot restart: {e}")))?;
@@ -84,15 +108,18 @@ pub(super) async fn start(settings: &Settings, sockets: Vec<(Addr, OwnedFd)>) ->
     let timeout = settings.ready_timeout;
     let outcome = tokio::time::timeout(timeout, read).await;
     match outcome {
-        Ok(Ok(Ok(1))) => {
-            // It outlives this process as a rule; reaped here if not.
-            tokio::spawn(async move {
-                let _ = child.wait().await;
-            });
-            Ok(pid)
-        }
+        Ok(Ok(Ok(1))) => Ok(child),
         Ok(Ok(_)) | Ok(Err(_)) => {
-            let status = child.wait().await?;
+            // It closed its ready descriptor: it has ended, or will not
+            // report; give it a moment to end, then stop it.
+            let status = match tokio::time::timeout(ENDING, child.wait()).await {
+                Ok(status) => status?.to_string(),
+                Err(_) => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    "it closed its ready descriptor without reporting, and was stopped".into()
+                }
+            };
             Err(io::Error::other(format!(
                 "the new process {program} (pid {pid}) ended before it was ready: {status}"
             )))
@@ -109,6 +136,10 @@ pub(super) async fn start(settings: &Settings, sockets: Vec<(Addr, OwnedFd)>) ->
         }
     }
 }
+
+/// How long a new process that closed its ready descriptor unreported
+/// has to end before it is stopped.
+const ENDING: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A pipe, both ends closed on exec: (read end, write end).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {

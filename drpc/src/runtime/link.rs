@@ -386,6 +386,17 @@ impl Link {
         self.going_away.cancel();
     }
 
+    /// This side sends no more calls or pushes here, as
+    /// [`Link::stop_sends`], but its calls in flight wait for their
+    /// replies: the connection is renewed, and drains.
+    pub(crate) fn refuse_new(&self, status: Status) {
+        let woken = self.core().refuse_new(status);
+        for w in woken {
+            w.wake();
+        }
+        self.going_away.cancel();
+    }
+
     /// Asks the writer to shut the write side down once everything queued
     /// is written.
     pub(crate) fn finish_writing(&self) {
@@ -408,6 +419,11 @@ impl Link {
     /// asked for one.
     pub(crate) fn peer_renewal(&self) -> Option<Renewal> {
         self.core().peer_renewal()
+    }
+
+    /// A renewal of this connection, asked for by either side.
+    pub(crate) fn renewal(&self) -> Option<Renewal> {
+        self.core().renewal()
     }
 
     /// Records the peer's going-away notice.

@@ -251,7 +251,12 @@ impl Session {
             Err(status) => status.clone(),
         });
         let again = match &result {
-            Err(status) if status.never_ran() && status.code() == Code::CONNECTION_CLOSED => {
+            // A connection hook's handle has only its own connection.
+            Err(status)
+                if self.via.is_none()
+                    && status.never_ran()
+                    && status.code() == Code::CONNECTION_CLOSED =>
+            {
                 // On QUIC's streams a refusal can overtake the notice that
                 // caused it: wait a moment for the notice (or the end of
                 // the connection) before deciding.

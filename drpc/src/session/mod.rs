@@ -516,7 +516,7 @@ impl Session {
         link.going_away.is_cancelled()
             && self.dial_target().is_some()
             && redial.enabled
-            && (redial.after_shutdown || link.peer_renewal().is_some())
+            && (redial.after_shutdown || link.renewal().is_some())
     }
 
     /// Counts one more plugin whose accept or dial hook is about to run;

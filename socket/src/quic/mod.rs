@@ -444,5 +444,9 @@ fn socket(
             endpoint.wait_idle().await;
         }
     });
-    Socket::from_parts(Box::new(read), Box::new(write), local, peer).with_finished(finished)
+    // A peer that sends a stream per batch: its batches may overtake
+    // each other.
+    Socket::from_parts(Box::new(read), Box::new(write), local, peer)
+        .with_finished(finished)
+        .unordered()
 }

@@ -29,6 +29,11 @@ impl<W> ConnCore<W> {
         self.peer_renewal
     }
 
+    /// A renewal of this connection, asked for by either side.
+    pub(crate) fn renewal(&self) -> Option<Renewal> {
+        self.peer_renewal.or(self.own_renewal)
+    }
+
     /// Tells the peer this side is going away: it takes no new calls and
     /// answers the running ones; with `renewal`, the notice says why and
     /// that a new connection is welcome. Sent once; returns the writer to
@@ -37,6 +42,7 @@ impl<W> ConnCore<W> {
         if std::mem::replace(&mut self.going_away_sent, true) {
             return None;
         }
+        self.own_renewal = renewal;
         let notice = match renewal {
             None => wire::going_away_notice(),
             Some(r) => wire::renew_notice(r),

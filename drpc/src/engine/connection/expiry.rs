@@ -9,6 +9,11 @@ impl Reader<'_> {
     /// The end owed to a limit reached now, if one is.
     pub(super) fn check_expiry(&mut self) -> Option<(Cause, Status)> {
         let now = tokio::time::Instant::now().into_std();
+        if self.link.going_away.is_cancelled() {
+            // Leaving already (a notice either way): nothing to renew.
+            self.expiry.disable();
+            return None;
+        }
         let activity = {
             let (count, busy) = self.link.core().activity();
             (count, busy || self.link.handlers.running() > 0)
@@ -46,7 +51,9 @@ impl Reader<'_> {
     /// (docs/PROTOCOL.md section 3.1), and the connection ends as soon as
     /// the peer's running calls are answered. Reading goes on for those.
     pub(super) fn end_writing_after_notice(&mut self) {
-        if self.writes_ended || !self.established || self.writer.is_none() {
+        // Over an unordered transport (QUIC) a call the peer sent before
+        // its notice may still come after it: never end early there.
+        if self.writes_ended || !self.ordered || !self.established || self.writer.is_none() {
             return;
         }
         let link = self.link;

@@ -46,6 +46,8 @@ impl Reader<'_> {
         let linger_end = (tokio::time::Instant::now() + NOTICE_LINGER).min(grace_end);
         while self.writer.is_some() {
             let owed = handlers.running() > 0 || self.link.core().handling() > 0;
+            // A renewal waits for this side's calls too: read their replies.
+            let owed = owed || (self.expired && self.link.core().calls.len() > 0);
             let lingering = stop == Stop::Drain
                 && (self.expired || self.ep.shutdown.is_cancelled() && !self.session.is_dialed())
                 && self.reading

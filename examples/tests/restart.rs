@@ -30,11 +30,16 @@ fn example(name: &str) -> std::path::PathBuf {
 struct Servers {
     first: Child,
     lines: mpsc::Receiver<String>,
+    /// Every process seen: workers have process groups of their own.
+    pids: std::cell::RefCell<Vec<i32>>,
 }
 
 impl Drop for Servers {
     fn drop(&mut self) {
         signal(-(self.first.id() as i32), libc::SIGKILL);
+        for pid in self.pids.borrow().iter() {
+            signal(*pid, libc::SIGKILL);
+        }
         let _ = self.first.wait();
     }
 }
@@ -56,7 +61,11 @@ impl Servers {
                 let _ = tx.send(line);
             }
         });
-        Self { first, lines }
+        Self {
+            first,
+            lines,
+            pids: Default::default(),
+        }
     }
 
     /// The rest of the next line that starts with `prefix`.
@@ -77,7 +86,9 @@ impl Servers {
     /// The pid in the next line that starts with `prefix` and ends with it.
     fn pid(&self, prefix: &str) -> i32 {
         let rest = self.line(prefix);
-        rest.rsplit(' ').next().unwrap().parse().unwrap()
+        let pid = rest.rsplit(' ').next().unwrap().parse().unwrap();
+        self.pids.borrow_mut().push(pid);
+        pid
     }
 }
 

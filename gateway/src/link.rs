@@ -120,15 +120,20 @@ impl Link {
             half.write_all(buf).await?;
             half.flush().await
         };
-        written.await.map_err(|e| {
-            // The endpoint's own word on why, when it gave one (a refusal).
-            self.why.lock().clone().unwrap_or_else(|| {
-                Failure::new(
-                    CONNECTION_CLOSED,
-                    format!("the session behind the gateway ended: {e}"),
-                )
-            })
-        })
+        let Err(e) = written.await else {
+            return Ok(());
+        };
+        drop(w);
+        // The endpoint's own word on why, when it gave one (a refusal): it
+        // may still be on its way to the reader, which is not behind.
+        let mut ended = self.ended.subscribe();
+        let _ = tokio::time::timeout(LINGER, ended.wait_for(|e| *e)).await;
+        Err(self.why.lock().clone().unwrap_or_else(|| {
+            Failure::new(
+                CONNECTION_CLOSED,
+                format!("the session behind the gateway ended: {e}"),
+            )
+        }))
     }
 
     /// Stops taking requests, for `why`, and fails those waiting.

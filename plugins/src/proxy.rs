@@ -47,9 +47,12 @@ impl Proxy {
                 for (k, v) in ctx.meta().iter() {
                     opts = opts.meta(k, v);
                 }
+                // Passed on as it came: a 102 the upstream did not run
+                // stays 102 for the caller, who may try elsewhere.
                 let reply = up
                     .call_raw(ctx.service_method(), ctx.body().clone(), opts)
-                    .await?;
+                    .await
+                    .map_err(drpc::Status::passed_on)?;
                 ctx.set_reply_codec(reply.codec);
                 for (k, v) in reply.meta.iter() {
                     ctx.set_reply_meta(k, v);

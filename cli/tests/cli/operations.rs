@@ -80,3 +80,59 @@ fn ctl_shows_stats_changes_limits_and_stops_through_the_control_channel() {
         })
         .expect("the endpoint and its control channel stop");
 }
+
+#[test]
+fn ctl_restart_prints_the_new_process_once_it_is_ready_and_says_why_when_it_fails() {
+    let certs = Certs::new("ctl-restart");
+    let server = Server::start("tcp", &certs, router(), None);
+    let path = std::env::temp_dir().join(format!("drpc-ctl-restart-{}.sock", std::process::id()));
+    let restart = server
+        .runtime
+        .block_on(async { drpc::restart::Restart::from_env() })
+        .unwrap();
+    restart.serve(&server.endpoint);
+    let (admin, at) = server
+        .runtime
+        .block_on(
+            drpc_plugins::Admin::new(&server.endpoint)
+                .restart(restart.clone())
+                .listen(format!("unix://{}", path.display())),
+        )
+        .unwrap();
+    let at = at.to_string();
+    // A new process that fails: the old one serves on.
+    restart.set_program("/bin/sh", ["-c", "exit 7"]);
+    drpc()
+        .args(["ctl", &at, "restart"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("serves on"))
+        .stderr(predicate::str::contains("ended before it was ready"));
+    assert!(!server.endpoint.is_closed());
+    // One that reports ready (on the descriptor after the endpoint's and
+    // the channel's listening sockets), then holds them.
+    restart.set_program(
+        "/bin/sh",
+        ["-c", "printf 1 >&\"$DRPC_READY_FD\"; exec sleep 30"],
+    );
+    let out = drpc().args(["ctl", &at, "restart"]).assert().success();
+    let pid: i32 = String::from_utf8(out.get_output().stdout.clone())
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("the new process's pid");
+    server
+        .runtime
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), async {
+                server.endpoint.closed().await;
+                admin.closed().await;
+            })
+            .await
+        })
+        .expect("the endpoint and its control channel hand over and close");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    assert!(killed.unwrap().success());
+}

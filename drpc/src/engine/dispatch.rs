@@ -367,12 +367,13 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
 
 /// The status a handler's error goes out as. On the wire, 102 answers a
 /// call that was not run (docs/PROTOCOL.md section 3.1), and a caller may
-/// make it again elsewhere; a handler's 102 that may have done work (a
-/// connection of its own closed while it ran) goes out as 500 instead.
-/// One marked as never run (a proxy passing on an upstream's refusal)
-/// stays 102.
+/// make it again elsewhere; a handler's 102 goes out as 500 instead (it
+/// may have done work before a connection of its own closed), unless it
+/// passes on, unchanged, a call of its own that was never run
+/// ([`Status::passed_on`]: a proxy).
 fn handler_error(status: Status) -> Status {
-    if status.code() != Code::CONNECTION_CLOSED || status.never_ran() {
+    let relayed = status.is_passed_on() && status.never_ran();
+    if status.code() != Code::CONNECTION_CLOSED || relayed {
         return status;
     }
     Status::internal(format!(

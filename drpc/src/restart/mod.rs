@@ -100,8 +100,10 @@ impl Restart {
                 inherited,
                 ready: Mutex::new(handed.ready),
                 by_restart: handed.by_restart,
+                // Only for a process its supervisor started.
                 worker: std::env::var(env::WORKER)
                     .ok()
+                    .filter(|_| handed.by_restart)
                     .and_then(|n| n.trim().parse().ok()),
                 endpoints: Mutex::new(Vec::new()),
                 restarting: AtomicBool::new(false),
@@ -192,7 +194,11 @@ impl Restart {
     ///
     /// Errors: the report could not be written (the old process is gone).
     pub fn ready(&self) -> io::Result<()> {
-        self.inner.inherited.confirm();
+        if self.inner.worker.is_none() {
+            // A worker's sockets stay its supervisor's: the Unix socket
+            // files too, which the other workers serve.
+            self.inner.inherited.confirm();
+        }
         let left = self.inner.inherited.remaining();
         if !left.is_empty() {
             tracing::warn!(?left, "inherited sockets that no listener took are closed");
@@ -217,6 +223,11 @@ impl Restart {
     /// (QUIC, KCP), the program failed to start, exited, or was not ready
     /// in time (it is then stopped).
     pub async fn restart(&self) -> io::Result<u32> {
+        if let Some(n) = self.inner.worker {
+            return Err(io::Error::other(format!(
+                "this process is worker {n}: its supervisor replaces the workers (send SIGHUP to the supervisor)"
+            )));
+        }
         if self.inner.restarting.swap(true, Ordering::AcqRel) {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,

@@ -83,7 +83,13 @@ pub(super) async fn spawn_ready(
         .env_remove(env::SYSTEMD_PID)
         .env_remove(env::SYSTEMD_NAMES);
     match worker {
-        Some(n) => command.env(env::WORKER, n.to_string()),
+        // A worker: a process group of its own (a terminal's Ctrl-C or a
+        // group's signal reaches its supervisor, which passes it on once),
+        // and stopped if its supervisor drops it unready.
+        Some(n) => command
+            .env(env::WORKER, n.to_string())
+            .process_group(0)
+            .kill_on_drop(true),
         None => command.env_remove(env::WORKER),
     };
     command

@@ -126,6 +126,9 @@ struct Slot {
     backoff: Backoff,
     /// When it is to start again, after it exited.
     again_at: Option<Instant>,
+    /// Signals for its process, sent by the task that waits for it (so a
+    /// signal never reaches another process that took its pid).
+    signals: mpsc::UnboundedSender<i32>,
 }
 
 /// A worker process that ended.
@@ -136,8 +139,15 @@ struct Exit {
     status: io::Result<ExitStatus>,
 }
 
+/// A worker started and ready: its pid and its signal channel.
+type Started = (u32, mpsc::UnboundedSender<i32>);
+
 /// Runs of at least this long reset a worker's backoff.
 const STEADY: Duration = Duration::from_secs(60);
+
+/// How long workers told to stop may take before they are killed: a
+/// close grace (10 s by default) and then some.
+const STOP_WAIT: Duration = Duration::from_secs(60);
 
 fn crash_backoff() -> Backoff {
     Backoff::new(Redial {
@@ -206,57 +216,59 @@ impl Workers {
         let mut signals = self.restart.take_signals()?;
         let (exits_tx, mut exits) = mpsc::unbounded_channel();
         let mut slots: Vec<Slot> = Vec::new();
-        for worker in 0..self.count {
-            match self.start(worker, 0, &exits_tx).await {
-                Ok(pid) => {
-                    on_event(WorkerEvent::Ready { worker, pid });
-                    slots.push(Slot {
-                        pid,
-                        generation: 0,
-                        started: Instant::now(),
-                        backoff: crash_backoff(),
-                        again_at: None,
-                    });
-                }
-                Err(e) => {
-                    stop(&slots, libc::SIGKILL);
-                    return Err(e);
+        let ended = 'serve: {
+            for worker in 0..self.count {
+                let started = tokio::select! {
+                    r = self.start(worker, 0, &exits_tx) => r,
+                    s = signals.next() => match s {
+                        Ok(Signal::Restart(_)) => continue,
+                        other => break 'serve other,
+                    },
+                };
+                match started {
+                    Ok((pid, signals)) => {
+                        on_event(WorkerEvent::Ready { worker, pid });
+                        slots.push(Slot {
+                            pid,
+                            generation: 0,
+                            started: Instant::now(),
+                            backoff: crash_backoff(),
+                            again_at: None,
+                            signals,
+                        });
+                    }
+                    Err(e) => break 'serve Err(e),
                 }
             }
-        }
-        loop {
-            let next_start = slots.iter().filter_map(|s| s.again_at).min();
-            tokio::select! {
-                s = signals.next() => match s? {
-                    Signal::Restart(_) => self.replace_all(&mut slots, &exits_tx, &mut exits, &mut on_event).await,
-                    stop_signal => {
-                        self.stop_all(&slots, &mut signals, &mut exits).await;
-                        return Ok(stop_signal);
-                    }
-                },
-                Some(exit) = exits.recv() => {
-                    let slot = &mut slots[exit.worker];
-                    if exit.generation != slot.generation || slot.again_at.is_some() {
-                        continue; // A replaced worker leaving.
-                    }
-                    if slot.started.elapsed() >= STEADY {
-                        slot.backoff = crash_backoff();
-                    }
-                    let again = slot.backoff.next_delay(fastrand::f64()).unwrap_or(Duration::from_secs(10));
-                    slot.again_at = Some(Instant::now() + again);
-                    let status = exit.status.unwrap_or_else(|_| exit_status_unknown());
-                    on_event(WorkerEvent::Exited { worker: exit.worker, pid: exit.pid, status, again });
-                }
-                _ = sleep_until(next_start) => {
-                    let now = Instant::now();
-                    for worker in 0..slots.len() {
-                        if slots[worker].again_at.is_some_and(|at| at <= now) {
-                            self.start_again(worker, &mut slots, &exits_tx, &mut on_event).await;
+            loop {
+                let next_start = slots.iter().filter_map(|s| s.again_at).min();
+                tokio::select! {
+                    s = signals.next() => match s {
+                        Ok(Signal::Restart(_)) => {
+                            let stop = self
+                                .replace_all(&mut slots, &exits_tx, &mut exits, &mut signals, &mut on_event)
+                                .await;
+                            if let Some(stop) = stop {
+                                break 'serve stop;
+                            }
+                        }
+                        other => break 'serve other,
+                    },
+                    Some(exit) = exits.recv() => crashed(&mut slots, exit, &mut on_event),
+                    _ = sleep_until(next_start) => {
+                        let now = Instant::now();
+                        for worker in 0..slots.len() {
+                            if slots[worker].again_at.is_some_and(|at| at <= now) {
+                                self.start_again(worker, &mut slots, &exits_tx, &mut on_event).await;
+                            }
                         }
                     }
                 }
             }
-        }
+        };
+        stop_all(&slots, &mut signals, &mut exits).await;
+        self.remove_socket_files();
+        ended
     }
 
     /// Starts worker `worker` again after it exited.
@@ -269,10 +281,10 @@ impl Workers {
     ) {
         let generation = slots[worker].generation + 1;
         match self.start(worker, generation, exits).await {
-            Ok(pid) => {
+            Ok((pid, signals)) => {
                 let slot = &mut slots[worker];
                 (slot.pid, slot.generation, slot.again_at) = (pid, generation, None);
-                slot.started = Instant::now();
+                (slot.started, slot.signals) = (Instant::now(), signals);
                 on_event(WorkerEvent::Ready { worker, pid });
             }
             Err(e) => {
@@ -292,87 +304,74 @@ impl Workers {
 
     /// Replaces the workers one at a time: each new one is ready before
     /// the old one leaves. A replacement that fails stops the round; the
-    /// workers not yet replaced serve on.
+    /// workers not yet replaced serve on. Returns a stop signal that came
+    /// meanwhile.
     async fn replace_all(
         &self,
         slots: &mut [Slot],
         exits_tx: &mpsc::UnboundedSender<Exit>,
         exits: &mut mpsc::UnboundedReceiver<Exit>,
+        signals: &mut Signals,
         on_event: &mut impl FnMut(WorkerEvent),
-    ) {
+    ) -> Option<io::Result<Signal>> {
+        let restart_signal = self.restart.inner.settings.lock().signal;
         for worker in 0..slots.len() {
             if slots[worker].again_at.is_some() {
                 // Not running: start it, as its timer would.
                 self.start_again(worker, slots, exits_tx, on_event).await;
                 continue;
             }
-            let (old_pid, old_generation) = (slots[worker].pid, slots[worker].generation);
-            let generation = old_generation + 1;
-            let pid = match self.start(worker, generation, exits_tx).await {
-                Ok(pid) => pid,
+            let old_generation = slots[worker].generation;
+            let started = tokio::select! {
+                r = self.start(worker, old_generation + 1, exits_tx) => r,
+                s = signals.next() => match s {
+                    Ok(Signal::Restart(_)) => continue,
+                    other => return Some(other),
+                },
+            };
+            let (pid, new_signals) = match started {
+                Ok(started) => started,
                 Err(e) => {
                     on_event(WorkerEvent::Failed {
                         worker,
                         error: e.to_string(),
                     });
-                    return;
+                    return None;
                 }
             };
             let slot = &mut slots[worker];
-            (slot.pid, slot.generation, slot.started) = (pid, generation, Instant::now());
+            let old_pid = slot.pid;
+            let old_signals = std::mem::replace(&mut slot.signals, new_signals);
+            (slot.pid, slot.generation, slot.started) = (pid, old_generation + 1, Instant::now());
             on_event(WorkerEvent::Ready { worker, pid });
-            let restart_signal = self.restart.inner.settings.lock().signal;
-            signal(old_pid, restart_signal);
-            // Its calls finish within its close grace; then the next one.
-            let left = tokio::time::timeout(REPLACED_WAIT, async {
-                while let Some(exit) = exits.recv().await {
-                    if exit.worker == worker && exit.generation == old_generation {
-                        return;
+            // The old one leaves: its calls finish within its close grace.
+            let _ = old_signals.send(restart_signal);
+            let deadline = Instant::now() + STOP_WAIT;
+            let mut killed = false;
+            loop {
+                tokio::select! {
+                    Some(exit) = exits.recv() => {
+                        if exit.worker == worker && exit.generation == old_generation {
+                            break;
+                        }
+                        crashed(slots, exit, on_event);
                     }
-                    // Another worker ended meanwhile: it starts again
-                    // after this round.
-                    if exit.generation == slots[exit.worker].generation {
-                        slots[exit.worker].again_at = Some(Instant::now());
+                    s = signals.next() => match s {
+                        Ok(Signal::Restart(_)) => {}
+                        other => return Some(other),
+                    },
+                    _ = tokio::time::sleep_until(deadline), if !killed => {
+                        killed = true;
+                        let _ = old_signals.send(libc::SIGKILL);
                     }
                 }
-            })
-            .await;
-            if left.is_err() {
-                signal(old_pid, libc::SIGKILL);
             }
             on_event(WorkerEvent::Replaced {
                 worker,
                 pid: old_pid,
             });
         }
-    }
-
-    /// Passes the stop signal on and waits for every worker to exit; a
-    /// second signal is passed on too (workers then close at once).
-    async fn stop_all(
-        &self,
-        slots: &[Slot],
-        signals: &mut Signals,
-        exits: &mut mpsc::UnboundedReceiver<Exit>,
-    ) {
-        stop(slots, libc::SIGTERM);
-        let mut running: Vec<(usize, u64)> = slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.again_at.is_none())
-            .map(|(i, s)| (i, s.generation))
-            .collect();
-        let mut hurried = false;
-        while !running.is_empty() {
-            tokio::select! {
-                Some(exit) = exits.recv() => running.retain(|r| *r != (exit.worker, exit.generation)),
-                _ = signals.next(), if !hurried => {
-                    hurried = true;
-                    stop(slots, libc::SIGTERM);
-                }
-                else => break,
-            }
-        }
+        None
     }
 
     /// Starts worker `worker` on the sockets, waits until it is ready, and
@@ -382,7 +381,7 @@ impl Workers {
         worker: usize,
         generation: u64,
         exits: &mpsc::UnboundedSender<Exit>,
-    ) -> io::Result<u32> {
+    ) -> io::Result<Started> {
         let sockets = self
             .sockets
             .iter()
@@ -392,8 +391,19 @@ impl Workers {
         let mut child = spawn_ready(&settings, sockets, Some(worker)).await?;
         let pid = child.id().unwrap_or(0);
         let exits = exits.clone();
+        let (signals, mut to_send) = mpsc::unbounded_channel::<i32>();
         tokio::spawn(async move {
-            let status = child.wait().await;
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    Some(sig) = to_send.recv() => {
+                        // Not reaped yet (this task reaps it): still its pid.
+                        if let Some(pid) = child.id() {
+                            signal(pid, sig);
+                        }
+                    }
+                }
+            };
             let _ = exits.send(Exit {
                 worker,
                 generation,
@@ -401,17 +411,81 @@ impl Workers {
                 status,
             });
         });
-        Ok(pid)
+        Ok((pid, signals))
+    }
+
+    /// The socket files of the Unix addresses, which the workers left in
+    /// place for each other.
+    fn remove_socket_files(&self) {
+        for (addr, _) in &self.sockets {
+            if addr.scheme().as_str() == "unix" {
+                let _ = std::fs::remove_file(addr.target());
+            }
+        }
     }
 }
 
-/// How long a replaced worker may take to leave before it is killed: its
-/// close grace (10 s by default) and then some.
-const REPLACED_WAIT: Duration = Duration::from_secs(60);
+/// Records that a worker exited without being asked to: it starts again
+/// after its backoff.
+fn crashed(slots: &mut [Slot], exit: Exit, on_event: &mut impl FnMut(WorkerEvent)) {
+    let slot = &mut slots[exit.worker];
+    if exit.generation != slot.generation || slot.again_at.is_some() {
+        return; // A replaced worker leaving.
+    }
+    if slot.started.elapsed() >= STEADY {
+        slot.backoff = crash_backoff();
+    }
+    let again = slot
+        .backoff
+        .next_delay(fastrand::f64())
+        .unwrap_or(Duration::from_secs(10));
+    slot.again_at = Some(Instant::now() + again);
+    let status = exit.status.unwrap_or_else(|_| exit_status_unknown());
+    on_event(WorkerEvent::Exited {
+        worker: exit.worker,
+        pid: exit.pid,
+        status,
+        again,
+    });
+}
 
-fn stop(slots: &[Slot], sig: i32) {
-    for slot in slots.iter().filter(|s| s.again_at.is_none()) {
-        signal(slot.pid, sig);
+/// Passes the stop signal on and waits for every worker to exit: a second
+/// signal is passed on too (workers then close at once), and workers
+/// still running after [`STOP_WAIT`] are killed.
+async fn stop_all(
+    slots: &[Slot],
+    signals: &mut Signals,
+    exits: &mut mpsc::UnboundedReceiver<Exit>,
+) {
+    let running = |slot: &&Slot| slot.again_at.is_none();
+    for slot in slots.iter().filter(running) {
+        let _ = slot.signals.send(libc::SIGTERM);
+    }
+    let mut left: Vec<(usize, u64)> = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.again_at.is_none())
+        .map(|(i, s)| (i, s.generation))
+        .collect();
+    let deadline = Instant::now() + STOP_WAIT;
+    let (mut hurried, mut killed) = (false, false);
+    while !left.is_empty() {
+        tokio::select! {
+            Some(exit) = exits.recv() => left.retain(|w| *w != (exit.worker, exit.generation)),
+            _ = signals.next(), if !hurried => {
+                hurried = true;
+                for slot in slots.iter().filter(running) {
+                    let _ = slot.signals.send(libc::SIGTERM);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline), if !killed => {
+                killed = true;
+                for slot in slots.iter().filter(running) {
+                    let _ = slot.signals.send(libc::SIGKILL);
+                }
+            }
+            else => break,
+        }
     }
 }
 
@@ -419,7 +493,7 @@ fn signal(pid: u32, sig: i32) {
     if pid == 0 {
         return;
     }
-    // SAFETY: kill has no memory effects; a pid that has gone fails.
+    // SAFETY: kill has no memory effects.
     unsafe { libc::kill(pid as i32, sig) };
 }
 

@@ -96,6 +96,9 @@ pub struct Status {
     cause: Option<Arc<dyn Error + Send + Sync>>,
     /// Known, in this process, to describe a call no handler ran.
     unrun: bool,
+    /// A handler passes it on from a call it made, having done nothing
+    /// else (see [`Status::passed_on`]).
+    passed_on: bool,
 }
 
 macro_rules! constructors {
@@ -117,6 +120,7 @@ impl Status {
             message: message.into(),
             cause: None,
             unrun: false,
+            passed_on: false,
         }
     }
 
@@ -127,6 +131,7 @@ impl Status {
             message: Cow::Borrowed(""),
             cause: None,
             unrun: false,
+            passed_on: false,
         }
     }
 
@@ -197,6 +202,31 @@ impl Status {
     /// ```
     pub fn never_ran(&self) -> bool {
         self.unrun || self.code == Code::OVERLOADED || self.code == Code::DIAL_FAILED
+    }
+
+    /// Marks a status a handler returns as passed on, unchanged, from a
+    /// call the handler made and did nothing besides (a proxy's): when
+    /// that call was never run ([`Status::never_ran`]), its 102 reaches
+    /// the caller as 102, "not run", and the caller may make the call
+    /// again elsewhere. Any other 102 a handler returns goes out as 500,
+    /// since the handler may have done work (docs/PROTOCOL.md section 3.1).
+    ///
+    /// ```no_run
+    /// # async fn demo(upstream: drpc::Session, ctx: drpc::CallCtx) -> Result<bytes::Bytes, drpc::Status> {
+    /// let reply = upstream
+    ///     .call_raw(ctx.service_method(), ctx.body().clone(), drpc::CallOptions::new())
+    ///     .await
+    ///     .map_err(drpc::Status::passed_on)?;
+    /// # Ok(reply.value) }
+    /// ```
+    pub fn passed_on(mut self) -> Self {
+        self.passed_on = true;
+        self
+    }
+
+    /// Whether [`Status::passed_on`] marked it.
+    pub fn is_passed_on(&self) -> bool {
+        self.passed_on
     }
 
     /// Marks this status as one of a call that reached no handler.

@@ -141,9 +141,12 @@ impl Session {
             let (result, again) = self
                 .call_once(method, &opts, attempt_timeout, deadline, &mut body)
                 .await;
-            let now = tokio::time::Instant::now().into_std();
             match result {
-                Err(status) if again && now < deadline => {
+                Err(status) if again => {
+                    let now = tokio::time::Instant::now().into_std();
+                    if now >= deadline {
+                        return Err(status);
+                    }
                     tracing::debug!(session = %self.id(), method, %status, "making the call again on the next connection");
                     attempt_timeout = deadline - now;
                 }

@@ -53,15 +53,22 @@ impl Reader<'_> {
     pub(super) fn end_writing_after_notice(&mut self) {
         // Over an unordered transport (QUIC) a call the peer sent before
         // its notice may still come after it: never end early there.
-        if self.writes_ended || !self.ordered || !self.established || self.writer.is_none() {
+        let link = self.link;
+        // Checked on every wake-up of the reader: the common case (no
+        // notice) costs one atomic load, no lock.
+        if !link.going_away.is_cancelled()
+            || self.writes_ended
+            || !self.ordered
+            || !self.established
+            || self.writer.is_none()
+        {
             return;
         }
-        let link = self.link;
         let owes_nothing = {
             let core = link.core();
             core.peer_notice().is_some() && core.handling() == 0
         };
-        if owes_nothing && link.handlers.running() == 0 && link.going_away.is_cancelled() {
+        if owes_nothing && link.handlers.running() == 0 {
             self.writes_ended = true;
             link.finish_writing();
         }

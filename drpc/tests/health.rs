@@ -93,14 +93,6 @@ async fn an_application_may_answer_health_itself() {
     p.close().await;
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The hex of PROTOCOL.md 10.4's example, as two frames.
 fn spec_frames() -> (String, String) {
     let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md"))

@@ -69,16 +69,7 @@ fn ctl_shows_stats_changes_limits_and_stops_through_the_control_channel() {
         .assert()
         .success()
         .stdout("\"stopping\"\n");
-    server
-        .runtime
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(20), async {
-                server.endpoint.closed().await;
-                admin.closed().await;
-            })
-            .await
-        })
-        .expect("the endpoint and its control channel stop");
+    both_close(&server, &admin);
 }
 
 #[test]
@@ -121,6 +112,15 @@ fn ctl_restart_prints_the_new_process_once_it_is_ready_and_says_why_when_it_fail
         .trim()
         .parse()
         .expect("the new process's pid");
+    both_close(&server, &admin);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    assert!(killed.unwrap().success());
+}
+
+/// Waits until the endpoint and its control channel have closed.
+fn both_close(server: &Server, admin: &Endpoint) {
     server
         .runtime
         .block_on(async {
@@ -130,9 +130,5 @@ fn ctl_restart_prints_the_new_process_once_it_is_ready_and_says_why_when_it_fail
             })
             .await
         })
-        .expect("the endpoint and its control channel hand over and close");
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status();
-    assert!(killed.unwrap().success());
+        .expect("the endpoint and its control channel close");
 }

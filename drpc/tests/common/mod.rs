@@ -32,6 +32,15 @@ pub async fn read_frame(raw: &mut tokio::net::TcpStream) -> drpc::proto::Message
     }
 }
 
+/// `bytes` as spaced hex pairs, as docs/PROTOCOL.md shows frames.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A runtime for a server on a thread of its own, which a test can stop
 /// (or freeze) independently of its own runtime.
 pub fn own_runtime() -> tokio::runtime::Runtime {

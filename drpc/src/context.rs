@@ -10,8 +10,9 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use std::any::Any;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// An incoming call or push: its session, header and raw body. Both
 /// [`CallCtx`] and [`PushCtx`] dereference to it, so these accessors work on
@@ -158,6 +159,8 @@ struct CallInner {
     msg: Incoming,
     deadline: Instant,
     reply: Mutex<ReplyParts>,
+    /// Made when first needed: most handlers finish before anyone asks.
+    cancel: OnceLock<CancellationToken>,
 }
 
 #[derive(Default, Debug)]
@@ -177,6 +180,7 @@ impl CallCtx {
                 },
                 deadline,
                 reply: Mutex::new(ReplyParts::default()),
+                cancel: OnceLock::new(),
             }),
         }
     }
@@ -190,6 +194,42 @@ impl CallCtx {
     /// cancelled and the call is answered with 408.
     pub fn deadline(&self) -> Instant {
         self.inner.deadline
+    }
+
+    /// Resolves when the call ends without its handler's answer: the
+    /// caller cancelled it (it dropped the call, or its deadline passed),
+    /// the call's deadline passed here, or the connection was dropped at
+    /// once. The handler's own future is dropped then, so this is for
+    /// work the handler started elsewhere (a spawned task, a stream) to
+    /// stop and clean up. It never resolves for a call that is answered.
+    /// The future owns what it needs: move it into that work.
+    ///
+    /// ```
+    /// use drpc::{CallCtx, Status};
+    ///
+    /// async fn report(ctx: CallCtx) -> Result<String, Status> {
+    ///     let cancelled = ctx.cancelled();
+    ///     tokio::spawn(async move {
+    ///         tokio::select! {
+    ///             _ = cancelled => { /* the caller gave up: roll back */ }
+    ///             _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+    ///         }
+    ///     });
+    ///     Ok("started".into())
+    /// }
+    /// ```
+    pub fn cancelled(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.cancel_token().clone().cancelled_owned()
+    }
+
+    /// Whether [`CallCtx::cancelled`] has resolved.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.get().is_some_and(|t| t.is_cancelled())
+    }
+
+    /// The call's cancel token, made on first use.
+    pub(crate) fn cancel_token(&self) -> &CancellationToken {
+        self.inner.cancel.get_or_init(CancellationToken::new)
     }
 
     /// The time left until [`CallCtx::deadline`], zero once it has passed.

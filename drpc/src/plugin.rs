@@ -335,6 +335,13 @@ pub trait HandledCall: Send + 'static {
     fn before_reply(&mut self, reply: &mut Message) -> Result<(), Status> {
         Ok(())
     }
+
+    /// The caller cancelled the call (`status` is 499): its handler was
+    /// dropped and no reply is sent, so [`HandledCall::before_reply`]
+    /// does not run. A call that ends without a reply for another reason
+    /// (its connection dropped at once) sees neither; dropping the state
+    /// is the last thing that happens to it either way.
+    fn on_cancel(&mut self, status: &Status) {}
 }
 
 /// A plugin's state for one call this side makes; see

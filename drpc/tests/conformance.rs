@@ -4,6 +4,8 @@
 //! `Transport::named`); `pipe` is a transport written outside the crate
 //! (`common/pipe.rs`), registered on the config as a user's would be.
 
+#[path = "conformance/cancel.rs"]
+mod cancel;
 #[path = "conformance/closing.rs"]
 mod closing;
 mod common;
@@ -407,6 +409,14 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_peer_that_stops_reading_makes_sends_fail() {
                 super::a_peer_that_stops_reading_makes_sends_fail(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_dropped_call_stops_its_handler_at_the_peer() {
+                cancel::a_dropped_call_stops_its_handler_at_the_peer(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_call_past_its_deadline_stops_its_handler_at_the_peer() {
+                cancel::a_call_past_its_deadline_stops_its_handler_at_the_peer(t()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn an_end_of_stream_is_a_graceful_end() {

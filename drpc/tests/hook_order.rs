@@ -91,6 +91,9 @@ async fn hooks_run_in_the_documented_order_on_both_peers() {
             "after_dial redial=false",
             // the call and its reply
             "before_write_call /math/add",
+            // the answer to the hello (PROTOCOL.md 3.2): a frame, not a
+            // reply any plugin sees
+            "before_read_header",
             "before_read_header",
             "after_read_reply_header",
             "after_read_reply_body",
@@ -117,6 +120,8 @@ async fn hooks_run_in_the_documented_order_on_both_peers() {
             "after_build",
             "after_listen",
             "after_accept",
+            // the client's hello, answered by the core (PROTOCOL.md 3.2)
+            "before_read_header",
             // the call and its reply
             "before_read_header",
             "after_read_call_header /math/add",

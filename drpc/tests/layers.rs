@@ -73,10 +73,11 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The source minus its tests: a `tests.rs` module is all test, and unit
-/// tests sit at the bottom of a file behind `#[cfg(test)] mod tests`.
+/// The source minus its tests: a `tests.rs` module (or a `tests/`
+/// folder of modules) is all test, and unit tests sit at the bottom of a
+/// file behind `#[cfg(test)] mod tests`.
 fn code_of(file: &str, text: &str) -> String {
-    if file.ends_with("tests.rs") {
+    if file.ends_with("tests.rs") || file.contains("/tests/") {
         return String::new();
     }
     let mut code = String::new();

@@ -87,7 +87,7 @@ async fn a_call_crossing_a_renewal_notice_is_made_again_on_the_new_connection() 
     // it echoes.
     let server = tokio::spawn(async move {
         let (mut first, _) = listener.accept().await.unwrap();
-        let call = read_frame(&mut first).await;
+        let call = read_past_hello(&mut first).await;
         let mut out = hex_bytes(&spec_notice());
         let mut not_run = Header::reply(call.header.seq);
         not_run.status_code = 102;
@@ -98,7 +98,7 @@ async fn a_call_crossing_a_renewal_notice_is_made_again_on_the_new_connection() 
         assert!(ends(&mut first).await, "the dialer did not end its stream");
         first.shutdown().await.unwrap();
         let (mut second, _) = listener.accept().await.unwrap();
-        let again = read_frame(&mut second).await;
+        let again = read_past_hello(&mut second).await;
         assert_eq!(again.header.service_method, call.header.service_method);
         assert_eq!(again.body, call.body);
         let mut reply = Header::reply(again.header.seq);

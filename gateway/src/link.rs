@@ -280,18 +280,18 @@ async fn read_replies(link: Arc<Link>, mut rd: ReadHalf<DuplexStream>, limits: F
 async fn on_frame(link: &Arc<Link>, msg: Message) {
     let h = &msg.header;
     match h.kind {
+        // A notice that asks nothing (status 0) is ignored.
+        Kind::Reply if h.seq == 0 && h.status_code == 0 => {}
         Kind::Reply if h.seq == 0 => {
-            if h.status_code != 0 {
-                // Going away (102) or refused (503 and others): either way
-                // this connection takes no new request.
-                let why = Failure::new(h.status_code, h.status_message.to_string());
-                link.why.lock().get_or_insert(why);
-                link.closing.store(true, Ordering::Release);
-                if h.status_code != CONNECTION_CLOSED {
-                    link.close(Failure::new(h.status_code, h.status_message.to_string()));
-                }
-                link.closed.notify_waiters();
+            // Going away (102) or refused (503 and others): either way
+            // this connection takes no new request.
+            let why = Failure::new(h.status_code, h.status_message.to_string());
+            link.why.lock().get_or_insert(why);
+            link.closing.store(true, Ordering::Release);
+            if h.status_code != CONNECTION_CLOSED {
+                link.close(Failure::new(h.status_code, h.status_message.to_string()));
             }
+            link.closed.notify_waiters();
         }
         Kind::Reply => {
             let waiter = link.pending.lock().by_seq.remove(&h.seq);
@@ -308,6 +308,8 @@ async fn on_frame(link: &Arc<Link>, msg: Message) {
             );
             let _ = link.send(&refusal).await;
         }
-        Kind::Push => {}
+        // Pushes are for nobody here; later kinds are sent only to a peer
+        // that said hello, which the gateway does not.
+        _ => {}
     }
 }

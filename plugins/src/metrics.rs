@@ -68,6 +68,10 @@ impl HandledCall for Handling {
         self.record(reply.header.status_code);
         Ok(())
     }
+
+    fn on_cancel(&mut self, status: &Status) {
+        self.record(status.code().0);
+    }
 }
 
 impl Drop for Handling {

@@ -251,12 +251,19 @@ async fn a_dialer_whose_peer_does_not_check_carries_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_credential_goes_over_the_wire_as_the_spec_shows() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const CALL: &str = "00 00 00 28 01 01 04 00 00 00 00 01 00 00 27 10 00 00 00 00 \
+    // Section 3.2's hello and its answer, then 10.1's exchange.
+    const HELLO: &str = "00 00 00 3a 01 01 03 00 00 00 00 01 00 00 27 10 00 00 00 00 \
+                         00 0c 2f 5f 64 72 70 63 2f 68 65 6c 6c 6f 00 00 00 \
+                         00 01 00 0d 64 72 70 63 2d 66 65 61 74 75 72 65 73 00 06 63 61 6e 63 65 6c";
+    const HELLO_ANSWER: &str = "00 00 00 2e 01 02 03 00 00 00 00 01 00 00 00 00 00 00 00 00 \
+                                00 00 00 00 00 \
+                                00 01 00 0d 64 72 70 63 2d 66 65 61 74 75 72 65 73 00 06 63 61 6e 63 65 6c";
+    const CALL: &str = "00 00 00 28 01 01 04 00 00 00 00 02 00 00 27 10 00 00 00 00 \
                         00 0b 2f 5f 64 72 70 63 2f 61 75 74 68 00 00 00 00 00 \
                         73 33 63 72 65 74";
-    const ACCEPTED: &str = "00 00 00 17 01 02 04 00 00 00 00 01 00 00 00 00 00 00 00 00 \
+    const ACCEPTED: &str = "00 00 00 17 01 02 04 00 00 00 00 02 00 00 00 00 00 00 00 00 \
                             00 00 00 00 00 00 00";
-    const REFUSED: &str = "00 00 00 19 01 02 04 00 00 00 00 01 00 00 00 00 00 00 01 91 \
+    const REFUSED: &str = "00 00 00 19 01 02 04 00 00 00 00 02 00 00 00 00 00 00 01 91 \
                            00 00 00 02 6e 6f 00 00 00";
     let unhex = |s: &str| -> Vec<u8> {
         s.split_whitespace()
@@ -280,6 +287,12 @@ async fn the_credential_goes_over_the_wire_as_the_spec_shows() {
             async move { client.dial(addr.as_str()).await }
         });
         let (mut sock, _) = within("accept", listener.accept()).await.unwrap();
+        let mut hello = vec![0u8; unhex(HELLO).len()];
+        within("the hello", sock.read_exact(&mut hello))
+            .await
+            .unwrap();
+        assert_eq!(hello, unhex(HELLO));
+        sock.write_all(&unhex(HELLO_ANSWER)).await.unwrap();
         let mut call = vec![0u8; unhex(CALL).len()];
         within("the credential", sock.read_exact(&mut call))
             .await

@@ -5,8 +5,14 @@ use drpc_codec::CodecId;
 use std::time::Duration;
 
 /// What a message is.
+///
+/// Kinds after [`Kind::Push`] are sent only to a peer that said it knows
+/// them (docs/PROTOCOL.md section 3.2): one that does not closes the
+/// connection on an unknown kind. More may come, so a `match` needs a
+/// wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[non_exhaustive]
 pub enum Kind {
     /// A request that expects a [`Kind::Reply`] with the same seq.
     Call = 1,
@@ -14,6 +20,9 @@ pub enum Kind {
     Reply = 2,
     /// A one-way message; nothing is sent back.
     Push = 3,
+    /// The caller gave up on its call with the same seq: the callee stops
+    /// handling it and sends no reply.
+    Cancel = 4,
 }
 
 impl Kind {
@@ -23,16 +32,18 @@ impl Kind {
             1 => Some(Self::Call),
             2 => Some(Self::Reply),
             3 => Some(Self::Push),
+            4 => Some(Self::Cancel),
             _ => None,
         }
     }
 
-    /// Lower-case name: `call`, `reply`, `push`.
+    /// Lower-case name: `call`, `reply`, `push`, `cancel`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Call => "call",
             Self::Reply => "reply",
             Self::Push => "push",
+            Self::Cancel => "cancel",
         }
     }
 }
@@ -91,6 +102,13 @@ impl Header {
     /// A push header for `service_method` with the default codec.
     pub fn push(service_method: impl Into<ByteString>) -> Self {
         Self::new(Kind::Push, 0, service_method.into())
+    }
+
+    /// The cancel of this side's call `seq`: status 499 and nothing else.
+    pub fn cancel(seq: u32) -> Self {
+        let mut h = Self::new(Kind::Cancel, seq, ByteString::new());
+        h.status_code = 499;
+        h
     }
 }
 

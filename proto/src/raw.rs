@@ -6,7 +6,7 @@
 //! offset  size  field
 //!      0     4  frame length L: the number of bytes after this field (u32)
 //!      4     1  version, 1
-//!      5     1  kind: 1 call, 2 reply, 3 push
+//!      5     1  kind: 1 call, 2 reply, 3 push, 4 cancel
 //!      6     1  codec: 1 msgpack, 2 json, 3 raw, 4 text
 //!      7     1  flags, 0 (reserved; a receiver refuses anything else)
 //!      8     4  seq (u32)

@@ -9,6 +9,7 @@
 //! (an [`Event`] to dispatch, a waiter to wake). `W` is whatever the runtime
 //! wakes a waiting task with.
 
+use super::features::Peer;
 use super::hold::Hold;
 use super::inbound::Frame;
 use super::inflight::{Completed, InFlight, Outcome};
@@ -21,6 +22,7 @@ use drpc_proto::{Head, Kind, Message, ProtoError, WriteBody};
 use rustc_hash::FxHashSet;
 use std::time::Instant;
 
+mod cancel;
 mod notices;
 
 /// What the reader does with a frame, as [`ConnCore::on_frame`] decided.
@@ -45,6 +47,9 @@ pub(crate) enum Event<W> {
     /// call that crossed this side's going-away notice (102), reused a seq
     /// still being handled (400), or is over a header limit (413).
     Answered(Option<W>),
+    /// The peer cancelled its call with this seq, which is no longer
+    /// handled: stop its handler (no reply is sent).
+    Cancelled(u32),
     /// Nothing to do, for the reason given (a late reply, a push after
     /// the going-away notice, an oversize push).
     Dropped(&'static str),
@@ -59,6 +64,10 @@ pub(crate) struct ConnCore<W> {
     out: Outbound,
     /// Seqs of the peer's calls being handled (held ones included).
     handling: FxHashSet<u32>,
+    /// What the peer said it understands (the hello).
+    peer: Peer,
+    /// The peer's hello was answered: a later call of that name is routed.
+    hello_answered: bool,
     hold: Hold,
     established: bool,
     going_away_sent: bool,
@@ -147,6 +156,8 @@ impl<W> ConnCore<W> {
             calls: InFlight::default(),
             out,
             handling: FxHashSet::default(),
+            peer: Peer::Unknown,
+            hello_answered: false,
             hold,
             established: false,
             going_away_sent: false,
@@ -197,6 +208,7 @@ impl<W> ConnCore<W> {
                 }
                 None => Event::Dropped("a notice that asks nothing"),
             },
+            Kind::Reply if self.answers_hello(h.seq) => self.on_hello_reply(h),
             Kind::Reply => match self.calls.complete(h.seq, Outcome::Reply(msg)) {
                 Completed::Wake(w) => Event::Replied(w),
                 Completed::NotWaiting => Event::Dropped("a late reply"),
@@ -204,6 +216,7 @@ impl<W> ConnCore<W> {
             Kind::Call if h.seq == 0 => Event::Fatal(Status::bad_message(
                 "the peer sent a call with seq 0, which no reply can name",
             )),
+            Kind::Call if self.is_hello(h) => self.on_hello_call(h),
             Kind::Call if self.going_away_sent => {
                 let status = Status::connection_closed(
                     "this side is leaving the connection and takes no new calls on it; the call was not run",
@@ -242,6 +255,11 @@ impl<W> ConnCore<W> {
                 self.note_activity(&h.service_method);
                 Event::Push(msg)
             }
+            Kind::Cancel => self.on_cancel(h.seq),
+            other => Event::Fatal(Status::bad_message(format!(
+                "the peer sent a {} message, which this side never said it takes",
+                other.name()
+            ))),
         }
     }
 

@@ -6,7 +6,7 @@
 //! they arrived. A hook may take one out (an auth plugin's credential); the
 //! rest run once the hooks pass, or are refused if one refuses.
 
-use drpc_proto::Message;
+use drpc_proto::{Kind, Message};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -55,6 +55,17 @@ impl Hold {
         let (msg, _) = self.msgs.remove(at)?;
         self.bytes -= msg.body.len();
         Some(msg)
+    }
+
+    /// Drops the held call `seq` (its caller cancelled it).
+    pub(crate) fn remove_call(&mut self, seq: u32) {
+        let found = self
+            .msgs
+            .iter()
+            .position(|(m, _)| m.header.kind == Kind::Call && m.header.seq == seq);
+        if let Some((msg, _)) = found.and_then(|at| self.msgs.remove(at)) {
+            self.bytes -= msg.body.len();
+        }
     }
 
     /// Everything held, oldest first, leaving nothing.

@@ -88,6 +88,14 @@ impl<W> InFlight<W> {
         }
     }
 
+    /// A seq for a call this side answers itself rather than waits for
+    /// (the hello): it is not registered, and the next call gets the next.
+    pub(crate) fn reserve(&mut self) -> u32 {
+        let seq = self.next_free();
+        self.next_seq = seq.wrapping_add(1);
+        seq
+    }
+
     /// Registers call `seq` (from [`InFlight::next_free`]), waiting until
     /// `deadline`; true when the timer must be set earlier for it.
     pub(crate) fn insert(&mut self, seq: u32, deadline: Instant) -> bool {

@@ -13,6 +13,7 @@ pub(crate) mod backoff;
 pub(crate) mod bucket;
 pub(crate) mod conn;
 pub(crate) mod expiry;
+pub(crate) mod features;
 pub(crate) mod hold;
 pub(crate) mod inbound;
 pub(crate) mod inflight;

@@ -67,6 +67,15 @@ impl Conn {
         }
     }
 
+    /// Queues the hello a dialer sends first (docs/PROTOCOL.md section
+    /// 3.2), before any other frame: the peer's answer says whether it
+    /// takes cancels.
+    pub(crate) fn say_hello(self) -> Self {
+        // The writer has not started: it finds the hello when it does.
+        let _ = self.link.core().start_hello();
+        self
+    }
+
     /// The write half alone, to refuse the connection before it starts.
     pub(crate) fn into_write_half(self) -> WriteHalf {
         let wr = self.link.write_side().take();
@@ -532,6 +541,7 @@ impl Reader<'_> {
                     w.wake();
                 }
             }
+            Event::Cancelled(seq) => self.link.cancel_handler(seq),
             Event::Notice(status) if wire::is_going_away(&status) => {
                 tracing::debug!(session = %self.session.id(), %status, "the peer is going away");
                 self.link.peer_going_away();

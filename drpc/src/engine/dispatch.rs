@@ -3,7 +3,7 @@
 //! right here, on its own task only if it waits), and the reply.
 
 use crate::context::{CallCtx, PushCtx};
-use crate::core::wire;
+use crate::core::{features, wire};
 use crate::handler::{ReplyBody, ReplyValue};
 use crate::plugin::{HandledCall, Plugins};
 use crate::runtime::link::Link;
@@ -171,11 +171,13 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
         return answer.send(scopes, Some(&ctx), out.map(|()| fut.reply()));
     }
     // It waits: on a task of its own, counted with the connection's
-    // handlers, cancelled at its deadline (408) or when the connection
-    // stops at once.
+    // handlers, cancelled at its deadline (408), by the caller's cancel
+    // (no reply) or when the connection stops at once.
     let permit = permit.into_owned(ep.limiter.clone(), session.shared.calls_running.clone());
     let guard = link.enter_handler();
     let abort = link.handlers.abort.clone();
+    let cancel = ctx.cancel_token().clone();
+    let watch = link.watch_cancel(answer.seq, cancel.clone());
     let (session, link) = (session.clone(), link.clone());
     let route_plugins = answer.route_plugins.cloned();
     let (seq, codec) = (answer.seq, answer.codec);
@@ -187,14 +189,34 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
         let run = tokio::time::timeout_at(deadline.into(), AssertUnwindSafe(run).catch_unwind());
         let out = tokio::select! {
             biased;
-            _ = abort.cancelled() => return,
-            r = run => match r {
+            _ = abort.cancelled() => Err(None),
+            _ = cancel.cancelled() => Err(Some(features::cancelled_status())),
+            r = run => Ok(match r {
                 Ok(result) => outcome(&ctx, result),
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "the handler of {} did not finish within the call's deadline of {timeout:?}",
-                    ctx.service_method()
-                ))),
-            },
+                Err(_) => {
+                    // Work the handler spawned learns it is over too.
+                    cancel.cancel();
+                    Err(Status::deadline_exceeded(format!(
+                        "the handler of {} did not finish within the call's deadline of {timeout:?}",
+                        ctx.service_method()
+                    )))
+                }
+            }),
+        };
+        drop(watch);
+        let out = match out {
+            Ok(out) => out,
+            // Stopped unanswered: the handler goes first, then the plugins
+            // and the work it spawned learn of it.
+            Err(cancelled) => {
+                drop(fut);
+                if let Some(status) = cancelled {
+                    let mut scopes = scopes;
+                    scopes.iter_mut().for_each(|s| s.on_cancel(&status));
+                }
+                cancel.cancel();
+                return;
+            }
         };
         let answer = Answer {
             session: &session,

@@ -29,9 +29,12 @@ pub(crate) async fn establish(
     dial_target: Option<Addr>,
     proto: Arc<dyn Proto>,
 ) -> Result<Session, Status> {
-    let conn = Conn::new(ep, proto.clone(), socket);
-    let link = conn.link.clone();
     let dialed = origin == Origin::Dialed;
+    let conn = match dialed {
+        true => Conn::new(ep, proto.clone(), socket).say_hello(),
+        false => Conn::new(ep, proto.clone(), socket),
+    };
+    let link = conn.link.clone();
     let session = Session::new(ep.clone(), link.clone(), dialed, dial_target, proto.clone());
     if let Err(status) = ep.add_session(&session) {
         if origin == Origin::Accepted {

@@ -143,7 +143,9 @@ async fn redial(
             }
         };
         match attempt.await {
-            Ok(socket) => return Ok(Conn::new(&ep, session.shared.proto.clone(), socket)),
+            Ok(socket) => {
+                return Ok(Conn::new(&ep, session.shared.proto.clone(), socket).say_hello())
+            }
             Err(status) => {
                 tracing::debug!(session = %session.id(), attempt = backoff.attempts(), %status, "redial failed");
                 ep.plugins.each(|p| p.after_dial_fail(&addr, &status, true));

@@ -15,6 +15,7 @@ use bytes::BytesMut;
 use drpc_proto::{Head, Message, ProtoError, WriteBody};
 use drpc_socket::{Addr, WriteHalf};
 use parking_lot::{Mutex, MutexGuard};
+use rustc_hash::FxHashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -39,6 +40,9 @@ pub(crate) struct Link {
     pub(crate) held: Notify,
     /// Spawned handlers of this connection's calls and pushes.
     pub(crate) handlers: Handlers,
+    /// The cancel token of each spawned call handler, by seq: the peer's
+    /// cancel (kind 4) stops it.
+    cancels: Mutex<FxHashMap<u32, CancellationToken>>,
     /// Cancelled when the connection's hooks have passed.
     pub(crate) established: CancellationToken,
     /// Asks the reader to drop the connection as if it broke, for
@@ -92,6 +96,7 @@ impl Link {
             reader: Attention::default(),
             held: Notify::new(),
             handlers: Handlers::default(),
+            cancels: Mutex::default(),
             established: CancellationToken::new(),
             drop_requested: CancellationToken::new(),
             drop_reason: OnceLock::new(),
@@ -249,6 +254,44 @@ impl Link {
     /// Forgets call `seq` (its caller stopped waiting).
     pub(crate) fn forget(&self, seq: u32) {
         self.core().calls.forget(seq);
+    }
+
+    /// Forgets call `seq`, whose frame was sent, and tells the peer its
+    /// caller gave up (if the peer takes cancels), so its handler stops.
+    pub(crate) fn cancel(&self, seq: u32) {
+        let writer = {
+            let mut core = self.core();
+            core.calls.forget(seq);
+            core.cancel(seq)
+        };
+        if let Some(w) = writer {
+            w.wake();
+        }
+    }
+
+    /// Records the cancel token of the peer's call `seq`, whose handler
+    /// runs on a task of its own; the guard forgets it when dropped, which
+    /// must be before the call's reply is queued (the peer may reuse the
+    /// seq once it has the reply).
+    pub(crate) fn watch_cancel(
+        self: &std::sync::Arc<Self>,
+        seq: u32,
+        token: CancellationToken,
+    ) -> CancelWatch {
+        self.cancels.lock().insert(seq, token);
+        CancelWatch {
+            link: self.clone(),
+            seq,
+        }
+    }
+
+    /// The peer cancelled its call `seq`: its handler, if it still runs,
+    /// is stopped.
+    pub(crate) fn cancel_handler(&self, seq: u32) {
+        let token = self.cancels.lock().remove(&seq);
+        if let Some(token) = token {
+            token.cancel();
+        }
     }
 
     /// Queues `msg` for the writer, waiting for room until `deadline`.
@@ -443,6 +486,18 @@ impl Link {
                 _ => status,
             }
         })
+    }
+}
+
+/// A spawned call handler's entry among [`Link`]'s cancel tokens.
+pub(crate) struct CancelWatch {
+    link: std::sync::Arc<Link>,
+    seq: u32,
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        self.link.cancels.lock().remove(&self.seq);
     }
 }
 

@@ -183,6 +183,7 @@ impl Session {
             started: (!self.plugins().is_empty()).then(tokio::time::Instant::now),
             scopes: Vec::new(),
             collected: true,
+            sent: false,
         };
         let result = async {
             match body {
@@ -203,6 +204,7 @@ impl Session {
                         .await
                         .map_err(Status::unrun)?;
                     call.collected = false;
+                    call.sent = true;
                 }
                 Body::Bytes(body) => {
                     let mut header = Header::call(0, method);
@@ -220,6 +222,7 @@ impl Session {
                         }
                     }
                     link.send(&msg, deadline).await.map_err(Status::unrun)?;
+                    call.sent = true;
                     let header = &msg.header;
                     self.plugins().each(|p| p.after_write_call(self, header));
                 }
@@ -230,9 +233,11 @@ impl Session {
                 Outcome::Reply(reply) => reply,
                 Outcome::Failed(status) => return Err(status),
                 Outcome::Expired => {
+                    // The peer's handler may still run: it stops now.
+                    link.cancel(call.seq);
                     return Err(Status::deadline_exceeded(format!(
                         "no reply to {method} within {timeout:?}"
-                    )))
+                    )));
                 }
             };
             for scope in call.scopes.iter_mut() {
@@ -379,6 +384,8 @@ struct Call<'a> {
     scopes: Vec<Box<dyn MadeCall>>,
     /// Whether the outcome was collected (the entry is then gone).
     collected: bool,
+    /// Whether its frame was queued: the peer may be running it.
+    sent: bool,
 }
 
 impl Call<'_> {
@@ -403,8 +410,10 @@ impl Call<'_> {
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
-        if !self.collected {
-            self.link.forget(self.seq);
+        match (self.collected, self.sent) {
+            (false, true) => self.link.cancel(self.seq),
+            (false, false) => self.link.forget(self.seq),
+            (true, _) => {}
         }
         if self.started.is_some() {
             self.end(Status::canceled("the caller stopped waiting for the call"));

@@ -32,6 +32,40 @@ pub async fn read_frame(raw: &mut tokio::net::TcpStream) -> drpc::proto::Message
     }
 }
 
+/// Reads a drpc dialer's first frame after its hello (docs/PROTOCOL.md
+/// section 3.2), answering the hello as a peer written before it does:
+/// 404, so the dialer sends it nothing but kinds 1 to 3.
+pub async fn read_past_hello(raw: &mut tokio::net::TcpStream) -> drpc::proto::Message {
+    use drpc::proto::{FrameLimits, Header, Message, Proto, RawProto};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut framer = RawProto.framer(&FrameLimits::default());
+    let mut buf = bytes::BytesMut::new();
+    let mut hello_seen = false;
+    loop {
+        if let Some(m) = framer.decode(&mut buf).unwrap() {
+            if hello_seen {
+                return m;
+            }
+            assert_eq!(
+                m.header.service_method, "/_drpc/hello",
+                "a dialer says hello first"
+            );
+            hello_seen = true;
+            let mut h = Header::reply(m.header.seq);
+            h.status_code = 404;
+            h.status_message = "no handler for /_drpc/hello".into();
+            let mut out = bytes::BytesMut::new();
+            framer
+                .encode(&Message::new(h, bytes::Bytes::new()), &mut out)
+                .unwrap();
+            raw.write_all(&out).await.unwrap();
+            continue;
+        }
+        let n = within("a frame", raw.read_buf(&mut buf)).await.unwrap();
+        assert!(n > 0, "the connection closed before a whole frame");
+    }
+}
+
 /// `bytes` as spaced hex pairs, as docs/PROTOCOL.md shows frames.
 pub fn hex(bytes: &[u8]) -> String {
     bytes

@@ -1,5 +1,4 @@
-//! Two cores talking to each other in memory, under a virtual clock: the
-//! protocol rules of a session, with no socket, task or real time.
+//! Two cores talking in memory on a virtual clock: a session's rules.
 
 use super::conn::{ConnCore, Event, QueueError, ReplyWrite, WriteStep};
 use super::hold::{Hold, MAX_HELD};
@@ -10,6 +9,7 @@ use crate::values::{Code, Status};
 use bytes::BufMut;
 use drpc_proto::{FrameLimits, Header, Kind, Message, Proto, RawProto};
 use std::time::{Duration, Instant};
+mod cancel;
 
 /// A virtual clock: a fixed base, moved only by the test.
 struct Clock {

@@ -216,6 +216,28 @@ async fn a_typed_call_past_its_timeout_is_408() {
     p.close().await;
 }
 
+/// A typed call that its caller drops is cancelled at the peer, like any
+/// call (docs/PROTOCOL.md section 3.3): the handler stops running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_typed_call_stops_its_handler() {
+    let (calc, _notes) = calculator();
+    let p = pair_with(math_router(calc), Router::new(), Config::default()).await;
+    let math = MathClient::new(p.session.clone()).with_timeout(Duration::from_secs(60));
+    let call = tokio::spawn(async move { math.stall().await });
+    let running = |n: usize| {
+        let server = p.server.clone();
+        async move {
+            while server.calls_running() != n {
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    within("the handler to run", running(1)).await;
+    call.abort();
+    within("the handler to stop", running(0)).await;
+    p.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typed_push_reaches_its_handler_with_every_argument() {
     let (calc, mut notes) = calculator();

@@ -5,7 +5,10 @@ use drpc::{CallCtx, CallOptions, PushCtx, PushOptions, RouteError, Router, Sessi
 /// Forwards every call and push the router has no route for to an upstream
 /// session, and passes the answer back unchanged: body, codec, meta, and an
 /// error's status code and message. The deadline goes along: the upstream
-/// call gets what is left of the caller's.
+/// call gets what is left of the caller's. So does a cancel: when the
+/// caller gives up (docs/PROTOCOL.md section 3.3), the forwarding handler
+/// is dropped, and with it the upstream call, which the upstream is told
+/// to stop.
 ///
 /// It installs the router's fallbacks, so the router's own routes still
 /// answer first. The upstream is any session, usually a dialed one (which

@@ -246,18 +246,21 @@ async fn a_dialer_whose_peer_does_not_check_carries_on() {
     server.close().await;
 }
 
+/// docs/PROTOCOL.md section 3.2's hello, as a drpc dialer sends it first.
+const HELLO: &str = "00 00 00 3a 01 01 03 00 00 00 00 01 00 00 27 10 00 00 00 00 \
+                     00 0c 2f 5f 64 72 70 63 2f 68 65 6c 6c 6f 00 00 00 \
+                     00 01 00 0d 64 72 70 63 2d 66 65 61 74 75 72 65 73 00 06 63 61 6e 63 65 6c";
+/// Its answer from a drpc acceptor.
+const HELLO_ANSWER: &str = "00 00 00 2e 01 02 03 00 00 00 00 01 00 00 00 00 00 00 00 00 \
+                            00 00 00 00 00 \
+                            00 01 00 0d 64 72 70 63 2d 66 65 61 74 75 72 65 73 00 06 63 61 6e 63 65 6c";
+
 /// The exchange in docs/PROTOCOL.md section 10.1, byte for byte, against an
 /// acceptor written from the spec alone (a bare TCP socket).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_credential_goes_over_the_wire_as_the_spec_shows() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Section 3.2's hello and its answer, then 10.1's exchange.
-    const HELLO: &str = "00 00 00 3a 01 01 03 00 00 00 00 01 00 00 27 10 00 00 00 00 \
-                         00 0c 2f 5f 64 72 70 63 2f 68 65 6c 6c 6f 00 00 00 \
-                         00 01 00 0d 64 72 70 63 2d 66 65 61 74 75 72 65 73 00 06 63 61 6e 63 65 6c";
-    const HELLO_ANSWER: &str = "00 00 00 2e 01 02 03 00 00 00 00 01 00 00 00 00 00 00 00 00 \
-                                00 00 00 00 00 \
-                                00 01 00 0d 64 72 70 63 2d 66 65 61 74 75 72 65 73 00 06 63 61 6e 63 65 6c";
     const CALL: &str = "00 00 00 28 01 01 04 00 00 00 00 02 00 00 27 10 00 00 00 00 \
                         00 0b 2f 5f 64 72 70 63 2f 61 75 74 68 00 00 00 00 00 \
                         73 33 63 72 65 74";
@@ -459,5 +462,26 @@ async fn a_large_credential_is_compressed_and_still_checked() {
         "jwt-holder"
     );
     client.close().await;
+    server.close().await;
+}
+
+/// The hello (docs/PROTOCOL.md section 3.2) is answered at once, before
+/// any credential: an acceptor does not hold it with the other calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hello_is_answered_before_the_credential() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let unhex = |s: &str| -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    };
+    let (server, addr, _, _) = server(Duration::from_secs(10)).await;
+    let mut sock = tokio::net::TcpStream::connect(addr.target()).await.unwrap();
+    sock.write_all(&unhex(HELLO)).await.unwrap();
+    let mut answer = vec![0u8; unhex(HELLO_ANSWER).len()];
+    within("the answer", sock.read_exact(&mut answer))
+        .await
+        .unwrap();
+    assert_eq!(answer, unhex(HELLO_ANSWER));
     server.close().await;
 }

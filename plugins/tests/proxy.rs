@@ -170,3 +170,55 @@ async fn a_codec_only_the_ends_know_passes_through_the_proxy() {
     proxy_client.close().await;
     upstream.close().await;
 }
+
+/// Signals when dropped: a handler's future was dropped.
+struct DropSignal(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// A caller that gives up on a call through the proxy stops the
+/// upstream's handler: the cancel is passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_is_passed_on_to_the_upstream() {
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let (dropped_tx, mut dropped) = tokio::sync::mpsc::unbounded_channel();
+    let mut r = Router::new();
+    r.call("/hang", move |_: CallCtx, _: ()| {
+        let guard = DropSignal(dropped_tx.clone());
+        let _ = started_tx.send(());
+        async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            Ok::<_, Status>(())
+        }
+    })
+    .unwrap();
+    let upstream = Endpoint::builder().router(r).build().unwrap();
+    let up_addr = upstream.listen("tcp://127.0.0.1:0").await.unwrap();
+    let gateway_client = Endpoint::builder().build().unwrap();
+    let up = gateway_client.dial(&up_addr).await.unwrap();
+    let mut g = Router::new();
+    Proxy::new(up).install(&mut g).unwrap();
+    let gateway = Endpoint::builder().router(g).build().unwrap();
+    let g_addr = gateway.listen("tcp://127.0.0.1:0").await.unwrap();
+    let client = Endpoint::builder().build().unwrap();
+    let s = client.dial(&g_addr).await.unwrap();
+    let call = tokio::spawn(async move { s.call::<_, ()>("/hang", &()).await });
+    within(started.recv()).await.unwrap();
+    call.abort();
+    within(dropped.recv()).await.unwrap();
+    within(async {
+        while gateway.calls_running() > 0 || upstream.calls_running() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    client.close().await;
+    gateway.close().await;
+    gateway_client.close().await;
+    upstream.close().await;
+}

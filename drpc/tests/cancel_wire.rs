@@ -1,0 +1,255 @@
+//! The hello and the cancel on the wire (docs/PROTOCOL.md sections 3.2
+//! and 3.3): their bytes, read from the spec, against peers written from
+//! the spec alone (bare TCP sockets) on either side.
+
+mod common;
+
+use bytes::BytesMut;
+use common::*;
+use drpc::proto::{FrameLimits, Framer, Header, Kind, Message, Proto, RawProto};
+use drpc::{CallCtx, CallOptions, Endpoint, Status};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+fn encode(msg: &Message) -> Vec<u8> {
+    let mut wire = BytesMut::new();
+    RawProto
+        .framer(&FrameLimits::default())
+        .encode(msg, &mut wire)
+        .unwrap();
+    wire.to_vec()
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    hex.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+/// The frames of the first hex block after `heading` in the spec: its
+/// lines of hex pairs (lines that label them are left out), one frame per
+/// run of lines between blank ones.
+fn spec_frames(heading: &str) -> Vec<String> {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md"))
+        .unwrap();
+    let section = spec.split(heading).nth(1).expect("the section");
+    let block = section.split("```text\n").nth(1).unwrap();
+    let block = block.split("```").next().unwrap();
+    let is_pair = |w: &str| w.len() == 2 && w.chars().all(|c| c.is_ascii_hexdigit());
+    block
+        .split("\n\n")
+        .map(|frame| {
+            frame
+                .lines()
+                .filter(|line| line.split_whitespace().all(is_pair))
+                .flat_map(str::split_whitespace)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+/// Section 3.2's hello and its answer.
+fn spec_hello() -> (String, String) {
+    let frames = spec_frames("### 3.2 Hello");
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    (frames[0].clone(), frames[1].clone())
+}
+
+/// A peer written from the spec: whole frames from a buffer kept across
+/// reads.
+struct Raw {
+    sock: TcpStream,
+    framer: Box<dyn Framer>,
+    buf: BytesMut,
+}
+
+impl Raw {
+    fn new(sock: TcpStream) -> Self {
+        Self {
+            sock,
+            framer: RawProto.framer(&FrameLimits::default()),
+            buf: BytesMut::new(),
+        }
+    }
+
+    async fn read(&mut self) -> Message {
+        loop {
+            if let Some(m) = self.framer.decode(&mut self.buf).unwrap() {
+                return m;
+            }
+            let n = within("a frame", self.sock.read_buf(&mut self.buf))
+                .await
+                .unwrap();
+            assert!(n > 0, "the connection closed before a whole frame");
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        self.sock.write_all(bytes).await.unwrap();
+    }
+}
+
+#[test]
+fn the_spec_s_cancel_is_what_drpc_writes() {
+    let frames = spec_frames("### 3.3 Cancel");
+    assert_eq!(frames.len(), 1);
+    let cancel = Message::new(Header::cancel(5), bytes::Bytes::new());
+    assert_eq!(hex(&encode(&cancel)), frames[0]);
+}
+
+/// A dialer says the spec's hello first; once the answer names `cancel`,
+/// a call it drops is cancelled with the spec's frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialer_says_hello_and_cancels_a_dropped_call() {
+    let (hello, answer) = spec_hello();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("tcp://{}", listener.local_addr().unwrap());
+    let client = Endpoint::builder().build().unwrap();
+    let dial = tokio::spawn({
+        let client = client.clone();
+        async move { client.dial(addr.as_str()).await }
+    });
+    let (sock, _) = within("accept", listener.accept()).await.unwrap();
+    let mut raw = Raw::new(sock);
+    let first = raw.read().await;
+    assert_eq!(hex(&encode(&first)), hello);
+    raw.write(&unhex(&answer)).await;
+    let session = within("dial", dial).await.unwrap().unwrap();
+    let call = tokio::spawn({
+        let s = session.clone();
+        async move { s.call::<_, ()>("/slow", &()).await }
+    });
+    let sent = raw.read().await;
+    assert_eq!(sent.header.service_method, "/slow");
+    call.abort();
+    let cancel = raw.read().await;
+    assert_eq!(cancel.header, Header::cancel(sent.header.seq));
+    assert!(cancel.body.is_empty());
+    client.close().await;
+}
+
+/// A peer that answers the hello with 404 (written before it) is never
+/// sent a cancel: the frame after a dropped call is the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_predates_the_hello_is_sent_no_cancel() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("tcp://{}", listener.local_addr().unwrap());
+    let client = Endpoint::builder().build().unwrap();
+    let dial = tokio::spawn({
+        let client = client.clone();
+        async move { client.dial(addr.as_str()).await }
+    });
+    let (mut sock, _) = within("accept", listener.accept()).await.unwrap();
+    let session = within("dial", dial).await.unwrap().unwrap();
+    let call = tokio::spawn({
+        let s = session.clone();
+        async move { s.call::<_, ()>("/slow", &()).await }
+    });
+    // Whether the 404 reaches the client before it drops the call or
+    // after (the cancel then waits for it, and is not sent), no cancel
+    // goes out.
+    let sent = read_past_hello(&mut sock).await;
+    assert_eq!(sent.header.service_method, "/slow");
+    call.abort();
+    let _ = call.await;
+    session.push("/marker", &()).await.unwrap();
+    let next = read_frame(&mut sock).await;
+    assert_eq!(
+        (next.header.kind, &*next.header.service_method),
+        (Kind::Push, "/marker")
+    );
+    client.close().await;
+}
+
+/// An acceptor answers the spec's hello with the spec's answer, and the
+/// spec's cancel stops the handler with no reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acceptor_answers_the_hello_and_takes_a_cancel() {
+    let (hello, answer) = spec_hello();
+    let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
+    let mut routes = test_router();
+    routes
+        .call("/hang", move |_: CallCtx, _: ()| {
+            let guard = DropSignal(dropped_tx.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok::<_, Status>(())
+            }
+        })
+        .unwrap();
+    let server = Endpoint::builder().router(routes).build().unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let mut raw = Raw::new(TcpStream::connect(addr.target()).await.unwrap());
+    raw.write(&unhex(&hello)).await;
+    assert_eq!(hex(&encode(&raw.read().await)), answer);
+    let mut hang = Header::call(2, "/hang");
+    hang.timeout = Some(Duration::from_secs(30));
+    raw.write(&encode(&Message::new(hang, unhex("c0")))).await;
+    raw.write(&encode(&Message::new(
+        Header::cancel(2),
+        bytes::Bytes::new(),
+    )))
+    .await;
+    within("the handler to be dropped", dropped.recv())
+        .await
+        .unwrap();
+    // No reply for seq 2: the next frame answers the next call.
+    let mut echo = Header::call(3, "/echo");
+    echo.timeout = Some(Duration::from_secs(5));
+    raw.write(&encode(&Message::new(echo, unhex("01")))).await;
+    let reply = raw.read().await;
+    assert_eq!((reply.header.kind, reply.header.seq), (Kind::Reply, 3));
+    server.close().await;
+}
+
+/// A deadline that passes at the caller sends the cancel too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_deadline_is_cancelled() {
+    let (hello, answer) = spec_hello();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("tcp://{}", listener.local_addr().unwrap());
+    let client = Endpoint::builder().build().unwrap();
+    let dial = tokio::spawn({
+        let client = client.clone();
+        async move { client.dial(addr.as_str()).await }
+    });
+    let (sock, _) = within("accept", listener.accept()).await.unwrap();
+    let mut raw = Raw::new(sock);
+    assert_eq!(hex(&encode(&raw.read().await)), hello);
+    raw.write(&unhex(&answer)).await;
+    let session = within("dial", dial).await.unwrap().unwrap();
+    let opts = CallOptions::new().timeout(Duration::from_millis(100));
+    let call = session.call_with::<_, ()>("/slow", &(), opts);
+    let (result, sent) = tokio::join!(call, raw.read());
+    assert_eq!(result.unwrap_err().code(), drpc::Code::DEADLINE_EXCEEDED);
+    let cancel = raw.read().await;
+    assert_eq!(cancel.header, Header::cancel(sent.header.seq));
+    client.close().await;
+}
+
+/// Signals when dropped: a handler's future was dropped.
+struct DropSignal(mpsc::UnboundedSender<()>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_hello_is_an_ordinary_call() {
+    let (hello, answer) = spec_hello();
+    let server = Endpoint::builder().build().unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let mut raw = Raw::new(TcpStream::connect(addr.target()).await.unwrap());
+    raw.write(&unhex(&hello)).await;
+    assert_eq!(hex(&encode(&raw.read().await)), answer);
+    raw.write(&unhex(&hello)).await;
+    let second = raw.read().await;
+    assert_eq!(second.header.status_code, 404, "{:?}", second.header);
+    server.close().await;
+}

@@ -48,6 +48,15 @@ impl Plugin for Accepts {
     }
 }
 
+/// Sets its flag when dropped: a handler's future was dropped.
+struct SetOnDrop(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
 /// Serves the files of `js/` over HTTP (GET only): the page, the client
 /// and its MessagePack library, as a web server would.
 async fn serve_files(listener: tokio::net::TcpListener, root: PathBuf) {
@@ -169,6 +178,33 @@ async fn the_js_client_in_headless_chromium() {
             Ok::<_, Status>(ctx.remaining().as_millis() as u64)
         })
         .unwrap();
+    // A handler the page aborts a call to, and two calls that tell the
+    // page when it started and when it stopped (its future was dropped).
+    let (started_tx, started) = tokio::sync::watch::channel(false);
+    let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
+    let stopped_tx = std::sync::Arc::new(stopped_tx);
+    routes
+        .call("/hang", move |_: CallCtx, _: ()| {
+            let _ = started_tx.send(true);
+            let guard = SetOnDrop(stopped_tx.clone());
+            async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+                Ok::<_, Status>(())
+            }
+        })
+        .unwrap();
+    for (path, flag) in [("/hang_started", started), ("/hang_stopped", stopped)] {
+        routes
+            .call(path, move |_: CallCtx, _: ()| {
+                let mut flag = flag.clone();
+                async move {
+                    let seen = tokio::time::timeout(Duration::from_secs(10), flag.wait_for(|v| *v));
+                    Ok::<_, Status>(matches!(seen.await, Ok(Ok(_))))
+                }
+            })
+            .unwrap();
+    }
     routes
         .push("/page/note", move |_: PushCtx, text: String| {
             let tx = notes_tx.clone();
@@ -251,8 +287,27 @@ async fn the_js_client_in_headless_chromium() {
     );
     assert_eq!(calls["missing"], 404, "{calls}");
     assert_eq!(calls["push"], "welcome", "{calls}");
+    assert_eq!(
+        calls["aborted"], 499,
+        "an aborted call fails with 499: {calls}"
+    );
+    assert_eq!(
+        calls["stopped"], true,
+        "the aborted call's handler stopped: {calls}"
+    );
     let note = within("the page's push", notes.recv()).await.unwrap();
     assert_eq!(note, "from the page");
+    // The server gives up on a call to the page: the page's handler sees
+    // its signal abort.
+    let waiting = tokio::spawn({
+        let page = page.clone();
+        async move { page.call::<_, ()>("/page/wait", &()).await }
+    });
+    let note = within("the page's handler to start", notes.recv()).await;
+    assert_eq!(note.as_deref(), Some("waiting"));
+    waiting.abort();
+    let note = within("the page to see the cancel", notes.recv()).await;
+    assert_eq!(note.as_deref(), Some("cancelled"));
 
     // Going away: the page hears the notice, new calls fail at once with
     // 102, and its session ends.
@@ -287,5 +342,5 @@ fn the_js_frames_match_the_protocol_examples() {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("# pass 4"), "{said}");
+    assert!(said.contains("# pass 6"), "{said}");
 }

@@ -2,8 +2,8 @@
 
 import { encode as msgpackEncode, decode as msgpackDecode } from "@msgpack/msgpack";
 
-/** Message kinds (the byte at offset 5). */
-export const Kind = Object.freeze({ CALL: 1, REPLY: 2, PUSH: 3 });
+/** Message kinds (the byte at offset 5); CANCEL only with a peer whose hello named it (section 3.2). */
+export const Kind = Object.freeze({ CALL: 1, REPLY: 2, PUSH: 3, CANCEL: 4 });
 
 /** Body codecs this client speaks (section 4). */
 export const Codec = Object.freeze({ MSGPACK: 1, JSON: 2, RAW: 3, TEXT: 4 });
@@ -136,7 +136,8 @@ function decodeFrame(b) {
   const version = view.getUint8(0);
   if (version !== VERSION) throw new Error(`unsupported protocol version ${version}`);
   const kind = view.getUint8(1);
-  if (kind < 1 || kind > 3) throw new Error(`unknown message kind ${kind}`);
+  // 4 (cancel) comes only after this client's hello said it takes it.
+  if (kind < 1 || kind > 4) throw new Error(`unknown message kind ${kind}`);
   const codec = view.getUint8(2);
   if (codec === 0) throw new Error("codec 0 is never valid");
   if (view.getUint8(3) !== 0) throw new Error("non-zero flags");

@@ -1,5 +1,8 @@
 // drpc over WebSocket, for browsers and any runtime with a WebSocket:
-// docs/PROTOCOL.md sections 1 to 3 and 9.5, and nothing else.
+// docs/PROTOCOL.md sections 1 to 3 and 9.5, and nothing else. A call takes
+// an AbortSignal: aborting it (or its deadline passing) cancels the call at
+// the server (section 3.3), and a handler of the page's sees the server's
+// cancel as `ctx.signal`.
 //
 //   import { Session } from "drpc-client";
 //   const session = await Session.connect("ws://127.0.0.1:9092/drpc");
@@ -53,6 +56,12 @@ export class Status extends Error {
 }
 
 const DEFAULT_TIMEOUT_MS = 30000;
+// Section 3.2: the hello this client sends first, and what it takes.
+const HELLO = "/_drpc/hello";
+const FEATURES_KEY = "drpc-features";
+const HELLO_TIMEOUT_MS = 10000;
+// Cancels kept while the hello is unanswered, at most.
+const MAX_WAITING_CANCELS = 1024;
 // The longest a timer can wait in a browser (2^31 - 1 ms, about 24.8
 // days); longer deadlines are cut to it, on the wire too.
 const MAX_TIMEOUT_MS = 0x7fffffff;
@@ -97,7 +106,11 @@ export class Session {
     this.pending = new Map();
     this.nextSeq = 1;
     this.running = 0;
-    this.serving = new Set();
+    // The server's calls being handled: seq -> AbortController (ctx.signal).
+    this.serving = new Map();
+    // Whether the server takes cancels: null until it answers the hello.
+    this.peerCancels = null;
+    this.waitingCancels = [];
     this.idle = [];
     // Why new calls fail at once: the peer's going-away notice, or ours.
     this.goingAway = null;
@@ -111,6 +124,7 @@ export class Session {
     this.closed = new Promise((resolve) => (this.onClosed = resolve));
     ws.addEventListener("message", (ev) => this.receive(ev.data));
     ws.addEventListener("close", (ev) => this.ended(ev));
+    this.sayHello();
   }
 
   /** Serves calls from the peer to `method`: `fn(arg, ctx)` returns the reply value. */
@@ -125,7 +139,12 @@ export class Session {
     return this;
   }
 
-  /** Calls `method` with `arg`; resolves with the reply value, rejects with a Status. */
+  /**
+   * Calls `method` with `arg`; resolves with the reply value, rejects with a
+   * Status. Options: `timeout` (ms), `meta` (an object or pairs), `codec`,
+   * and `signal`, an AbortSignal: aborting it rejects the call with 499 and
+   * cancels it at the server.
+   */
   async call(method, arg, options = {}) {
     return (await this.callWithMeta(method, arg, options)).value;
   }
@@ -135,6 +154,8 @@ export class Session {
     return new Promise((resolve, reject) => {
       const refused = this.refused();
       if (refused) return reject(refused);
+      const signal = options.signal;
+      if (signal?.aborted) return reject(new Status(Code.CANCELED, `${method}: aborted before it was sent`));
       const codec = options.codec ?? this.codec;
       const timeout = Math.min(MAX_TIMEOUT_MS, Math.max(1, Math.ceil(options.timeout ?? this.timeout)));
       const seq = this.allocate();
@@ -148,9 +169,16 @@ export class Session {
       }
       const timer = setTimeout(() => {
         this.settle(seq);
+        this.cancel(seq);
         reject(new Status(Code.DEADLINE_EXCEEDED, `${method}: no reply within ${timeout} ms`));
       }, timeout);
-      this.pending.set(seq, { resolve, reject, timer, method });
+      const onAbort = () => {
+        if (!this.settle(seq)) return;
+        this.cancel(seq);
+        reject(new Status(Code.CANCELED, `${method}: the caller aborted the call`));
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.pending.set(seq, { resolve, reject, timer, method, signal, onAbort });
       this.ws.send(frame);
     });
   }
@@ -226,11 +254,42 @@ export class Session {
     return frame;
   }
 
+  /** Sends the hello of section 3.2, the first frame: the answer says whether the server takes cancels. */
+  sayHello() {
+    const seq = this.allocate();
+    const answered = (meta) => {
+      const names = (meta?.[FEATURES_KEY] ?? "").split(",").map((n) => n.trim());
+      this.peerCancels = names.includes("cancel");
+      for (const waiting of this.waitingCancels.splice(0)) this.cancel(waiting);
+    };
+    const timer = setTimeout(() => this.settle(seq) && answered(null), HELLO_TIMEOUT_MS);
+    this.pending.set(seq, {
+      resolve: (reply) => answered(reply.meta),
+      reject: () => answered(null),
+      timer,
+      method: HELLO,
+    });
+    this.send({
+      kind: Kind.CALL, seq, timeout: HELLO_TIMEOUT_MS, method: HELLO, codec: Codec.RAW,
+      meta: [[FEATURES_KEY, "cancel"]], body: new Uint8Array(0),
+    });
+  }
+
+  /** Tells the server this side gave up on call `seq` (section 3.3), once it is known to take that. */
+  cancel(seq) {
+    if (this.peerCancels === null) {
+      if (this.waitingCancels.length < MAX_WAITING_CANCELS) this.waitingCancels.push(seq);
+    } else if (this.peerCancels && this.isOpen() && !this.sentEnd) {
+      this.send({ kind: Kind.CANCEL, seq, status: Code.CANCELED });
+    }
+  }
+
   /** Forgets call `seq`; returns its waiter. */
   settle(seq) {
     const p = this.pending.get(seq);
     if (p) {
       clearTimeout(p.timer);
+      p.signal?.removeEventListener("abort", p.onAbort);
       this.pending.delete(seq);
       this.maybeIdle();
     }
@@ -286,6 +345,16 @@ export class Session {
     if (f.kind === Kind.REPLY && f.seq === 0) return this.notice(f);
     if (f.kind === Kind.REPLY) return this.reply(f);
     if (f.kind === Kind.CALL) return this.serve(f);
+    if (f.kind === Kind.CANCEL) {
+      // The server gave up on its call: no reply goes out, and the handler
+      // sees ctx.signal aborted.
+      const serving = this.serving.get(f.seq);
+      if (serving) {
+        this.serving.delete(f.seq);
+        serving.abort(new Status(Code.CANCELED, "the caller cancelled the call"));
+      }
+      return;
+    }
     const handler = this.pushes.get(f.method);
     if (!handler || f.filters > 0) return;
     try {
@@ -324,8 +393,11 @@ export class Session {
       // No reply could name it (section 3).
       return this.fail(new Status(Code.BAD_MESSAGE, "a call with seq 0"));
     }
+    const controller = new AbortController();
     const answer = (fields) => {
-      // Nothing goes out after this side's end marker (section 9.5).
+      // Nothing goes out after this side's end marker (section 9.5), nor
+      // for a call the server cancelled (section 3.3).
+      if (controller.signal.aborted) return;
       if (this.isOpen() && !this.sentEnd) this.send({ kind: Kind.REPLY, seq: f.seq, codec: f.codec, ...fields });
     };
     if (this.sentNotice) {
@@ -344,7 +416,7 @@ export class Session {
       return answer({ status: Code.BAD_MESSAGE, message: `cannot decode the body of ${f.method}: ${e.message}` });
     }
     this.running += 1;
-    this.serving.add(f.seq);
+    this.serving.set(f.seq, controller);
     const timeout = Math.min(MAX_TIMEOUT_MS, f.timeout || DEFAULT_TIMEOUT_MS);
     let timer;
     try {
@@ -354,25 +426,27 @@ export class Session {
           timeout,
         );
       });
-      const value = await Promise.race([handler(arg, this.context(f)), late]);
+      const value = await Promise.race([handler(arg, this.context(f, controller.signal)), late]);
       answer({ body: encodeBody(f.codec, value) });
     } catch (e) {
       if (e instanceof Status) answer({ status: e.code, message: e.message });
       else answer({ status: Code.INTERNAL, message: `${f.method}: ${e?.message ?? e}` });
     } finally {
       clearTimeout(timer);
-      this.serving.delete(f.seq);
+      if (this.serving.get(f.seq) === controller) this.serving.delete(f.seq);
       this.running -= 1;
       this.maybeIdle();
     }
   }
 
-  context(f) {
+  /** What a handler gets: for a call, `signal` aborts when the server cancels it. */
+  context(f, signal = null) {
     return {
       session: this,
       method: f.method,
       meta: Object.fromEntries(f.meta),
       deadline: f.kind === Kind.CALL ? Date.now() + (f.timeout || DEFAULT_TIMEOUT_MS) : null,
+      signal,
     };
   }
 

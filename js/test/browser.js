@@ -1,7 +1,8 @@
 // Run by browser.html in headless Chromium against a real drpc endpoint
 // (examples/tests/browser.rs): calls with meta and deadlines, a push each
-// way, a call from the server, then the server's going-away notice. Each
-// step's outcome goes back to the test over a second session.
+// way, a call from the server, cancels both ways, then the server's
+// going-away notice. Each step's outcome goes back to the test over a
+// second session.
 
 import { Code, Session, Status } from "../src/index.js";
 
@@ -20,6 +21,14 @@ async function run() {
     if (ctx.meta.from !== "server") throw new Status(Code.BAD_MESSAGE, "meta from=server is missing");
     return n * 2;
   });
+  // The server calls this, then gives up: ctx.signal says so.
+  session.handle("/page/wait", (_, ctx) => new Promise((resolve) => {
+    ctx.signal.addEventListener("abort", () => {
+      session.push("/page/note", "cancelled");
+      resolve(null);
+    }, { once: true });
+    session.push("/page/note", "waiting");
+  }));
 
   const sum = await session.call("/math/add", { a: 20, b: 22 });
   const { value: seen, meta } = await session.callWithMeta("/meta", "trace", {
@@ -35,8 +44,15 @@ async function run() {
   const remaining = await session.call("/remaining_ms", null, { timeout: 5000 });
   const missing = await session.call("/nowhere", null).catch((e) => e.code);
   const push = await pushed;
+  // Aborting a call cancels it at the server: its handler stops.
+  const abort = new AbortController();
+  const hanging = session.call("/hang", null, { signal: abort.signal, timeout: 30000 }).catch((e) => e.code);
+  await session.call("/hang_started", null, { timeout: 15000 });
+  abort.abort();
+  const aborted = await hanging;
+  const stopped = await session.call("/hang_stopped", null, { timeout: 15000 });
   await session.push("/page/note", "from the page");
-  await report("calls", { sum, seen, replyMeta: meta.seen ?? null, late, remaining, missing, push });
+  await report("calls", { sum, seen, replyMeta: meta.seen ?? null, late, remaining, missing, push, aborted, stopped });
 
   // The test shuts the server down now.
   const notice = await session.noticed;

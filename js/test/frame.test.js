@@ -76,3 +76,38 @@ test("bad frames are refused with a reason", () => {
   badVersion[4] = 7;
   assert.throws(() => new FrameReader().push(badVersion), /version 7/);
 });
+
+/** The frames of the first hex block after `heading`: lines of hex pairs only, a frame per run of them. */
+function specFrames(heading) {
+  const spec = readFileSync(new URL("../../docs/PROTOCOL.md", import.meta.url), "utf8");
+  const block = spec.split(heading)[1].split("```text\n")[1].split("```")[0];
+  return block.split("\n\n").map((frame) =>
+    Uint8Array.from(
+      frame
+        .split("\n")
+        .filter((line) => line.trim() && line.trim().split(/\s+/).every((t) => /^[0-9a-f]{2}$/.test(t)))
+        .flatMap((line) => line.trim().split(/\s+/).map((t) => parseInt(t, 16))),
+    ),
+  );
+}
+
+test("the hello of section 3.2 encodes byte for byte, and its answer decodes", () => {
+  const [hello, answer] = specFrames("### 3.2 Hello");
+  const frame = encodeFrame({
+    kind: Kind.CALL, seq: 1, timeout: 10000, method: "/_drpc/hello", codec: Codec.RAW,
+    meta: [["drpc-features", "cancel"]], body: new Uint8Array(0),
+  });
+  assert.deepEqual(frame, hello);
+  const [reply] = new FrameReader().push(answer);
+  assert.equal(reply.kind, Kind.REPLY);
+  assert.equal(reply.status, 0);
+  assert.deepEqual(reply.meta, [["drpc-features", "cancel"]]);
+});
+
+test("the cancel of section 3.3 encodes byte for byte and decodes", () => {
+  const [cancel] = specFrames("### 3.3 Cancel");
+  assert.deepEqual(encodeFrame({ kind: Kind.CANCEL, seq: 5, status: 499 }), cancel);
+  const [read] = new FrameReader().push(cancel);
+  assert.equal(read.kind, Kind.CANCEL);
+  assert.equal(read.seq, 5);
+});

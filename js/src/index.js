@@ -350,8 +350,11 @@ export class Session {
       // sees ctx.signal aborted.
       const serving = this.serving.get(f.seq);
       if (serving) {
+        // No longer owed: a close does not wait for it.
         this.serving.delete(f.seq);
+        this.running -= 1;
         serving.abort(new Status(Code.CANCELED, "the caller cancelled the call"));
+        this.maybeIdle();
       }
       return;
     }
@@ -434,8 +437,11 @@ export class Session {
     } finally {
       clearTimeout(timer);
       if (this.serving.get(f.seq) === controller) this.serving.delete(f.seq);
-      this.running -= 1;
-      this.maybeIdle();
+      // A cancelled call was counted out when its cancel came.
+      if (!controller.signal.aborted) {
+        this.running -= 1;
+        this.maybeIdle();
+      }
     }
   }
 

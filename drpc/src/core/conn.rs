@@ -216,7 +216,6 @@ impl<W> ConnCore<W> {
             Kind::Call if h.seq == 0 => Event::Fatal(Status::bad_message(
                 "the peer sent a call with seq 0, which no reply can name",
             )),
-            Kind::Call if self.is_hello(h) => self.on_hello_call(h),
             Kind::Call if self.going_away_sent => {
                 let status = Status::connection_closed(
                     "this side is leaving the connection and takes no new calls on it; the call was not run",
@@ -232,6 +231,7 @@ impl<W> ConnCore<W> {
                 let reply = wire::error_reply(h.seq, h.codec, &status);
                 Event::Answered(self.force(&reply))
             }
+            Kind::Call if self.is_hello(h) => self.on_hello_call(h),
             Kind::Push if self.going_away_sent => {
                 Event::Dropped("a push that crossed this side's going-away notice")
             }
@@ -255,7 +255,7 @@ impl<W> ConnCore<W> {
                 self.note_activity(&h.service_method);
                 Event::Push(msg)
             }
-            Kind::Cancel => self.on_cancel(h.seq),
+            Kind::Cancel if self.said_hello() => self.on_cancel(h.seq),
             other => Event::Fatal(Status::bad_message(format!(
                 "the peer sent a {} message, which this side never said it takes",
                 other.name()

@@ -18,8 +18,9 @@ pub(crate) const HELLO: &str = "/_drpc/hello";
 /// sender understands.
 pub(crate) const FEATURES_KEY: &str = "drpc-features";
 
-/// How long a dialer waits for the answer to its hello. A compliant peer
-/// answers every call, so this bounds only a broken one.
+/// The timeout the hello carries. Nothing waits for its answer (a call
+/// goes out meanwhile, and a cancel waits for it, bounded by
+/// [`MAX_PENDING_CANCELS`]); a compliant peer answers every call.
 pub(crate) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most cancels kept while the peer has not answered the hello yet;

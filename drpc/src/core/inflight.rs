@@ -50,6 +50,8 @@ pub(crate) enum Completed<W> {
 pub(crate) struct InFlight<W> {
     calls: FxHashMap<u32, Entry<W>>,
     next_seq: u32,
+    /// A seq no call may take (see [`InFlight::reserve`]).
+    reserved: Option<u32>,
     /// At or before the earliest deadline of a waiting call: when the
     /// runtime's timer must next run [`InFlight::expire`].
     wake_at: Option<Instant>,
@@ -60,6 +62,7 @@ impl<W> Default for InFlight<W> {
         Self {
             calls: FxHashMap::default(),
             next_seq: 1,
+            reserved: None,
             wake_at: None,
         }
     }
@@ -81,19 +84,26 @@ impl<W> InFlight<W> {
     pub(crate) fn next_free(&mut self) -> u32 {
         loop {
             let seq = self.next_seq;
-            if seq != 0 && !self.calls.contains_key(&seq) {
+            if seq != 0 && !self.calls.contains_key(&seq) && self.reserved != Some(seq) {
                 return seq;
             }
             self.next_seq = self.next_seq.wrapping_add(1);
         }
     }
 
-    /// A seq for a call this side answers itself rather than waits for
-    /// (the hello): it is not registered, and the next call gets the next.
+    /// A seq for a call whose answer is not waited for here (the hello):
+    /// it is not registered, and no call gets it until
+    /// [`InFlight::unreserve`], even after the count wraps.
     pub(crate) fn reserve(&mut self) -> u32 {
         let seq = self.next_free();
         self.next_seq = seq.wrapping_add(1);
+        self.reserved = Some(seq);
         seq
+    }
+
+    /// The reserved seq's answer came: it may be used again.
+    pub(crate) fn unreserve(&mut self) {
+        self.reserved = None;
     }
 
     /// Registers call `seq` (from [`InFlight::next_free`]), waiting until

@@ -42,7 +42,7 @@ pub(crate) struct Link {
     pub(crate) handlers: Handlers,
     /// The cancel token of each spawned call handler, by seq: the peer's
     /// cancel (kind 4) stops it.
-    cancels: Mutex<FxHashMap<u32, CancellationToken>>,
+    cancels: Mutex<Cancels>,
     /// Cancelled when the connection's hooks have passed.
     pub(crate) established: CancellationToken,
     /// Asks the reader to drop the connection as if it broke, for
@@ -278,18 +278,22 @@ impl Link {
         seq: u32,
         token: CancellationToken,
     ) -> CancelWatch {
-        self.cancels.lock().insert(seq, token);
+        let mut cancels = self.cancels.lock();
+        cancels.made += 1;
+        let id = cancels.made;
+        cancels.by_seq.insert(seq, (id, token));
         CancelWatch {
             link: self.clone(),
             seq,
+            id,
         }
     }
 
     /// The peer cancelled its call `seq`: its handler, if it still runs,
     /// is stopped.
     pub(crate) fn cancel_handler(&self, seq: u32) {
-        let token = self.cancels.lock().remove(&seq);
-        if let Some(token) = token {
+        let token = self.cancels.lock().by_seq.remove(&seq);
+        if let Some((_, token)) = token {
             token.cancel();
         }
     }
@@ -489,15 +493,32 @@ impl Link {
     }
 }
 
+/// The cancel tokens of a connection's spawned call handlers.
+#[derive(Default)]
+struct Cancels {
+    by_seq: FxHashMap<u32, (u64, CancellationToken)>,
+    /// How many were ever recorded: each entry's id, so a handler that
+    /// ends late never forgets the token of a newer call with its seq.
+    made: u64,
+}
+
 /// A spawned call handler's entry among [`Link`]'s cancel tokens.
 pub(crate) struct CancelWatch {
     link: std::sync::Arc<Link>,
     seq: u32,
+    id: u64,
 }
 
 impl Drop for CancelWatch {
     fn drop(&mut self) {
-        self.link.cancels.lock().remove(&self.seq);
+        let mut cancels = self.link.cancels.lock();
+        if cancels
+            .by_seq
+            .get(&self.seq)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            cancels.by_seq.remove(&self.seq);
+        }
     }
 }
 

@@ -116,7 +116,9 @@ pub async fn a_dropped_call_stops_its_handler_at_the_peer(t: Transport) {
 }
 
 /// A call whose deadline passes at the caller stops the peer's handler
-/// too, and the caller sees 408.
+/// too (by the caller's cancel or the handler's own deadline, which
+/// travelled with the call: whichever comes first; `cancel_wire.rs` shows
+/// the cancel is sent), and the caller sees 408.
 pub async fn a_call_past_its_deadline_stops_its_handler_at_the_peer(t: Transport) {
     let (server_routes, mut at_server) = hanging();
     let p = t.pair(server_routes, Router::new()).await;

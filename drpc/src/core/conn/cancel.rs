@@ -26,6 +26,7 @@ impl<W> ConnCore<W> {
     /// the cancels that waited for them go out if it takes them.
     pub(super) fn on_hello_reply(&mut self, h: &Header) -> Event<W> {
         let theirs = features::peer_features(h).and(Features::ALL);
+        self.calls.unreserve();
         let cancels = match std::mem::replace(&mut self.peer, Peer::Known(theirs)) {
             Peer::Asked { cancels, .. } => cancels,
             _ => Vec::new(),
@@ -64,6 +65,12 @@ impl<W> ConnCore<W> {
         self.peer = Peer::Known(theirs);
         let reply = features::hello_reply(h.seq, h.codec, Features::ALL);
         Event::Answered(self.force(&reply))
+    }
+
+    /// Whether this side has said what it takes (its hello, or its answer
+    /// to the peer's): kinds after 3 may come only then.
+    pub(super) fn said_hello(&self) -> bool {
+        self.hello_answered || !matches!(self.peer, Peer::Unknown)
     }
 
     /// What the peer said it understands; `None` until it has.

@@ -148,3 +148,13 @@ fn frames(bytes: &[u8]) -> Vec<Message> {
     }
     out
 }
+
+#[test]
+fn a_cancel_before_any_hello_breaks_the_protocol() {
+    let (clock, _, mut b) = established_pair();
+    let cancel = crate::core::features::cancel(1);
+    let event = b
+        .core
+        .on_frame(Frame::Message(Box::new(cancel)), clock.now());
+    assert!(matches!(event, Event::Fatal(_)), "{event:?}");
+}

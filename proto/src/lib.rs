@@ -31,7 +31,7 @@ mod raw;
 
 pub use bytestring::ByteString;
 pub use drpc_codec::CodecId;
-pub use message::{Head, Header, Kind, Message};
+pub use message::{flag, Head, Header, Kind, Message};
 pub use meta::Meta;
 pub use raw::{RawProto, RAW_VERSION};
 

@@ -23,6 +23,31 @@ pub enum Kind {
     /// The caller gave up on its call with the same seq: the callee stops
     /// handling it and sends no reply.
     Cancel = 4,
+    /// An item of a stream (docs/PROTOCOL.md section 3.4, a draft): the
+    /// call's seq, the item's number in [`Header::count`], the item as the
+    /// body; or, with [`flag::END`], the end of the sender's direction.
+    Item = 5,
+    /// Credit for a stream's items: how many, and how many body bytes,
+    /// the receiver allows in all.
+    Credit = 6,
+}
+
+/// The bits of the flags byte, which kinds 5 and 6 use (0 on the others).
+pub mod flag {
+    /// The sender made the call the seq names (the seq is its own); clear
+    /// when the sender is that call's callee.
+    pub const FROM_CALLER: u8 = 0x01;
+    /// On an item: the sender's direction ends here; no item is carried.
+    pub const END: u8 = 0x02;
+
+    /// The bits `kind` may carry.
+    pub fn allowed(kind: super::Kind) -> u8 {
+        match kind {
+            super::Kind::Item => FROM_CALLER | END,
+            super::Kind::Credit => FROM_CALLER,
+            _ => 0,
+        }
+    }
 }
 
 impl Kind {
@@ -33,17 +58,21 @@ impl Kind {
             2 => Some(Self::Reply),
             3 => Some(Self::Push),
             4 => Some(Self::Cancel),
+            5 => Some(Self::Item),
+            6 => Some(Self::Credit),
             _ => None,
         }
     }
 
-    /// Lower-case name: `call`, `reply`, `push`, `cancel`.
+    /// Lower-case name: `call`, `reply`, `push`, `cancel`, `item`, `credit`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Call => "call",
             Self::Reply => "reply",
             Self::Push => "push",
             Self::Cancel => "cancel",
+            Self::Item => "item",
+            Self::Credit => "credit",
         }
     }
 }
@@ -53,6 +82,8 @@ impl Kind {
 pub struct Header {
     /// Call, reply or push.
     pub kind: Kind,
+    /// The flags byte: 0 except on kinds 5 and 6 (see [`flag`]).
+    pub flags: u8,
     /// Matches a reply to its call; chosen by the caller, unique among its
     /// calls in flight on one connection. Pushes carry 0.
     pub seq: u32,
@@ -60,6 +91,8 @@ pub struct Header {
     pub service_method: ByteString,
     /// For a call: the time the callee has left, measured when the call was
     /// written; the wire carries whole milliseconds. `None` on other kinds.
+    /// Kinds 5 and 6 use the same four bytes for a count instead: read it
+    /// with [`Header::count`].
     pub timeout: Option<Duration>,
     /// For a reply: the status code, 0 for OK. 0 on other kinds.
     pub status_code: i32,
@@ -78,6 +111,7 @@ impl Header {
     fn new(kind: Kind, seq: u32, service_method: ByteString) -> Self {
         Self {
             kind,
+            flags: 0,
             seq,
             service_method,
             timeout: None,
@@ -110,6 +144,39 @@ impl Header {
         h.status_code = 499;
         h
     }
+
+    /// Item number `number` of the stream of call `seq`, in `codec`;
+    /// `flags` says who sends it ([`flag::FROM_CALLER`]).
+    pub fn item(seq: u32, flags: u8, number: u32, codec: CodecId) -> Self {
+        let mut h = Self::new(Kind::Item, seq, ByteString::new());
+        h.flags = flags;
+        h.codec = codec;
+        h.set_count(number);
+        h
+    }
+
+    /// Credit for the stream of call `seq`: `items` allowed in all; the
+    /// bytes allowed go in the body ([`Message::credit`] makes both).
+    pub fn credit(seq: u32, flags: u8, items: u32) -> Self {
+        let mut h = Self::new(Kind::Credit, seq, ByteString::new());
+        h.flags = flags;
+        h.codec = CodecId::RAW;
+        h.set_count(items);
+        h
+    }
+
+    /// The count that kinds 5 and 6 carry where a call carries its
+    /// timeout: an item's number, the items an end says were sent, or the
+    /// items a credit allows.
+    pub fn count(&self) -> u32 {
+        self.timeout
+            .map_or(0, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX))
+    }
+
+    /// Sets the count of [`Header::count`].
+    pub fn set_count(&mut self, count: u32) {
+        self.timeout = (count != 0).then(|| Duration::from_millis(count.into()));
+    }
 }
 
 impl Header {
@@ -117,6 +184,7 @@ impl Header {
     pub fn head(&self) -> Head<'_> {
         Head {
             kind: self.kind,
+            flags: self.flags,
             seq: self.seq,
             service_method: &self.service_method,
             timeout: self.timeout,
@@ -135,6 +203,8 @@ impl Header {
 pub struct Head<'a> {
     /// Call, reply or push.
     pub kind: Kind,
+    /// As [`Header::flags`].
+    pub flags: u8,
     /// As [`Header::seq`].
     pub seq: u32,
     /// As [`Header::service_method`].
@@ -163,6 +233,22 @@ pub struct Message {
 }
 
 impl Message {
+    /// A credit frame (kind 6): `items` and `bytes` allowed in all, for the
+    /// stream of call `seq`.
+    pub fn credit(seq: u32, flags: u8, items: u32, bytes: u64) -> Self {
+        Self::new(
+            Header::credit(seq, flags, items),
+            Bytes::copy_from_slice(&bytes.to_be_bytes()),
+        )
+    }
+
+    /// The bytes a credit frame allows: its 8-byte body; `None` when the
+    /// body is not 8 bytes long.
+    pub fn credit_bytes(&self) -> Option<u64> {
+        let b: [u8; 8] = self.body.as_ref().try_into().ok()?;
+        Some(u64::from_be_bytes(b))
+    }
+
     /// A message from its parts.
     pub fn new(header: Header, body: impl Into<Bytes>) -> Self {
         Self {

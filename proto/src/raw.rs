@@ -6,9 +6,9 @@
 //! offset  size  field
 //!      0     4  frame length L: the number of bytes after this field (u32)
 //!      4     1  version, 1
-//!      5     1  kind: 1 call, 2 reply, 3 push, 4 cancel
+//!      5     1  kind: 1 call, 2 reply, 3 push, 4 cancel, 5 item, 6 credit
 //!      6     1  codec: 1 msgpack, 2 json, 3 raw, 4 text
-//!      7     1  flags, 0 (reserved; a receiver refuses anything else)
+//!      7     1  flags: 0, but on kinds 5 and 6 (a receiver refuses others)
 //!      8     4  seq (u32)
 //!     12     4  timeout in milliseconds, 0 = none (u32)
 //!     16     4  status code (i32)
@@ -22,7 +22,9 @@
 //!
 //! `docs/PROTOCOL.md` is the normative description.
 
-use crate::{FrameLimits, Framer, Head, Header, Kind, Message, Meta, Proto, ProtoError, WriteBody};
+use crate::{
+    flag, FrameLimits, Framer, Head, Header, Kind, Message, Meta, Proto, ProtoError, WriteBody,
+};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 use drpc_codec::CodecId;
@@ -151,7 +153,7 @@ impl Framer for RawFramer {
             dst.put_u8(RAW_VERSION);
             dst.put_u8(h.kind as u8);
             dst.put_u8(h.codec.as_u8());
-            dst.put_u8(0);
+            dst.put_u8(h.flags);
             dst.put_u32(h.seq);
             dst.put_u32(timeout_to_ms(h.timeout));
             dst.put_i32(h.status_code);
@@ -271,7 +273,16 @@ fn write_head(out: &mut [u8; SMALL_HEAD], h: &Head<'_>, meta_count: u16) -> usiz
         out[at..at + bytes.len()].copy_from_slice(bytes);
         at += bytes.len();
     };
-    put(&[0, 0, 0, 0, RAW_VERSION, h.kind as u8, h.codec.as_u8(), 0]);
+    put(&[
+        0,
+        0,
+        0,
+        0,
+        RAW_VERSION,
+        h.kind as u8,
+        h.codec.as_u8(),
+        h.flags,
+    ]);
     put(&h.seq.to_be_bytes());
     put(&timeout_to_ms(h.timeout).to_be_bytes());
     put(&h.status_code.to_be_bytes());
@@ -358,9 +369,10 @@ fn parse_frame(frame: Bytes) -> Result<Message, ProtoError> {
     let codec_byte = c.buf.get_u8();
     let codec = CodecId::from_u8(codec_byte).ok_or(ProtoError::UnknownCodec(codec_byte))?;
     let flags = c.buf.get_u8();
-    if flags != 0 {
+    if flags & !flag::allowed(kind) != 0 {
         return Err(ProtoError::Malformed(format!(
-            "reserved flags byte is {flags:#04x}, must be 0"
+            "flags byte {flags:#04x} has bits a {} frame does not use",
+            kind.name()
         )));
     }
     let seq = c.buf.get_u32();
@@ -391,6 +403,7 @@ fn parse_frame(frame: Bytes) -> Result<Message, ProtoError> {
     Ok(Message {
         header: Header {
             kind,
+            flags,
             seq,
             service_method,
             timeout: (timeout_ms != 0).then(|| Duration::from_millis(timeout_ms.into())),

@@ -332,13 +332,93 @@ fn short_length_is_malformed() {
     ));
 }
 
+/// The frames of the first hex block after `heading` in docs/PROTOCOL.md:
+/// its lines of hex pairs, one frame per run of them between blank lines.
+fn spec_frames(heading: &str) -> Vec<Vec<u8>> {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md"))
+        .unwrap();
+    let section = spec.split(heading).nth(1).expect("the section");
+    let block = section.split("```text\n").nth(1).unwrap();
+    let block = block.split("```").next().unwrap();
+    let is_pair = |w: &str| w.len() == 2 && w.chars().all(|c| c.is_ascii_hexdigit());
+    block
+        .split("\n\n")
+        .map(|frame| {
+            let hex: Vec<&str> = frame
+                .lines()
+                .filter(|line| line.split_whitespace().all(is_pair))
+                .flat_map(str::split_whitespace)
+                .collect();
+            unhex(&hex.join(" "))
+        })
+        .collect()
+}
+
+#[test]
+fn golden_stream_frames() {
+    use drpc_proto::flag::{END, FROM_CALLER};
+    let frames = spec_frames("### 3.4 Streams");
+    let item = Message::new(
+        Header::item(7, 0, 1, CodecId::RAW),
+        Bytes::from_static(b"hi"),
+    );
+    let end = Message::new(
+        Header::item(7, FROM_CALLER | END, 3, CodecId::MSGPACK),
+        Bytes::new(),
+    );
+    let credit = Message::credit(7, FROM_CALLER, 256, 16 << 20);
+    let want = [item, end, credit];
+    assert_eq!(frames.len(), want.len());
+    for (bytes, msg) in frames.iter().zip(&want) {
+        assert_eq!(hex(&encode(msg)), hex(bytes));
+        let back = framer()
+            .decode(&mut BytesMut::from(&bytes[..]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&back, msg);
+    }
+    assert_eq!(want[0].header.count(), 1);
+    assert_eq!(want[2].credit_bytes(), Some(16 << 20));
+}
+
+#[test]
+fn flags_are_refused_where_a_kind_does_not_use_them() {
+    use drpc_proto::flag::{END, FROM_CALLER};
+    let cases = [
+        (Kind::Call, FROM_CALLER),
+        (Kind::Cancel, FROM_CALLER),
+        (Kind::Item, 0x04),
+        (Kind::Credit, END),
+    ];
+    for (kind, flags) in cases {
+        let mut bad = encode(&Message::new(
+            Header::item(7, 0, 1, CodecId::RAW),
+            Bytes::new(),
+        ));
+        bad[5] = kind as u8;
+        bad[7] = flags;
+        assert!(
+            matches!(
+                framer().decode(&mut BytesMut::from(&bad[..])),
+                Err(ProtoError::Malformed(_))
+            ),
+            "{kind:?} with flags {flags:#04x}"
+        );
+    }
+}
+
 fn arb_string() -> impl Strategy<Value = String> {
     proptest::string::string_regex("[a-z/\\-é]{0,12}").unwrap()
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
     (
-        prop_oneof![Just(Kind::Call), Just(Kind::Reply), Just(Kind::Push)],
+        prop_oneof![
+            Just(Kind::Call),
+            Just(Kind::Reply),
+            Just(Kind::Push),
+            Just(Kind::Cancel)
+        ],
         any::<u32>(),
         arb_string(),
         proptest::option::of(1u64..100_000),

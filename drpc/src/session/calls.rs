@@ -190,6 +190,7 @@ impl Session {
                 Body::Encode(encode) => {
                     let mut head = Head {
                         kind: Kind::Call,
+                        flags: 0,
                         seq: 0,
                         service_method: method,
                         timeout: Some(timeout),

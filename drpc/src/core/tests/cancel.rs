@@ -158,3 +158,12 @@ fn a_cancel_before_any_hello_breaks_the_protocol() {
         .on_frame(Frame::Message(Box::new(cancel)), clock.now());
     assert!(matches!(event, Event::Fatal(_)), "{event:?}");
 }
+
+#[test]
+fn stream_frames_from_a_peer_never_told_of_streams_break_the_protocol() {
+    let (clock, mut a, mut b) = hello_pair();
+    a.send_to(&mut b, clock.now());
+    let item = Message::new(Header::item(1, 0, 1, CodecId::RAW), b"x".to_vec());
+    let event = b.core.on_frame(Frame::Message(Box::new(item)), clock.now());
+    assert!(matches!(event, Event::Fatal(_)), "{event:?}");
+}

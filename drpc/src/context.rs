@@ -1,5 +1,6 @@
 //! What handlers receive.
 
+use crate::runtime::link::Link;
 use crate::runtime::scope;
 use crate::session::Session;
 use crate::values::{decode_body, Status, Storage};
@@ -157,6 +158,9 @@ pub struct CallCtx {
 #[derive(Debug)]
 struct CallInner {
     msg: Incoming,
+    /// The connection the call came on: its reply, and its stream's
+    /// items, go back on it.
+    link: Arc<Link>,
     deadline: Instant,
     reply: Mutex<ReplyParts>,
     /// Made when first needed: most handlers finish before anyone asks.
@@ -170,9 +174,15 @@ struct ReplyParts {
 }
 
 impl CallCtx {
-    pub(crate) fn new(session: Session, msg: Box<Message>, deadline: Instant) -> Self {
+    pub(crate) fn new(
+        session: Session,
+        link: Arc<Link>,
+        msg: Box<Message>,
+        deadline: Instant,
+    ) -> Self {
         Self {
             inner: Arc::new(CallInner {
+                link,
                 msg: Incoming {
                     session,
                     msg,
@@ -225,6 +235,11 @@ impl CallCtx {
     /// Whether [`CallCtx::cancelled`] has resolved.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.get().is_some_and(|t| t.is_cancelled())
+    }
+
+    /// The connection the call came on.
+    pub(crate) fn link(&self) -> &Arc<Link> {
+        &self.inner.link
     }
 
     /// The call's cancel token, made on first use.

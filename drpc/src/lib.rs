@@ -80,6 +80,7 @@ mod session;
 mod shared;
 #[cfg(feature = "signals")]
 mod signals;
+mod streaming;
 mod values;
 
 pub use context::{CallCtx, Incoming, PushCtx};
@@ -90,6 +91,7 @@ pub use session::{HandshakeMessage, Session, SessionState};
 pub use shared::{Dialer, Endpoint};
 #[cfg(feature = "signals")]
 pub use signals::Signal;
+pub use streaming::{ItemSink, Items};
 pub use values::{
     CallOptions, Code, Config, Health, Limits, PushOptions, Rate, Redial, Reply, Status,
     HEALTH_METHOD,

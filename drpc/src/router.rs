@@ -27,6 +27,9 @@ pub(crate) type PushFn =
 pub(crate) struct Route<F> {
     pub(crate) handler: F,
     pub(crate) plugins: Plugins,
+    /// Its handler takes stream calls (docs/PROTOCOL.md section 3.4);
+    /// others refuse them.
+    pub(crate) stream: bool,
 }
 
 /// Why a route could not be registered.
@@ -227,6 +230,7 @@ impl Router {
         self.call_fallback = Some(Route {
             handler: f,
             plugins: Plugins::default(),
+            stream: false,
         });
         self.order.push((String::new(), RouteKind::CallFallback));
         Ok(self)
@@ -250,6 +254,7 @@ impl Router {
         self.push_fallback = Some(Route {
             handler: f,
             plugins: Plugins::default(),
+            stream: false,
         });
         self.order.push((String::new(), RouteKind::PushFallback));
         Ok(self)
@@ -267,6 +272,16 @@ impl Router {
         f: CallFn,
     ) -> Result<&mut Self, RouteError> {
         let full = insert(&mut self.calls, prefix, path, f)?;
+        self.order.push((full, RouteKind::Call));
+        Ok(self)
+    }
+
+    /// Registers a call handler that takes stream calls.
+    pub(crate) fn insert_stream(&mut self, path: &str, f: CallFn) -> Result<&mut Self, RouteError> {
+        let full = insert(&mut self.calls, "", path, f)?;
+        if let Some(route) = self.calls.get_mut(full.as_str()) {
+            route.stream = true;
+        }
         self.order.push((full, RouteKind::Call));
         Ok(self)
     }
@@ -336,6 +351,7 @@ fn insert<F>(
         Route {
             handler: f,
             plugins: Plugins::default(),
+            stream: false,
         },
     );
     Ok(full)

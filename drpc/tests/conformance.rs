@@ -9,6 +9,8 @@ mod cancel;
 #[path = "conformance/closing.rs"]
 mod closing;
 mod common;
+#[path = "conformance/streams.rs"]
+mod streams;
 
 use common::*;
 use drpc::{CallOptions, Code, Config, Endpoint, PushOptions, Router, Status};
@@ -409,6 +411,18 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_peer_that_stops_reading_makes_sends_fail() {
                 super::a_peer_that_stops_reading_makes_sends_fail(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_server_stream_delivers_every_item_in_order() {
+                streams::a_server_stream_delivers_every_item_in_order(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_failed_stream_ends_with_its_status_after_its_items() {
+                streams::a_failed_stream_ends_with_its_status_after_its_items(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_reader_that_stops_holds_its_sender_back() {
+                streams::a_reader_that_stops_holds_its_sender_back(t()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_dropped_call_stops_its_handler_at_the_peer() {

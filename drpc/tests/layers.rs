@@ -21,6 +21,7 @@ fn layer(file: &str) -> (usize, &'static str) {
                 "router.rs",
                 "service.rs",
                 "shared.rs",
+                "streaming.rs",
             ]
             .contains(&f) =>
         {

@@ -79,20 +79,20 @@ async fn each_listener_speaks_its_own_format_and_each_dial_chooses() {
         .unwrap();
     assert_eq!(sum, 42);
 
-    // A raw peer at the scrambled address is not understood: its call
-    // fails, it does not reach a handler.
-    let wrong = within("wrong dial", client.dial(&scrambled_addr))
-        .await
-        .unwrap();
-    let err = wrong
-        .call_with::<_, i64>(
-            "/math/add",
-            &Add { a: 1, b: 1 },
-            CallOptions::new().timeout(Duration::from_secs(5)),
-        )
-        .await
-        .unwrap_err();
-    assert_ne!(err.code(), drpc::Code::OK);
+    // A raw peer at the scrambled address is not understood: its hello,
+    // sent first, may already end the connection before the dial returns;
+    // otherwise its call fails. Nothing reaches a handler.
+    if let Ok(wrong) = within("wrong dial", client.dial(&scrambled_addr)).await {
+        let err = wrong
+            .call_with::<_, i64>(
+                "/math/add",
+                &Add { a: 1, b: 1 },
+                CallOptions::new().timeout(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap_err();
+        assert_ne!(err.code(), drpc::Code::OK);
+    }
     // The other sessions go on.
     let sum: i64 = scrambled
         .call("/math/add", &Add { a: 2, b: 2 })

@@ -95,13 +95,13 @@ test("the hello of section 3.2 encodes byte for byte, and its answer decodes", (
   const [hello, answer] = specFrames("### 3.2 Hello");
   const frame = encodeFrame({
     kind: Kind.CALL, seq: 1, timeout: 10000, method: "/_drpc/hello", codec: Codec.RAW,
-    meta: [["drpc-features", "cancel"]], body: new Uint8Array(0),
+    meta: [["drpc-features", "cancel,stream"]], body: new Uint8Array(0),
   });
   assert.deepEqual(frame, hello);
   const [reply] = new FrameReader().push(answer);
   assert.equal(reply.kind, Kind.REPLY);
   assert.equal(reply.status, 0);
-  assert.deepEqual(reply.meta, [["drpc-features", "cancel"]]);
+  assert.deepEqual(reply.meta, [["drpc-features", "cancel,stream"]]);
 });
 
 test("the cancel of section 3.3 encodes byte for byte and decodes", () => {

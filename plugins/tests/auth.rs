@@ -247,13 +247,15 @@ async fn a_dialer_whose_peer_does_not_check_carries_on() {
 }
 
 /// docs/PROTOCOL.md section 3.2's hello, as a drpc dialer sends it first.
-const HELLO: &str = "00 00 00 3a 01 01 03 00 00 00 00 01 00 00 27 10 00 00 00 00 \
+const HELLO: &str = "00 00 00 41 01 01 03 00 00 00 00 01 00 00 27 10 00 00 00 00 \
                      00 0c 2f 5f 64 72 70 63 2f 68 65 6c 6c 6f 00 00 00 \
-                     00 01 00 0d 64 72 70 63 2d 66 65 61 74 75 72 65 73 00 06 63 61 6e 63 65 6c";
+                     00 01 00 0d 64 72 70 63 2d 66 65 61 74 75 72 65 73 \
+                     00 0d 63 61 6e 63 65 6c 2c 73 74 72 65 61 6d";
 /// Its answer from a drpc acceptor.
-const HELLO_ANSWER: &str = "00 00 00 2e 01 02 03 00 00 00 00 01 00 00 00 00 00 00 00 00 \
+const HELLO_ANSWER: &str = "00 00 00 35 01 02 03 00 00 00 00 01 00 00 00 00 00 00 00 00 \
                             00 00 00 00 00 \
-                            00 01 00 0d 64 72 70 63 2d 66 65 61 74 75 72 65 73 00 06 63 61 6e 63 65 6c";
+                            00 01 00 0d 64 72 70 63 2d 66 65 61 74 75 72 65 73 \
+                            00 0d 63 61 6e 63 65 6c 2c 73 74 72 65 61 6d";
 
 /// The exchange in docs/PROTOCOL.md section 10.1, byte for byte, against an
 /// acceptor written from the spec alone (a bare TCP socket).

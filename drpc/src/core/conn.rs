@@ -15,6 +15,7 @@ use super::inbound::Frame;
 use super::inflight::{Completed, InFlight, Outcome};
 use super::lifecycle::Renewal;
 use super::outbound::{Batch, Outbound};
+use super::streams::Streams;
 use super::wire;
 use crate::values::Status;
 use drpc_codec::CodecId;
@@ -24,6 +25,7 @@ use std::time::Instant;
 
 mod cancel;
 mod notices;
+pub(crate) mod streams;
 
 /// What the reader does with a frame, as [`ConnCore::on_frame`] decided.
 #[derive(Debug)]
@@ -47,6 +49,9 @@ pub(crate) enum Event<W> {
     /// call that crossed this side's going-away notice (102), reused a seq
     /// still being handled (400), or is over a header limit (413).
     Answered(Option<W>),
+    /// The peer said what it takes (its hello, or the answer to this
+    /// side's): wake the writer if given, and whoever waits to know.
+    Hello(Option<W>),
     /// The peer cancelled its call with this seq, which is no longer
     /// handled: stop its handler (no reply is sent).
     Cancelled(u32),
@@ -68,6 +73,8 @@ pub(crate) struct ConnCore<W> {
     peer: Peer,
     /// The peer's hello was answered: a later call of that name is routed.
     hello_answered: bool,
+    /// The streams of calls either way (docs/PROTOCOL.md section 3.4).
+    streams: Streams<W>,
     hold: Hold,
     established: bool,
     going_away_sent: bool,
@@ -158,6 +165,7 @@ impl<W> ConnCore<W> {
             handling: FxHashSet::default(),
             peer: Peer::Unknown,
             hello_answered: false,
+            streams: Streams::default(),
             hold,
             established: false,
             going_away_sent: false,
@@ -209,6 +217,14 @@ impl<W> ConnCore<W> {
                 None => Event::Dropped("a notice that asks nothing"),
             },
             Kind::Reply if self.answers_hello(h.seq) => self.on_hello_reply(h),
+            Kind::Reply if self.ends_a_stream(h.seq) => {
+                // The stream's reader and the call's waiter are one task.
+                let reader = self.on_stream_reply(h);
+                match self.calls.complete(h.seq, Outcome::Reply(msg)) {
+                    Completed::Wake(w) => Event::Replied(w.or(reader)),
+                    Completed::NotWaiting => Event::Answered(reader),
+                }
+            }
             Kind::Reply => match self.calls.complete(h.seq, Outcome::Reply(msg)) {
                 Completed::Wake(w) => Event::Replied(w),
                 Completed::NotWaiting => Event::Dropped("a late reply"),
@@ -256,6 +272,7 @@ impl<W> ConnCore<W> {
                 Event::Push(msg)
             }
             Kind::Cancel if self.said_hello() => self.on_cancel(h.seq),
+            Kind::Item | Kind::Credit if self.streams_on() => self.on_stream_frame(*msg),
             other => Event::Fatal(Status::bad_message(format!(
                 "the peer sent a {} message, which this side never said it takes",
                 other.name()
@@ -559,6 +576,7 @@ impl<W> ConnCore<W> {
     pub(crate) fn end(&mut self, status: Status) -> Vec<W> {
         let mut woken = self.calls.fail_all(&status);
         woken.append(&mut self.room);
+        woken.append(&mut self.streams.close_all());
         woken.extend(self.writer_to_wake());
         self.ended.get_or_insert(status);
         woken

@@ -32,19 +32,26 @@ pub(crate) const MAX_PENDING_CANCELS: usize = 1024;
 pub(crate) struct Features {
     /// Kind 4: a caller's cancel of its call.
     pub(crate) cancel: bool,
+    /// Kinds 5 and 6: streams of items under credit.
+    pub(crate) stream: bool,
 }
 
 impl Features {
     /// Everything this build of drpc understands.
-    pub(crate) const ALL: Self = Self { cancel: true };
+    pub(crate) const ALL: Self = Self {
+        cancel: true,
+        stream: true,
+    };
 
     /// Reads a `drpc-features` value: names separated by commas, unknown
     /// ones ignored (a newer peer lists more than this side knows).
     pub(crate) fn parse(value: &str) -> Self {
         let mut f = Self::default();
         for name in value.split(',').map(str::trim) {
-            if name == "cancel" {
-                f.cancel = true;
+            match name {
+                "cancel" => f.cancel = true,
+                "stream" => f.stream = true,
+                _ => {}
             }
         }
         f
@@ -52,9 +59,11 @@ impl Features {
 
     /// The `drpc-features` value that lists these features.
     pub(crate) fn value(self) -> &'static str {
-        match self.cancel {
-            true => "cancel",
-            false => "",
+        match (self.cancel, self.stream) {
+            (true, true) => "cancel,stream",
+            (true, false) => "cancel",
+            (false, true) => "stream",
+            (false, false) => "",
         }
     }
 
@@ -62,6 +71,7 @@ impl Features {
     pub(crate) fn and(self, other: Self) -> Self {
         Self {
             cancel: self.cancel && other.cancel,
+            stream: self.stream && other.stream,
         }
     }
 }
@@ -132,7 +142,7 @@ mod tests {
         assert!(Features::parse("stream/9, cancel ,x").cancel);
         assert!(!Features::parse("").cancel);
         assert!(!Features::parse("cancelled").cancel);
-        assert_eq!(Features::ALL.value(), "cancel");
+        assert_eq!(Features::ALL.value(), "cancel,stream");
         assert_eq!(Features::parse(Features::ALL.value()), Features::ALL);
     }
 

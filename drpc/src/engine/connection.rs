@@ -542,6 +542,7 @@ impl Reader<'_> {
                 }
             }
             Event::Cancelled(seq) => self.link.cancel_handler(seq),
+            Event::Hello(writer) => self.link.heard_hello(writer),
             Event::Notice(status) if wire::is_going_away(&status) => {
                 tracing::debug!(session = %self.session.id(), %status, "the peer is going away");
                 self.link.peer_going_away();

@@ -3,6 +3,7 @@
 //! right here, on its own task only if it waits), and the reply.
 
 use crate::context::{CallCtx, PushCtx};
+use crate::core::conn::streams::STREAM_KEY;
 use crate::core::{features, wire};
 use crate::handler::{ReplyBody, ReplyValue};
 use crate::plugin::{HandledCall, Plugins};
@@ -121,6 +122,13 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
             .ok_or_else(|| {
                 Status::not_found(format!("no handler for {}", msg.header.service_method))
             })?;
+        if !route.stream && !msg.header.meta.is_empty() && msg.header.meta.get(STREAM_KEY).is_some()
+        {
+            return Err(Status::bad_message(format!(
+                "{} is not a stream method (drpc-stream)",
+                msg.header.service_method
+            )));
+        }
         if !route.plugins.is_empty() {
             answer.route_plugins = Some(&route.plugins);
             start_scopes(&route.plugins, session, &msg, &mut scopes)?;
@@ -142,7 +150,7 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
     // The wire carries at most u32::MAX ms (about 49 days); a local default
     // is capped like a caller's.
     let deadline = arrived + timeout.min(MAX_DEADLINE_AHEAD);
-    let ctx = CallCtx::new(session.clone(), msg, deadline);
+    let ctx = CallCtx::new(session.clone(), link.clone(), msg, deadline);
     // A handler function may panic before it returns its future (on the
     // argument, say): a 500 like a panic inside it.
     let made = std::panic::catch_unwind(AssertUnwindSafe(|| handler(&ctx)))

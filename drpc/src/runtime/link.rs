@@ -45,6 +45,9 @@ pub(crate) struct Link {
     cancels: Mutex<Cancels>,
     /// Cancelled when the connection's hooks have passed.
     pub(crate) established: CancellationToken,
+    /// Cancelled when the peer has said what it takes (docs/PROTOCOL.md
+    /// section 3.2).
+    pub(crate) hello: CancellationToken,
     /// Asks the reader to drop the connection as if it broke, for
     /// `drop_reason`.
     pub(crate) drop_requested: CancellationToken,
@@ -98,6 +101,7 @@ impl Link {
             handlers: Handlers::default(),
             cancels: Mutex::default(),
             established: CancellationToken::new(),
+            hello: CancellationToken::new(),
             drop_requested: CancellationToken::new(),
             drop_reason: OnceLock::new(),
             going_away: CancellationToken::new(),
@@ -287,6 +291,15 @@ impl Link {
             seq,
             id,
         }
+    }
+
+    /// The peer said what it takes: wake the writer (for what that
+    /// released) and whoever waits to know.
+    pub(crate) fn heard_hello(&self, writer: Option<Waker>) {
+        if let Some(w) = writer {
+            w.wake();
+        }
+        self.hello.cancel();
     }
 
     /// The peer cancelled its call `seq`: its handler, if it still runs,
@@ -490,6 +503,15 @@ impl Link {
                 _ => status,
             }
         })
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("local", &self.local)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
     }
 }
 

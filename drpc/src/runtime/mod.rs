@@ -9,6 +9,7 @@ pub(crate) mod attention;
 pub(crate) mod gate;
 pub(crate) mod link;
 pub(crate) mod scope;
+pub(crate) mod stream_io;
 pub(crate) mod timer;
 pub(crate) mod write_side;
 pub(crate) mod yielding;

@@ -32,12 +32,12 @@ impl<W> ConnCore<W> {
             _ => Vec::new(),
         };
         if !theirs.cancel || cancels.is_empty() {
-            return Event::Dropped("the answer to this side's hello");
+            return Event::Hello(None);
         }
         for seq in cancels {
             let _ = self.out.push(&features::cancel(seq));
         }
-        Event::Answered(self.writer_to_wake())
+        Event::Hello(self.writer_to_wake())
     }
 
     /// Whether a call is the peer's hello, answered here rather than
@@ -64,7 +64,12 @@ impl<W> ConnCore<W> {
         }
         self.peer = Peer::Known(theirs);
         let reply = features::hello_reply(h.seq, h.codec, Features::ALL);
-        Event::Answered(self.force(&reply))
+        Event::Hello(self.force(&reply))
+    }
+
+    /// Whether this side said hello and waits for the answer.
+    pub(crate) fn hello_pending(&self) -> bool {
+        matches!(self.peer, Peer::Asked { .. })
     }
 
     /// Whether this side has said what it takes (its hello, or its answer

@@ -18,12 +18,12 @@ fn hello_pair() -> (Clock, Side, Side) {
 fn a_hello_tells_each_side_what_the_other_takes() {
     let (clock, mut a, mut b) = hello_pair();
     let at_b = a.send_to(&mut b, clock.now());
-    assert!(matches!(at_b[..], [Event::Answered(_)]), "{at_b:?}");
+    assert!(matches!(at_b[..], [Event::Hello(_)]), "{at_b:?}");
     assert_eq!(b.core.peer_features(), Some(Features::ALL));
     assert_eq!(a.core.peer_features(), None, "not before the answer");
     a.send_to(&mut b, clock.now());
     let at_a = b.send_to(&mut a, clock.now());
-    assert!(matches!(at_a[..], [Event::Dropped(_)]), "{at_a:?}");
+    assert!(matches!(at_a[..], [Event::Hello(None)]), "{at_a:?}");
     assert_eq!(a.core.peer_features(), Some(Features::ALL));
     // The hello is not a call in flight, and its seq is not reused.
     assert_eq!(a.core.calls.len(), 0);
@@ -36,7 +36,7 @@ fn a_cancel_stops_the_peer_s_call_and_its_reply() {
     let seq = a.call("/slow", b"", SEC, clock.now());
     let at_b = a.send_to(&mut b, clock.now());
     let call = match &at_b[..] {
-        [Event::Answered(_), Event::Call(call)] => call.clone(),
+        [Event::Hello(_), Event::Call(call)] => call.clone(),
         other => panic!("expected the hello's answer and the call, got {other:?}"),
     };
     // Given up before the answer to the hello: the cancel waits for it.
@@ -44,7 +44,7 @@ fn a_cancel_stops_the_peer_s_call_and_its_reply() {
     assert!(a.core.cancel(seq).is_none());
     assert!(matches!(a.core.next_write(|| 99), WriteStep::Wait));
     let at_a = b.send_to(&mut a, clock.now());
-    assert!(matches!(at_a[..], [Event::Answered(_)]), "{at_a:?}");
+    assert!(matches!(at_a[..], [Event::Hello(Some(_))]), "{at_a:?}");
     let at_b = a.send_to(&mut b, clock.now());
     assert!(
         matches!(at_b[..], [Event::Cancelled(s)] if s == seq),
@@ -72,7 +72,7 @@ fn a_peer_that_answers_the_hello_with_an_error_is_sent_no_cancel() {
     // A peer written before the hello: 404, like any unknown method.
     let old = wire::error_reply(1, CodecId::RAW, &Status::not_found("no handler"));
     let event = a.core.on_frame(Frame::Message(Box::new(old)), clock.now());
-    assert!(matches!(event, Event::Dropped(_)), "{event:?}");
+    assert!(matches!(event, Event::Hello(None)), "{event:?}");
     assert_eq!(a.core.peer_features(), Some(Features::default()));
     a.core.cancel(seq);
     let mut kinds = Vec::new();
@@ -95,7 +95,7 @@ fn a_held_call_that_is_cancelled_never_runs() {
     let seq = a.call("/slow", b"", SEC, clock.now());
     let at_b = a.send_to(&mut b, clock.now());
     assert!(
-        matches!(at_b[..], [Event::Answered(_), Event::Held]),
+        matches!(at_b[..], [Event::Hello(_), Event::Held]),
         "{at_b:?}"
     );
     b.send_to(&mut a, clock.now());
@@ -160,10 +160,27 @@ fn a_cancel_before_any_hello_breaks_the_protocol() {
 }
 
 #[test]
-fn stream_frames_from_a_peer_never_told_of_streams_break_the_protocol() {
+fn stream_frames_need_both_sides_to_take_streams() {
     let (clock, mut a, mut b) = hello_pair();
     a.send_to(&mut b, clock.now());
-    let item = Message::new(Header::item(1, 0, 1, CodecId::RAW), b"x".to_vec());
-    let event = b.core.on_frame(Frame::Message(Box::new(item)), clock.now());
+    // Both take streams: an item for no open stream is dropped.
+    let item = || Message::new(Header::item(1, 0, 1, CodecId::RAW), b"x".to_vec());
+    let event = b
+        .core
+        .on_frame(Frame::Message(Box::new(item())), clock.now());
+    assert!(matches!(event, Event::Answered(None)), "{event:?}");
+    // A dialer that said only `cancel`: an item breaks the protocol.
+    let (clock, _, mut c) = established_pair();
+    let mut hello = Header::call(1, HELLO);
+    hello
+        .meta
+        .insert(crate::core::features::FEATURES_KEY, "cancel");
+    c.core.on_frame(
+        Frame::Message(Box::new(Message::new(hello, Vec::new()))),
+        clock.now(),
+    );
+    let event = c
+        .core
+        .on_frame(Frame::Message(Box::new(item())), clock.now());
     assert!(matches!(event, Event::Fatal(_)), "{event:?}");
 }

@@ -1,13 +1,13 @@
-//! The hello and the cancel on the wire (docs/PROTOCOL.md sections 3.2
-//! and 3.3): their bytes, read from the spec, against peers written from
-//! the spec alone (bare TCP sockets) on either side.
+//! The hello, the cancel and streams on the wire (docs/PROTOCOL.md
+//! sections 3.2 to 3.4): their bytes, read from the spec, against peers
+//! written from the spec alone (bare TCP sockets) on either side.
 
 mod common;
 
 use bytes::BytesMut;
 use common::*;
-use drpc::proto::{FrameLimits, Framer, Header, Kind, Message, Proto, RawProto};
-use drpc::{CallCtx, CallOptions, Endpoint, Status};
+use drpc::proto::{flag, FrameLimits, Framer, Header, Kind, Message, Proto, RawProto};
+use drpc::{CallCtx, CallOptions, CodecId, Endpoint, ItemSink, Status};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -251,5 +251,69 @@ async fn a_second_hello_is_an_ordinary_call() {
     raw.write(&unhex(&hello)).await;
     let second = raw.read().await;
     assert_eq!(second.header.status_code, 404, "{:?}", second.header);
+    server.close().await;
+}
+
+/// A server stream against a dialer written from the spec: items numbered
+/// from 1 under the window its call gave, no more until its credit, then
+/// the reply with `drpc-items`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_stream_goes_under_the_callers_credit() {
+    let (hello, answer) = spec_hello();
+    let mut routes = test_router();
+    routes
+        .server_stream(
+            "/count",
+            |_: CallCtx, n: u8, out: ItemSink<u8>| async move {
+                for i in 0..n {
+                    out.send(&i).await?;
+                }
+                Ok::<_, Status>(())
+            },
+        )
+        .unwrap();
+    let server = Endpoint::builder().router(routes).build().unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let mut raw = Raw::new(TcpStream::connect(addr.target()).await.unwrap());
+    raw.write(&unhex(&hello)).await;
+    assert_eq!(hex(&encode(&raw.read().await)), answer);
+    // Four items wanted, two allowed at first.
+    let mut call = Header::call(2, "/count");
+    call.timeout = Some(Duration::from_secs(10));
+    call.meta.insert("drpc-stream", "server");
+    call.meta.insert("drpc-window", "2,1000");
+    raw.write(&encode(&Message::new(call, unhex("04")))).await;
+    for n in 1..=2u32 {
+        let item = raw.read().await;
+        assert_eq!(item.header, Header::item(2, 0, n, CodecId::MSGPACK));
+        assert_eq!(item.body[..], [n as u8 - 1]);
+    }
+    // Item 3 waits for credit: a call made now is answered first.
+    let mut echo = Header::call(3, "/echo");
+    echo.timeout = Some(Duration::from_secs(5));
+    raw.write(&encode(&Message::new(echo, unhex("01")))).await;
+    let reply = raw.read().await;
+    assert_eq!((reply.header.kind, reply.header.seq), (Kind::Reply, 3));
+    raw.write(&encode(&Message::credit(2, flag::FROM_CALLER, 4, 2000)))
+        .await;
+    for n in 3..=4u32 {
+        let item = raw.read().await;
+        assert_eq!(item.header, Header::item(2, 0, n, CodecId::MSGPACK));
+    }
+    let end = raw.read().await;
+    assert_eq!(
+        (end.header.kind, end.header.seq, end.header.status_code),
+        (Kind::Reply, 2, 0)
+    );
+    assert_eq!(end.header.meta.get("drpc-items"), Some("4"));
+    // A stream with no items is its reply alone.
+    let mut over = Header::call(4, "/count");
+    over.timeout = Some(Duration::from_secs(10));
+    over.meta.insert("drpc-stream", "server");
+    over.meta.insert("drpc-window", "1,1000");
+    raw.write(&encode(&Message::new(over, unhex("00")))).await;
+    let end = raw.read().await;
+    assert_eq!((end.header.kind, end.header.seq), (Kind::Reply, 4));
+    assert_eq!(end.header.meta.get("drpc-items"), Some("0"));
     server.close().await;
 }

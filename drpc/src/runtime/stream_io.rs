@@ -1,0 +1,122 @@
+//! A link's streams as tasks use them: starting a stream call, reading
+//! items (and sending the credit that frees), sending items under credit.
+
+use super::link::Link;
+use crate::core::conn::streams::ItemError;
+use crate::core::conn::QueueError;
+use crate::core::streams::{Next, Role, Window};
+use crate::core::wire;
+use crate::values::Status;
+use drpc_proto::Message;
+use std::future::poll_fn;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+impl Link {
+    /// Starts a stream call of this side (its seq is set here), with its
+    /// stream open before its frame can go out; waits for room in the
+    /// write queue until `deadline`.
+    ///
+    /// Errors: as [`Link::send`].
+    pub(crate) async fn start_stream_call(
+        &self,
+        msg: &mut Message,
+        deadline: Instant,
+        receive: Window,
+    ) -> Result<u32, Status> {
+        let method = msg.header.service_method.clone();
+        let wait = poll_fn(|cx| {
+            let started = self
+                .core()
+                .start_stream_call(msg, deadline, receive, || cx.waker().clone());
+            match started {
+                Err(QueueError::Full) => Poll::Pending,
+                Err(QueueError::Closed(status)) => Poll::Ready(Err(status)),
+                Err(QueueError::Encode(err)) => Poll::Ready(Err(wire::encode_status(&err))),
+                Ok(started) => {
+                    if started.earlier {
+                        self.reader.notify();
+                    }
+                    if let Some(w) = started.writer {
+                        w.wake();
+                    }
+                    Poll::Ready(Ok(started.seq))
+                }
+            }
+        });
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "{method}: the deadline passed while waiting for room in the write queue"
+            ))),
+        }
+    }
+
+    /// The next item of a stream this side reads; the credit it frees is
+    /// queued.
+    pub(crate) fn poll_item(&self, role: Role, seq: u32, cx: &mut Context<'_>) -> Next<Waker> {
+        let (next, writer) = self.core().next_item(role, seq, || cx.waker().clone());
+        if let Some(w) = writer {
+            w.wake();
+        }
+        next
+    }
+
+    /// Sends an item of this side's direction of a stream (its number is
+    /// set here), waiting for credit and room until `deadline`.
+    ///
+    /// Errors: 102 when the stream or its connection is over; 408 when no
+    /// credit comes before the deadline; 413 when the item is too large.
+    pub(crate) async fn send_item(
+        &self,
+        role: Role,
+        mut msg: Message,
+        deadline: Instant,
+    ) -> Result<(), Status> {
+        let wait = poll_fn(|cx| {
+            let sent = self.core().send_item(role, &mut msg, || cx.waker().clone());
+            match sent {
+                Ok(writer) => {
+                    if let Some(w) = writer {
+                        w.wake();
+                    }
+                    Poll::Ready(Ok(()))
+                }
+                Err(ItemError::Wait) => Poll::Pending,
+                Err(ItemError::Gone) => Poll::Ready(Err(Status::connection_closed(
+                    "the stream is over: its call ended or was cancelled",
+                ))),
+                Err(ItemError::Queue(QueueError::Closed(status))) => Poll::Ready(Err(status)),
+                Err(ItemError::Queue(QueueError::Encode(err))) => {
+                    Poll::Ready(Err(wire::encode_status(&err)))
+                }
+                Err(ItemError::Queue(QueueError::Full)) => Poll::Pending,
+            }
+        });
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(
+                "the call's deadline passed while the stream waited for credit from its reader",
+            )),
+        }
+    }
+
+    /// Opens the stream of the peer's call `seq`, which this side handles
+    /// and sends items on under `send`.
+    pub(crate) fn open_callee_stream(&self, seq: u32, send: Window) {
+        self.core().open_callee_stream(seq, send);
+    }
+
+    /// Forgets a stream; whoever waits on it wakes and finds it gone.
+    pub(crate) fn close_stream(&self, role: Role, seq: u32) {
+        let woken = self.core().close_stream(role, seq);
+        for w in woken {
+            w.wake();
+        }
+    }
+
+    /// How many items this side sent on a stream.
+    pub(crate) fn items_sent(&self, role: Role, seq: u32) -> u32 {
+        self.core().items_sent(role, seq)
+    }
+}

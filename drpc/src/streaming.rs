@@ -31,10 +31,13 @@ const SERVER: &str = "server";
 impl Session {
     /// Calls `service_method` as a server stream with `arg`: the callee's
     /// items arrive as [`Items`], then its reply ends them. The call's
-    /// deadline (`opts`, or the endpoint's default) bounds the whole
-    /// stream; dropping the [`Items`] cancels the call at the peer.
+    /// deadline (`opts`, or the endpoint's default of 30 s) bounds the
+    /// whole stream, so give a long-lived one a long timeout; dropping the
+    /// [`Items`] cancels the call at the peer.
     ///
-    /// Errors: as [`Session::call_with`], for the call that opens it.
+    /// Errors: as [`Session::call_with`], for the call that opens it; 405
+    /// when the peer did not say it takes streams (docs/PROTOCOL.md 3.2);
+    /// 408 when the deadline passes before the peer said.
     ///
     /// ```no_run
     /// # async fn demo(session: drpc::Session) -> Result<(), drpc::Status> {
@@ -71,7 +74,11 @@ impl Session {
             tokio::select! {
                 _ = link.hello.cancelled() => {}
                 _ = link.finished.cancelled() => {}
-                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "{service_method}: the peer did not answer the hello within the deadline"
+                    )));
+                }
             }
         }
         if !link.core().streams_on() {
@@ -79,7 +86,12 @@ impl Session {
                 "{service_method}: the peer did not say it takes streams (docs/PROTOCOL.md 3.2)"
             )));
         }
-        let window = Window::DEFAULT;
+        // Any item fits in half the window: the rule of docs/PROTOCOL.md
+        // 3.4 (a grant comes once half is read).
+        let window = Window {
+            bytes: Window::DEFAULT.bytes.max(2 * config.max_frame_len as u64),
+            ..Window::DEFAULT
+        };
         let mut header = Header::call(0, service_method);
         header.codec = codec;
         header.timeout = Some(timeout);
@@ -94,6 +106,8 @@ impl Session {
             session: self.clone(),
             link,
             seq,
+            deadline,
+            late: None,
             outcome: None,
             done: false,
             trailers: None,
@@ -109,6 +123,10 @@ pub struct Items<T> {
     session: Session,
     link: Arc<Link>,
     seq: u32,
+    /// The call's deadline, which still bounds the wait for items the
+    /// reply said were sent once the reply is in.
+    deadline: Instant,
+    late: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The call's outcome, once it came (its reply may precede its last
     /// items over QUIC).
     outcome: Option<Outcome>,
@@ -119,9 +137,10 @@ pub struct Items<T> {
 
 impl<T: DeserializeOwned> Items<T> {
     /// The next item; `None` once the callee ended the stream with a
-    /// successful reply. The callee's error, an item that does not decode,
-    /// the deadline or a lost connection end it with `Some(Err(..))`, and
-    /// `None` after.
+    /// successful reply. The callee's error, the deadline or a lost
+    /// connection end it with `Some(Err(..))`, and `None` after. An item
+    /// that does not decode as `T` is `Some(Err(..))` (400), and the
+    /// stream goes on.
     pub async fn next(&mut self) -> Option<Result<T, Status>> {
         std::future::poll_fn(|cx| self.poll_item(cx)).await
     }
@@ -168,8 +187,29 @@ impl<T: DeserializeOwned> Items<T> {
                     method,
                 )))
             }
-            Next::Wait(_) => Poll::Pending,
+            Next::Wait(_) => {
+                if !matches!(self.outcome, Some(Outcome::Reply(_))) {
+                    return Poll::Pending;
+                }
+                // The reply came before items it counts (QUIC): they are
+                // waited for until the call's deadline.
+                let deadline = self.deadline;
+                let late = self
+                    .late
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                match late.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => Poll::Ready(Some(Err(self
+                        .finish(Status::deadline_exceeded(
+                        "the stream's reply came, but not every item it counts within the deadline",
+                    ))))),
+                }
+            }
             next @ (Next::End(_) | Next::Gone) => {
+                if self.outcome.is_none() {
+                    // The reply may have come between the two looks.
+                    self.outcome = self.link.core().calls.poll(self.seq, |_| {});
+                }
                 let reply = match self.outcome.take() {
                     Some(Outcome::Reply(reply)) => reply,
                     _ => {
@@ -193,10 +233,12 @@ impl<T: DeserializeOwned> Items<T> {
         }
     }
 
-    /// Marks the stream over, forgets it here, and returns `status`.
+    /// Marks the stream over, forgets it (and its call) here, and returns
+    /// `status`.
     fn finish(&mut self, status: Status) -> Status {
         self.done = true;
         self.link.close_stream(Role::Caller, self.seq);
+        self.link.forget(self.seq);
         status
     }
 }
@@ -241,6 +283,25 @@ pub struct ItemSink<T> {
     _item: PhantomData<fn(&T)>,
 }
 
+impl<T> ItemSink<T> {
+    /// Sends the items in `codec` rather than the call's: raw bytes
+    /// ([`CodecId::RAW`](drpc_codec::CodecId::RAW)) for a byte stream,
+    /// say. The reader decodes each item by its own codec byte.
+    pub fn with_codec(mut self, codec: drpc_codec::CodecId) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Sends an item already encoded in the sink's codec, as it is: no
+    /// copy of `body` is made before it is queued.
+    ///
+    /// Errors: as [`ItemSink::send`].
+    pub async fn send_raw(&self, body: bytes::Bytes) -> Result<(), Status> {
+        let msg = Message::new(Header::item(self.seq, 0, 0, self.codec), body);
+        self.link.send_item(Role::Callee, msg, self.deadline).await
+    }
+}
+
 impl<T: Serialize> ItemSink<T> {
     /// Sends `item`, waiting for credit.
     ///
@@ -282,10 +343,11 @@ impl Drop for Opened {
 
 impl Router {
     /// Registers a server stream handler for `path`: it gets the call's
-    /// context, its argument and an [`ItemSink`] to send items on, and its
-    /// result is the call's reply, which ends the stream (with meta
-    /// `drpc-items`, the count sent). A plain call to `path` is answered
-    /// 400; callers open it with [`Session::stream`].
+    /// context, its argument and an [`ItemSink`] to send items on. Its
+    /// result ends the stream: the reply, with the meta it set on the
+    /// context (the caller's [`Items::trailers`]) and `drpc-items`, the
+    /// count sent; or its error. A plain call to `path` is answered 400;
+    /// callers open it with [`Session::stream`].
     ///
     /// ```
     /// use drpc::{CallCtx, ItemSink, Router, Status};
@@ -299,17 +361,16 @@ impl Router {
     /// })?;
     /// # Ok::<(), drpc::RouteError>(())
     /// ```
-    pub fn server_stream<F, Fut, A, T, R>(
+    pub fn server_stream<F, Fut, A, T>(
         &mut self,
         path: &str,
         handler: F,
     ) -> Result<&mut Self, RouteError>
     where
         F: Fn(CallCtx, A, ItemSink<T>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
         A: DeserializeOwned + Send + 'static,
         T: Serialize + 'static,
-        R: Serialize + Send + 'static,
     {
         let handler = Arc::new(handler);
         self.insert_stream(
@@ -328,6 +389,13 @@ impl Router {
                     .ok_or_else(|| {
                         Status::bad_message("a stream call needs a valid drpc-window")
                     })?;
+                if !ctx.link().core().streams_on() {
+                    // Kinds 5 and 6 would close a peer that never said it
+                    // takes them.
+                    return Err(Status::bad_message(
+                        "a stream call from a peer whose hello did not name stream",
+                    ));
+                }
                 let arg: A = ctx.decode()?;
                 let link = ctx.link().clone();
                 let seq = ctx.seq();

@@ -24,6 +24,7 @@ use rustc_hash::FxHashSet;
 use std::time::Instant;
 
 mod cancel;
+mod held;
 mod notices;
 pub(crate) mod streams;
 
@@ -204,6 +205,13 @@ impl<W> ConnCore<W> {
                     Completed::NotWaiting => Event::Dropped("a late reply"),
                 }
             }
+            // A stream's item or credit cannot be skipped: its numbers and
+            // totals would never add up.
+            Frame::Oversize {
+                kind: Kind::Item | Kind::Credit,
+                status,
+                ..
+            } => return Event::Fatal(status),
             Frame::Oversize { .. } => return Event::Dropped("a push over a header limit"),
         };
         let h = &msg.header;
@@ -365,40 +373,6 @@ impl<W> ConnCore<W> {
             }
         }
         self.writer_to_wake()
-    }
-
-    /// The connection's hooks passed: what was held is dispatched now, in
-    /// the order it came (calls are already recorded as handled).
-    pub(crate) fn establish(&mut self) -> Vec<(Message, Instant)> {
-        self.established = true;
-        self.hold.drain().into()
-    }
-
-    pub(crate) fn is_established(&self) -> bool {
-        self.established
-    }
-
-    /// The oldest held message for `service_method`, for a connection hook.
-    pub(crate) fn take_held(&mut self, service_method: &str) -> Option<Message> {
-        self.hold.take(service_method)
-    }
-
-    /// The connection will never be established: the held calls are
-    /// answered with `status` (pushes are dropped); returns how many pushes
-    /// were dropped, and the writer to wake.
-    pub(crate) fn refuse_held(&mut self, status: &Status) -> (usize, Option<W>) {
-        let mut dropped = 0;
-        for (msg, _) in self.hold.drain() {
-            let h = &msg.header;
-            if h.kind == Kind::Call {
-                self.handling.remove(&h.seq);
-                let reply = wire::error_reply(h.seq, h.codec, status);
-                self.force(&reply);
-            } else {
-                dropped += 1;
-            }
-        }
-        (dropped, self.writer_to_wake())
     }
 
     /// Answers call `seq` of the peer with `reply`, exactly once; says who
@@ -576,7 +550,7 @@ impl<W> ConnCore<W> {
     pub(crate) fn end(&mut self, status: Status) -> Vec<W> {
         let mut woken = self.calls.fail_all(&status);
         woken.append(&mut self.room);
-        woken.append(&mut self.streams.close_all());
+        woken.append(&mut self.streams.break_all(&status));
         woken.extend(self.writer_to_wake());
         self.ended.get_or_insert(status);
         woken

@@ -82,8 +82,9 @@ struct Stream<W> {
 #[derive(Debug)]
 struct Rx<W> {
     window: Window,
-    /// The number of the next item to read.
-    next: u32,
+    /// The number of the next item to read (one past `u32::MAX` once the
+    /// last possible item is in).
+    next: u64,
     ready: VecDeque<Message>,
     /// Items that came before the ones numbered below them.
     ahead: BTreeMap<u32, Message>,
@@ -92,6 +93,8 @@ struct Rx<W> {
     granted: (u32, u64),
     /// How many items the sender says it sent, and how its direction ended.
     end: Option<(u32, Option<Status>)>,
+    /// The connection ended: what was read is still read, then this.
+    broken: Option<Status>,
     waiter: Option<W>,
 }
 
@@ -137,6 +140,7 @@ impl<W> Streams<W> {
             consumed: (0, 0),
             granted: (window.items, window.bytes),
             end: None,
+            broken: None,
             waiter: None,
         });
         let tx = send.map(|w| Tx {
@@ -160,9 +164,22 @@ impl<W> Streams<W> {
             .unwrap_or_default()
     }
 
-    /// Forgets every stream (the connection ended); returns the waiters.
-    pub(crate) fn close_all(&mut self) -> Vec<W> {
-        self.map.drain().flat_map(|(_, s)| s.waiters()).collect()
+    /// The connection ended with `status`: readers still get the items
+    /// that came, then `status` unless every item came; senders find
+    /// their direction over. Returns the waiters.
+    pub(crate) fn break_all(&mut self, status: &Status) -> Vec<W> {
+        let mut woken = Vec::new();
+        for stream in self.map.values_mut() {
+            if let Some(rx) = stream.rx.as_mut() {
+                rx.broken.get_or_insert_with(|| status.clone());
+                woken.extend(rx.waiter.take());
+            }
+            if let Some(tx) = stream.tx.as_mut() {
+                tx.ended = true;
+                woken.extend(tx.waiter.take());
+            }
+        }
+        woken
     }
 
     /// An item (or, with `end`, the end of the sender's direction after
@@ -187,11 +204,17 @@ impl<W> Streams<W> {
             ));
         };
         if let Some(status) = end {
+            if number > rx.granted.0 {
+                return Err(format!(
+                    "call {} ends after {number} items, more than the {} allowed",
+                    msg.header.seq, rx.granted.0
+                ));
+            }
             rx.end.get_or_insert((number, status));
             return Ok(rx.waiter.take());
         }
         let len = msg.body.len() as u64;
-        if number < rx.next || number > rx.granted.0 || rx.ahead.contains_key(&number) {
+        if u64::from(number) < rx.next || number > rx.granted.0 || rx.ahead.contains_key(&number) {
             return Err(format!(
                 "item {number} of call {}: expected {} to {} once each",
                 msg.header.seq, rx.next, rx.granted.0
@@ -205,7 +228,10 @@ impl<W> Streams<W> {
         }
         rx.received_bytes += len;
         rx.ahead.insert(number, msg);
-        while let Some(msg) = rx.ahead.remove(&rx.next) {
+        while let Some(msg) = u32::try_from(rx.next)
+            .ok()
+            .and_then(|next| rx.ahead.remove(&next))
+        {
             rx.ready.push_back(msg);
             rx.next += 1;
         }
@@ -222,7 +248,18 @@ impl<W> Streams<W> {
         status: Option<Status>,
     ) -> Option<W> {
         let rx = self.map.get_mut(&(role, seq))?.rx.as_mut()?;
-        rx.end.get_or_insert((items, status));
+        // A count past what was allowed could never be read.
+        let end = match items > rx.granted.0 {
+            true => (
+                0,
+                Some(Status::bad_message(format!(
+                    "the reply says {items} items were sent, more than the {} allowed",
+                    rx.granted.0
+                ))),
+            ),
+            false => (items, status),
+        };
+        rx.end.get_or_insert(end);
         rx.waiter.take()
     }
 
@@ -243,9 +280,10 @@ impl<W> Streams<W> {
             rx.consumed.1 += msg.body.len() as u64;
             return Next::Item(msg, rx.grant());
         }
-        match &rx.end {
+        match (&rx.end, &rx.broken) {
             // Every item it said it sent has been read.
-            Some((items, status)) if rx.next > *items => Next::End(status.clone()),
+            (Some((items, status)), _) if rx.next > u64::from(*items) => Next::End(status.clone()),
+            (_, Some(broken)) => Next::End(Some(broken.clone())),
             _ => Next::Wait(rx.waiter.replace(waiter())),
         }
     }
@@ -266,7 +304,7 @@ impl<W> Streams<W> {
             return Err(SendRefused::Gone);
         }
         let len = len as u64;
-        if tx.sent.0 >= tx.allowed.0 || tx.sent.1 + len > tx.allowed.1 {
+        if tx.sent.0 >= tx.allowed.0 || tx.sent.1 + len > tx.allowed.1 || tx.sent.0 == u32::MAX {
             tx.waiter = Some(waiter());
             return Err(SendRefused::NoCredit);
         }
@@ -274,11 +312,15 @@ impl<W> Streams<W> {
         Ok(tx.sent.0)
     }
 
-    /// Ends this side's direction; returns how many items it sent.
-    pub(crate) fn end_sending(&mut self, role: Role, seq: u32) -> Option<u32> {
-        let tx = self.map.get_mut(&(role, seq))?.tx.as_mut()?;
-        tx.ended = true;
-        Some(tx.sent.0)
+    /// Gives back the credit of an item that could not be queued (its
+    /// number goes to the next).
+    pub(crate) fn untake_credit(&mut self, role: Role, seq: u32, len: usize) {
+        if let Some(tx) = self.map.get_mut(&(role, seq)).and_then(|s| s.tx.as_mut()) {
+            tx.sent = (
+                tx.sent.0.saturating_sub(1),
+                tx.sent.1.saturating_sub(len as u64),
+            );
+        }
     }
 
     /// How many items this side sent on the stream.
@@ -302,7 +344,7 @@ impl<W> Rx<W> {
     /// New credit once half of either window is used up: the window again
     /// ahead of what was read.
     fn grant(&mut self) -> Option<Window> {
-        let items_left = self.granted.0 - self.consumed.0;
+        let items_left = self.granted.0.saturating_sub(self.consumed.0);
         let bytes_left = self.granted.1.saturating_sub(self.consumed.1);
         if items_left > self.window.items / 2 && bytes_left > self.window.bytes / 2 {
             return None;
@@ -460,7 +502,18 @@ mod tests {
             "an older grant changes nothing"
         );
         assert_eq!(s.take_credit(Role::Callee, 3, 30, || 3), Ok(3));
-        assert_eq!(s.end_sending(Role::Callee, 3), Some(3));
+        s.untake_credit(Role::Callee, 3, 30);
+        assert_eq!(
+            s.take_credit(Role::Callee, 3, 30, || 3),
+            Ok(3),
+            "given back"
+        );
+        assert_eq!(s.sent(Role::Callee, 3), 3);
+        // The connection ends: the sender's direction is over.
+        assert_eq!(
+            s.break_all(&Status::connection_closed("gone")),
+            Vec::<u32>::new()
+        );
         assert_eq!(
             s.take_credit(Role::Callee, 3, 0, || 3),
             Err(SendRefused::Gone)
@@ -480,6 +533,22 @@ mod tests {
         assert!(matches!(s.next(Role::Callee, 1, || 0), Next::Item(..)));
         assert!(matches!(s.next(Role::Callee, 1, || 0), Next::End(Some(_))));
         assert!(matches!(s.next(Role::Callee, 9, || 0), Next::Gone));
+    }
+
+    #[test]
+    fn a_broken_connection_still_hands_over_what_came_then_fails() {
+        let mut s = Streams::<u32>::default();
+        s.open(Role::Caller, 7, Some(small()), None);
+        s.on_item(Role::Caller, 1, None, item(7, 1, b"a")).unwrap();
+        s.break_all(&Status::connection_closed("gone"));
+        assert!(matches!(s.next(Role::Caller, 7, || 0), Next::Item(..)));
+        assert!(matches!(s.next(Role::Caller, 7, || 0), Next::End(Some(_))));
+        // A count past the credit fails the stream rather than waits.
+        s.open(Role::Caller, 8, Some(small()), None);
+        s.on_end(Role::Caller, 8, 99, None);
+        assert!(matches!(s.next(Role::Caller, 8, || 0), Next::End(Some(_))));
+        let end = Some(None);
+        assert!(s.on_item(Role::Caller, 99, end, item(8, 99, b"")).is_err());
     }
 
     #[test]

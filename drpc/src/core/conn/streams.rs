@@ -90,6 +90,11 @@ impl<W> ConnCore<W> {
             };
             return Event::Answered(self.streams.on_credit(role, seq, count, bytes));
         }
+        if h.flags & flag::END != 0 && role == Role::Caller {
+            return Event::Fatal(Status::bad_message(
+                "an END item from a callee, whose direction ends with its reply",
+            ));
+        }
         let end = (h.flags & flag::END != 0).then(|| {
             (h.status_code != 0).then(|| {
                 Status::new(
@@ -175,8 +180,8 @@ impl<W> ConnCore<W> {
         };
         msg.header.set_count(number);
         if let Err(e) = self.out.push(msg) {
-            // Its number is spent: the direction cannot go on.
-            self.streams.end_sending(role, seq);
+            // Not sent: its number and credit go to the next item.
+            self.streams.untake_credit(role, seq, msg.body.len());
             return Err(ItemError::Queue(QueueError::Encode(e)));
         }
         Ok(self.writer_to_wake())

@@ -73,8 +73,26 @@ impl Link {
         mut msg: Message,
         deadline: Instant,
     ) -> Result<(), Status> {
-        let wait = poll_fn(|cx| {
-            let sent = self.core().send_item(role, &mut msg, || cx.waker().clone());
+        // Credit and room are there most of the time: no timer then.
+        let noop = Waker::noop();
+        match self.try_item(role, &mut msg, noop) {
+            Poll::Ready(r) => return r,
+            Poll::Pending => {}
+        }
+        let wait = poll_fn(|cx| self.try_item(role, &mut msg, cx.waker()));
+        match tokio::time::timeout_at(deadline.into(), wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(
+                "the call's deadline passed while the stream waited for credit from its reader",
+            )),
+        }
+    }
+
+    /// One try at queueing an item; `Pending` keeps `waker` to be woken
+    /// when credit or room comes.
+    fn try_item(&self, role: Role, msg: &mut Message, waker: &Waker) -> Poll<Result<(), Status>> {
+        let sent = self.core().send_item(role, msg, || waker.clone());
+        {
             match sent {
                 Ok(writer) => {
                     if let Some(w) = writer {
@@ -92,12 +110,6 @@ impl Link {
                 }
                 Err(ItemError::Queue(QueueError::Full)) => Poll::Pending,
             }
-        });
-        match tokio::time::timeout_at(deadline.into(), wait).await {
-            Ok(r) => r,
-            Err(_) => Err(Status::deadline_exceeded(
-                "the call's deadline passed while the stream waited for credit from its reader",
-            )),
         }
     }
 

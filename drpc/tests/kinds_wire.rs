@@ -92,6 +92,24 @@ impl Raw {
     }
 }
 
+/// A drpc client dialing a peer written from the spec: the client, its
+/// dial still under way (the peer has the hello to answer), and the peer.
+async fn dial_a_raw_peer() -> (
+    Endpoint,
+    tokio::task::JoinHandle<Result<drpc::Session, Status>>,
+    Raw,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("tcp://{}", listener.local_addr().unwrap());
+    let client = Endpoint::builder().build().unwrap();
+    let dial = tokio::spawn({
+        let client = client.clone();
+        async move { client.dial(addr.as_str()).await }
+    });
+    let (sock, _) = within("accept", listener.accept()).await.unwrap();
+    (client, dial, Raw::new(sock))
+}
+
 #[test]
 fn the_spec_s_cancel_is_what_drpc_writes() {
     let frames = spec_frames("### 3.3 Cancel");
@@ -105,15 +123,7 @@ fn the_spec_s_cancel_is_what_drpc_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dialer_says_hello_and_cancels_a_dropped_call() {
     let (hello, answer) = spec_hello();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("tcp://{}", listener.local_addr().unwrap());
-    let client = Endpoint::builder().build().unwrap();
-    let dial = tokio::spawn({
-        let client = client.clone();
-        async move { client.dial(addr.as_str()).await }
-    });
-    let (sock, _) = within("accept", listener.accept()).await.unwrap();
-    let mut raw = Raw::new(sock);
+    let (client, dial, mut raw) = dial_a_raw_peer().await;
     let first = raw.read().await;
     assert_eq!(hex(&encode(&first)), hello);
     raw.write(&unhex(&answer)).await;
@@ -135,14 +145,8 @@ async fn a_dialer_says_hello_and_cancels_a_dropped_call() {
 /// sent a cancel: the frame after a dropped call is the next message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_predates_the_hello_is_sent_no_cancel() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("tcp://{}", listener.local_addr().unwrap());
-    let client = Endpoint::builder().build().unwrap();
-    let dial = tokio::spawn({
-        let client = client.clone();
-        async move { client.dial(addr.as_str()).await }
-    });
-    let (mut sock, _) = within("accept", listener.accept()).await.unwrap();
+    let (client, dial, raw) = dial_a_raw_peer().await;
+    let mut sock = raw.sock;
     let session = within("dial", dial).await.unwrap().unwrap();
     let call = tokio::spawn({
         let s = session.clone();
@@ -210,15 +214,7 @@ async fn an_acceptor_answers_the_hello_and_takes_a_cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_past_its_deadline_is_cancelled() {
     let (hello, answer) = spec_hello();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("tcp://{}", listener.local_addr().unwrap());
-    let client = Endpoint::builder().build().unwrap();
-    let dial = tokio::spawn({
-        let client = client.clone();
-        async move { client.dial(addr.as_str()).await }
-    });
-    let (sock, _) = within("accept", listener.accept()).await.unwrap();
-    let mut raw = Raw::new(sock);
+    let (client, dial, mut raw) = dial_a_raw_peer().await;
     assert_eq!(hex(&encode(&raw.read().await)), hello);
     raw.write(&unhex(&answer)).await;
     let session = within("dial", dial).await.unwrap().unwrap();

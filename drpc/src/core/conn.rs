@@ -442,13 +442,7 @@ impl<W> ConnCore<W> {
         write_body: WriteBody<'_>,
         waiter: impl FnOnce() -> W,
     ) -> Result<Started<W>, QueueError> {
-        if let Some(status) = self.refusal() {
-            return Err(QueueError::Closed(status));
-        }
-        if !self.out.has_room() {
-            self.room.push(waiter());
-            return Err(QueueError::Full);
-        }
+        self.may_send(waiter)?;
         // Registered only once its frame is encoded, so a body that fails
         // (or panics) leaves nothing behind.
         let seq = self.calls.next_free();
@@ -474,6 +468,20 @@ impl<W> ConnCore<W> {
             writer,
             lone,
         })
+    }
+
+    /// Whether a call or push of this side may be queued now: not when
+    /// the connection refuses them, nor without room (then `waiter` is
+    /// kept, to be woken when room frees).
+    pub(super) fn may_send(&mut self, waiter: impl FnOnce() -> W) -> Result<(), QueueError> {
+        if let Some(status) = self.refusal() {
+            return Err(QueueError::Closed(status));
+        }
+        if !self.out.has_room() {
+            self.room.push(waiter());
+            return Err(QueueError::Full);
+        }
+        Ok(())
     }
 
     /// The batch of a lone call (see [`Started::lone`]) for its caller to

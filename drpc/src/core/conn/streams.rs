@@ -43,13 +43,7 @@ impl<W> ConnCore<W> {
         receive: Window,
         waiter: impl FnOnce() -> W,
     ) -> Result<Started<W>, QueueError> {
-        if let Some(status) = self.refusal() {
-            return Err(QueueError::Closed(status));
-        }
-        if !self.out.has_room() {
-            self.room.push(waiter());
-            return Err(QueueError::Full);
-        }
+        self.may_send(waiter)?;
         let seq = self.calls.next_free();
         msg.header.seq = seq;
         self.out.push(msg).map_err(QueueError::Encode)?;

@@ -437,3 +437,37 @@ async fn a_hook_of_one_session_cannot_pass_the_gate_of_another() {
     client.close().await;
     server.close().await;
 }
+
+/// A peer that drops each connection as soon as the hello arrives (an
+/// mTLS acceptor refusing a client without a certificate does so): a dial
+/// returns, with a session or an error. The drop can land at any point of
+/// the dial, so it is tried many times: once the hooks have passed, a
+/// session whose connection is already lost dials again and is handed
+/// out, rather than waited on to close (it never would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_whose_connection_drops_at_once_returns() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("tcp://{}", listener.local_addr().unwrap());
+    let dropper = tokio::spawn(async move {
+        for _ in 0..10_000 {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut first = [0u8; 4];
+            let _ = sock.read(&mut first).await;
+        }
+    });
+    for _ in 0..50 {
+        let client = Endpoint::builder().build().unwrap();
+        if let Ok(session) = within("the dial", client.dial(addr.as_str())).await {
+            let opts = drpc::CallOptions::new().timeout(Duration::from_millis(200));
+            let err = within("a call", session.call_with::<_, ()>("/x", &(), opts))
+                .await
+                .unwrap_err();
+            assert_ne!(err.code(), Code::OK);
+        }
+        within("the close", client.close()).await;
+    }
+    dropper.abort();
+}

@@ -137,6 +137,23 @@ pub trait Framer: Send + 'static {
         dst: &mut BytesMut,
     ) -> Result<(), ProtoError>;
 
+    /// Appends everything of a frame but its body, for a body of
+    /// `body_len` bytes that the caller sends right after, as it is: a
+    /// large body is then written from where it lies, not copied. `false`,
+    /// with nothing appended, when this framer cannot cut a frame so (it
+    /// transforms the frame as a whole): the caller encodes it whole.
+    ///
+    /// On error (a limit) nothing is appended.
+    fn encode_head(
+        &mut self,
+        head: &Head<'_>,
+        body_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<bool, ProtoError> {
+        let _ = (head, body_len, dst);
+        Ok(false)
+    }
+
     /// Cuts the next complete message from the front of `src`.
     ///
     /// Returns `Ok(None)` when `src` holds only part of a message; the caller

@@ -189,6 +189,28 @@ impl Framer for RawFramer {
         Ok(())
     }
 
+    fn encode_head(
+        &mut self,
+        h: &Head<'_>,
+        body_len: usize,
+        dst: &mut BytesMut,
+    ) -> Result<bool, ProtoError> {
+        let start = dst.len();
+        self.encode_with(h, &mut |_| Ok(()), dst)?;
+        let frame_len = dst.len() - start + body_len;
+        if frame_len > self.limits.max_frame_len || frame_len - PREFIX > u32::MAX as usize {
+            dst.truncate(start);
+            return Err(ProtoError::FrameTooLarge {
+                len: frame_len as u64,
+                max: self.limits.max_frame_len,
+                kind: Some(h.kind),
+                seq: Some(h.seq),
+            });
+        }
+        dst[start..start + PREFIX].copy_from_slice(&((frame_len - PREFIX) as u32).to_be_bytes());
+        Ok(true)
+    }
+
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtoError> {
         if src.len() < PREFIX {
             return Ok(None);

@@ -18,6 +18,9 @@ use std::collections::VecDeque;
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) bytes: Bytes,
+    /// A large body written right after `bytes` from where it lies (its
+    /// frame's head is the end of `bytes`); usually empty.
+    pub(crate) tail: Bytes,
     /// Seqs of the calls in it: if the write fails, they fail with 104
     /// (their bytes never left).
     pub(crate) calls: Vec<u32>,
@@ -72,12 +75,24 @@ impl Outbound {
     /// which must not wait, do not). Nothing is queued on error.
     pub(crate) fn push(&mut self, msg: &Message) -> Result<(), ProtoError> {
         if msg.body.len() >= self.batch {
-            // A batch of its own, after what is gathered so far.
+            // A batch of its own, after what is gathered so far; the body
+            // goes out from where it lies when the framer allows.
             let mut own = BytesMut::new();
-            self.framer.encode(msg, &mut own)?;
+            let tail =
+                match self
+                    .framer
+                    .encode_head(&msg.header.head(), msg.body.len(), &mut own)?
+                {
+                    true => msg.body.clone(),
+                    false => {
+                        self.framer.encode(msg, &mut own)?;
+                        Bytes::new()
+                    }
+                };
             self.seal();
             self.sealed.push_back(Batch {
                 bytes: own.freeze(),
+                tail,
                 calls: calls_of(msg.header.kind, msg.header.seq)
                     .into_iter()
                     .collect(),
@@ -129,6 +144,7 @@ impl Outbound {
             self.seal();
             self.sealed.push_back(Batch {
                 bytes: own.freeze(),
+                tail: Bytes::new(),
                 calls: calls.into_iter().collect(),
             });
         } else {
@@ -156,6 +172,7 @@ impl Outbound {
         self.last_batch = self.buf.len();
         Batch {
             bytes: self.buf.split().freeze(),
+            tail: Bytes::new(),
             calls: std::mem::take(&mut self.buf_calls),
         }
     }
@@ -209,7 +226,13 @@ impl Outbound {
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
         let spare = self.spare.as_ref().map_or(0, |(b, _)| b.capacity());
-        spare + self.buf.capacity() + self.sealed.iter().map(|b| b.bytes.len()).sum::<usize>()
+        spare
+            + self.buf.capacity()
+            + self
+                .sealed
+                .iter()
+                .map(|b| b.bytes.len() + b.tail.len())
+                .sum::<usize>()
     }
 }
 
@@ -324,8 +347,15 @@ mod tests {
             .unwrap();
         o.push(&Message::new(Header::push("/after"), vec![0; 5]))
             .unwrap();
-        let sizes: Vec<(usize, Vec<u32>)> = std::iter::from_fn(|| o.next_batch())
-            .map(|b| (decode_all(&b.bytes).len(), b.calls))
+        let batches: Vec<Batch> = std::iter::from_fn(|| o.next_batch()).collect();
+        // The large body is written from where it lies, after its head.
+        assert_eq!(batches[1].tail.len(), 500);
+        let sizes: Vec<(usize, Vec<u32>)> = batches
+            .into_iter()
+            .map(|b| {
+                let whole = [&b.bytes[..], &b.tail[..]].concat();
+                (decode_all(&whole).len(), b.calls)
+            })
             .collect();
         assert_eq!(sizes, vec![(1, vec![]), (1, vec![7]), (1, vec![])]);
     }

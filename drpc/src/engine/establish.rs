@@ -54,7 +54,10 @@ pub(crate) async fn establish(
     let refused = verdict.as_ref().err().cloned();
     let _ = verdict_tx.send(verdict);
     match refused {
-        None if session.phase() == Phase::Active => Ok(session),
+        // Its connection may be lost already, and a dialed session then
+        // dials again: it is handed out all the same, as any session that
+        // redials.
+        None if matches!(session.phase(), Phase::Active | Phase::Redialing) => Ok(session),
         // Closed while the hooks ran: the session is not usable.
         None => {
             session.closed().await;

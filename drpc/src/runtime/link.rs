@@ -197,7 +197,7 @@ impl Link {
     /// the writer (or the reader's bookkeeping before it) is most of the
     /// time spent before the bytes leave. True when it is all written;
     /// otherwise the writer must go on with it (or report its failure).
-    fn write_here(
+    pub(crate) fn write_here(
         &self,
         take: impl FnOnce(&mut ConnCore<Waker>) -> Option<(Batch, Vec<Waker>)>,
     ) -> bool {

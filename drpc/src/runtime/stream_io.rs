@@ -2,8 +2,8 @@
 //! items (and sending the credit that frees), sending items under credit.
 
 use super::link::Link;
-use crate::core::conn::streams::ItemError;
-use crate::core::conn::QueueError;
+use crate::core::conn::streams::{ItemError, ItemWrite};
+use crate::core::conn::{ConnCore, QueueError};
 use crate::core::streams::{Next, Role, Window};
 use crate::core::wire;
 use crate::values::Status;
@@ -94,9 +94,17 @@ impl Link {
         let sent = self.core().send_item(role, msg, || waker.clone());
         {
             match sent {
-                Ok(writer) => {
+                Ok(ItemWrite::Writer(writer)) => {
                     if let Some(w) = writer {
                         w.wake();
+                    }
+                    Poll::Ready(Ok(()))
+                }
+                Ok(ItemWrite::Here) => {
+                    if !self.write_here(ConnCore::lone_batch) {
+                        if let Some(w) = self.core().left_to_writer() {
+                            w.wake();
+                        }
                     }
                     Poll::Ready(Ok(()))
                 }

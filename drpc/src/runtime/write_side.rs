@@ -82,8 +82,20 @@ impl WriteSide {
                 "the connection's writer has ended",
             )));
         };
-        while *written < batch.bytes.len() {
-            match ready!(Pin::new(&mut *wr).poll_write(cx, &batch.bytes[*written..])) {
+        let (head, tail) = (&batch.bytes, &batch.tail);
+        while *written < head.len() + tail.len() {
+            // A large body follows its frame's head from where it lies: one
+            // vectored write takes both (a socket without it takes the
+            // first, and the loop goes on).
+            let wrote = match head.get(*written..) {
+                Some(rest) if !rest.is_empty() && !tail.is_empty() => {
+                    let parts = [io::IoSlice::new(rest), io::IoSlice::new(tail)];
+                    ready!(Pin::new(&mut *wr).poll_write_vectored(cx, &parts))
+                }
+                Some(rest) if !rest.is_empty() => ready!(Pin::new(&mut *wr).poll_write(cx, rest)),
+                _ => ready!(Pin::new(&mut *wr).poll_write(cx, &tail[*written - head.len()..])),
+            };
+            match wrote {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => *written += n,
                 Err(e) => return Poll::Ready(Err(e)),

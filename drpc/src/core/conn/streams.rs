@@ -16,6 +16,17 @@ pub(crate) const WINDOW_KEY: &str = "drpc-window";
 /// The meta key of a reply that ends a stream: the items the callee sent.
 pub(crate) const ITEMS_KEY: &str = "drpc-items";
 
+/// Who writes an item just queued.
+#[derive(Debug)]
+pub(crate) enum ItemWrite<W> {
+    /// The writer; the waker, if it must be woken.
+    Writer(Option<W>),
+    /// Its sender, at once, with [`ConnCore::lone_batch`]: the writer
+    /// idles, and a wake-up per item would cost a task switch each (a
+    /// stream's items come back to back).
+    Here,
+}
+
 /// Why an item was not queued.
 #[derive(Debug)]
 pub(crate) enum ItemError {
@@ -151,14 +162,14 @@ impl<W> ConnCore<W> {
     }
 
     /// Queues an item of this side's direction of a stream (its number is
-    /// set here); without credit or room, keeps `waiter`. Returns the
-    /// writer to wake.
+    /// set here); without credit or room, keeps `waiter`. Says who writes
+    /// it.
     pub(crate) fn send_item(
         &mut self,
         role: Role,
         msg: &mut Message,
         waiter: impl Fn() -> W,
-    ) -> Result<Option<W>, ItemError> {
+    ) -> Result<ItemWrite<W>, ItemError> {
         if let Some(status) = self.ended.clone() {
             return Err(ItemError::Queue(QueueError::Closed(status)));
         }
@@ -178,7 +189,10 @@ impl<W> ConnCore<W> {
             self.streams.untake_credit(role, seq, msg.body.len());
             return Err(ItemError::Queue(QueueError::Encode(e)));
         }
-        Ok(self.writer_to_wake())
+        if self.writer.is_some() && !self.writer_due {
+            return Ok(ItemWrite::Here);
+        }
+        Ok(ItemWrite::Writer(self.writer_to_wake()))
     }
 
     /// How many items this side sent on a stream.

@@ -90,14 +90,14 @@ impl Side {
         self.core.reply(&Message::new(h, body.to_vec()))
     }
 
-    /// Writes everything queued into `to`'s reading side and returns what
-    /// `to` makes of it.
+    /// Writes all that is queued into `to` and returns what `to` makes of it.
     fn send_to(&mut self, to: &mut Side, now: Instant) -> Vec<Event<u32>> {
         let mut events = Vec::new();
-        while let WriteStep::Batch(batch, _) = self.core.next_write(|| 99) {
+        while let WriteStep::Batch(b, _) = self.core.next_write(|| 99) {
             let (buf, offered) = to.inbound.room();
-            buf.put_slice(&batch.bytes);
-            to.inbound.filled(offered, batch.bytes.len(), now);
+            buf.put_slice(&[&b.bytes[..], &b.tail[..]].concat());
+            to.inbound
+                .filled(offered, b.bytes.len() + b.tail.len(), now);
             while let Some(frame) = to.inbound.next().expect("well-formed frames") {
                 events.push(to.core.on_frame(frame, to.inbound.arrived()));
             }

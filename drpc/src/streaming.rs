@@ -39,6 +39,9 @@ impl Session {
     /// when the peer did not say it takes streams (docs/PROTOCOL.md 3.2);
     /// 408 when the deadline passes before the peer said.
     ///
+    /// The endpoint's plugins do not see a stream call on this side yet
+    /// (their call hooks are not run for it); the callee's do, as a call.
+    ///
     /// ```no_run
     /// # async fn demo(session: drpc::Session) -> Result<(), drpc::Status> {
     /// use drpc::CallOptions;
@@ -98,9 +101,11 @@ impl Session {
         header.meta = opts.meta;
         header.meta.insert(STREAM_KEY, SERVER);
         header.meta.insert(WINDOW_KEY, window.value().as_str());
+        // No plugin's call hooks run for it yet: a plugin that keeps state
+        // from `before_write_call` frees it in `after_call_end`, which a
+        // stream does not run (the stream's open and close are to get hooks
+        // of their own).
         let mut msg = Message::new(header, body);
-        self.plugins()
-            .try_each(|p| p.before_write_call(self, &mut msg))?;
         let seq = link.start_stream_call(&mut msg, deadline, window).await?;
         Ok(Items {
             session: self.clone(),

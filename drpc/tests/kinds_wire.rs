@@ -92,6 +92,18 @@ impl Raw {
     }
 }
 
+/// A drpc server for `routes` and a peer written from the spec dialing
+/// it, which has said the spec's hello and had the spec's answer.
+async fn hello_from_a_raw_peer(routes: drpc::Router) -> (Endpoint, Raw) {
+    let (hello, answer) = spec_hello();
+    let server = Endpoint::builder().router(routes).build().unwrap();
+    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
+    let mut raw = Raw::new(TcpStream::connect(addr.target()).await.unwrap());
+    raw.write(&unhex(&hello)).await;
+    assert_eq!(hex(&encode(&raw.read().await)), answer);
+    (server, raw)
+}
+
 /// A drpc client dialing a peer written from the spec: the client, its
 /// dial still under way (the peer has the hello to answer), and the peer.
 async fn dial_a_raw_peer() -> (
@@ -172,7 +184,6 @@ async fn a_peer_that_predates_the_hello_is_sent_no_cancel() {
 /// spec's cancel stops the handler with no reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acceptor_answers_the_hello_and_takes_a_cancel() {
-    let (hello, answer) = spec_hello();
     let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
     let mut routes = test_router();
     routes
@@ -185,11 +196,7 @@ async fn an_acceptor_answers_the_hello_and_takes_a_cancel() {
             }
         })
         .unwrap();
-    let server = Endpoint::builder().router(routes).build().unwrap();
-    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
-    let mut raw = Raw::new(TcpStream::connect(addr.target()).await.unwrap());
-    raw.write(&unhex(&hello)).await;
-    assert_eq!(hex(&encode(&raw.read().await)), answer);
+    let (server, mut raw) = hello_from_a_raw_peer(routes).await;
     let mut hang = Header::call(2, "/hang");
     hang.timeout = Some(Duration::from_secs(30));
     raw.write(&encode(&Message::new(hang, unhex("c0")))).await;
@@ -238,13 +245,8 @@ impl Drop for DropSignal {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_hello_is_an_ordinary_call() {
-    let (hello, answer) = spec_hello();
-    let server = Endpoint::builder().build().unwrap();
-    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
-    let mut raw = Raw::new(TcpStream::connect(addr.target()).await.unwrap());
-    raw.write(&unhex(&hello)).await;
-    assert_eq!(hex(&encode(&raw.read().await)), answer);
-    raw.write(&unhex(&hello)).await;
+    let (server, mut raw) = hello_from_a_raw_peer(drpc::Router::new()).await;
+    raw.write(&unhex(&spec_hello().0)).await;
     let second = raw.read().await;
     assert_eq!(second.header.status_code, 404, "{:?}", second.header);
     server.close().await;
@@ -255,7 +257,6 @@ async fn a_second_hello_is_an_ordinary_call() {
 /// the reply with `drpc-items`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_stream_goes_under_the_callers_credit() {
-    let (hello, answer) = spec_hello();
     let mut routes = test_router();
     routes
         .server_stream(
@@ -268,11 +269,7 @@ async fn a_server_stream_goes_under_the_callers_credit() {
             },
         )
         .unwrap();
-    let server = Endpoint::builder().router(routes).build().unwrap();
-    let addr = server.listen("tcp://127.0.0.1:0").await.unwrap();
-    let mut raw = Raw::new(TcpStream::connect(addr.target()).await.unwrap());
-    raw.write(&unhex(&hello)).await;
-    assert_eq!(hex(&encode(&raw.read().await)), answer);
+    let (server, mut raw) = hello_from_a_raw_peer(routes).await;
     // Four items wanted, two allowed at first.
     let mut call = Header::call(2, "/count");
     call.timeout = Some(Duration::from_secs(10));

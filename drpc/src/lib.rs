@@ -91,7 +91,7 @@ pub use session::{HandshakeMessage, Session, SessionState};
 pub use shared::{Dialer, Endpoint};
 #[cfg(feature = "signals")]
 pub use signals::Signal;
-pub use streaming::{ItemSink, Items};
+pub use streaming::{ItemSink, Items, StreamReply};
 pub use values::{
     CallOptions, Code, Config, Health, Limits, PushOptions, Rate, Redial, Reply, Status,
     HEALTH_METHOD,

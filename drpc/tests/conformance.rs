@@ -11,6 +11,8 @@ mod closing;
 mod common;
 #[path = "conformance/streams.rs"]
 mod streams;
+#[path = "conformance/two_way.rs"]
+mod two_way;
 
 use common::*;
 use drpc::{CallOptions, Code, Config, Endpoint, PushOptions, Router, Status};
@@ -423,6 +425,22 @@ macro_rules! conformance {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_reader_that_stops_holds_its_sender_back() {
                 streams::a_reader_that_stops_holds_its_sender_back(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_client_stream_sends_every_item_and_gets_one_answer() {
+                two_way::a_client_stream_sends_every_item_and_gets_one_answer(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_client_stream_may_be_answered_before_its_end() {
+                two_way::a_client_stream_may_be_answered_before_its_end(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_bidi_stream_runs_both_ways_in_step() {
+                two_way::a_bidi_stream_runs_both_ways_in_step(t()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_handler_that_stops_reading_holds_its_caller_back() {
+                two_way::a_handler_that_stops_reading_holds_its_caller_back(t()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_dropped_call_stops_its_handler_at_the_peer() {

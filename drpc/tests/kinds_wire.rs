@@ -8,6 +8,8 @@ use bytes::BytesMut;
 use common::*;
 use drpc::proto::{flag, FrameLimits, Framer, Header, Kind, Message, Proto, RawProto};
 use drpc::{CallCtx, CallOptions, CodecId, Endpoint, ItemSink, Status};
+use std::future::Future;
+use std::task::{Context, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -309,4 +311,98 @@ async fn a_server_stream_goes_under_the_callers_credit() {
     assert_eq!((end.header.kind, end.header.seq), (Kind::Reply, 4));
     assert_eq!(end.header.meta.get("drpc-items"), Some("0"));
     server.close().await;
+}
+
+/// A client stream from a caller written from the spec: the callee grants
+/// its first credit as it starts (256 items, 16 MiB), reads the items and
+/// the spec's end of the caller's direction (call 7, 3 items), and
+/// answers once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_from_the_spec_is_read_to_its_end() {
+    let mut routes = test_router();
+    routes
+        .client_stream(
+            "/sum",
+            |_: CallCtx, _: (), mut items: drpc::Items<u8>| async move {
+                let mut sum = 0u8;
+                while let Some(n) = items.next().await {
+                    sum += n?;
+                }
+                Ok::<_, Status>(sum)
+            },
+        )
+        .unwrap();
+    let (server, mut raw) = hello_from_a_raw_peer(routes).await;
+    let mut call = Header::call(7, "/sum");
+    call.timeout = Some(Duration::from_secs(10));
+    call.meta.insert("drpc-stream", "client");
+    raw.write(&encode(&Message::new(call, unhex("c0")))).await;
+    let credit = raw.read().await;
+    assert_eq!(
+        credit,
+        Message::credit(7, 0, 256, 16 << 20),
+        "no FROM_CALLER"
+    );
+    for n in 1..=3u32 {
+        let item = Header::item(7, flag::FROM_CALLER, n, CodecId::MSGPACK);
+        raw.write(&encode(&Message::new(item, vec![n as u8]))).await;
+    }
+    let end = &spec_frames("### 3.4 Streams")[1];
+    raw.write(&unhex(end)).await;
+    let reply = raw.read().await;
+    assert_eq!((reply.header.kind, reply.header.seq), (Kind::Reply, 7));
+    assert_eq!((reply.header.status_code, &reply.body[..]), (0, &[6u8][..]));
+    assert_eq!(reply.header.meta.get("drpc-items"), Some("0"));
+    server.close().await;
+}
+
+/// A drpc client stream against a callee written from the spec: no item
+/// before the callee's credit, then items under it, then the end with its
+/// count, as the spec's bytes say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_waits_for_the_callees_first_credit() {
+    let (client, dial, mut raw) = dial_a_raw_peer().await;
+    let (hello, answer) = spec_hello();
+    assert_eq!(hex(&encode(&raw.read().await)), hello);
+    raw.write(&unhex(&answer)).await;
+    let session = within("the dial", dial).await.unwrap().unwrap();
+    let (sink, reply) = session
+        .client_stream::<_, u8, u8>("/sum", &(), CallOptions::new())
+        .await
+        .unwrap();
+    let call = raw.read().await;
+    assert_eq!(call.header.meta.get("drpc-stream"), Some("client"));
+    assert_eq!(
+        call.header.meta.get("drpc-window"),
+        None,
+        "it reads no item"
+    );
+    let seq = call.header.seq;
+    let mut first = Box::pin(sink.send(&1));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(first.as_mut().poll(&mut cx).is_pending(), "no credit");
+    // A call made now is the next frame: the item was not sent.
+    let mut ping = Header::call(1, "/nothing");
+    ping.timeout = Some(Duration::from_secs(5));
+    raw.write(&encode(&Message::new(ping, Vec::new()))).await;
+    let refused = raw.read().await;
+    assert_eq!((refused.header.kind, refused.header.seq), (Kind::Reply, 1));
+    raw.write(&encode(&Message::credit(seq, 0, 1, 100))).await;
+    within("the send", first).await.unwrap();
+    let item = raw.read().await;
+    assert_eq!(
+        item.header,
+        Header::item(seq, flag::FROM_CALLER, 1, CodecId::MSGPACK)
+    );
+    sink.end();
+    let end = raw.read().await;
+    assert_eq!(
+        encode(&end),
+        encode(&Message::new(Header::items_end(seq, 1), Vec::new()))
+    );
+    let mut answer = Header::reply(seq);
+    answer.meta.insert("drpc-items", "0");
+    raw.write(&encode(&Message::new(answer, vec![42u8]))).await;
+    assert_eq!(within("the answer", reply).await.unwrap().value, 42);
+    client.close().await;
 }

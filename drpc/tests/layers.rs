@@ -14,6 +14,7 @@ fn layer(file: &str) -> (usize, &'static str) {
         f if f.starts_with("core/") => (1, "core"),
         f if f.starts_with("runtime/") => (2, "runtime"),
         f if f.starts_with("session/")
+            || f.starts_with("streaming/")
             || [
                 "context.rs",
                 "handler.rs",
@@ -21,7 +22,6 @@ fn layer(file: &str) -> (usize, &'static str) {
                 "router.rs",
                 "service.rs",
                 "shared.rs",
-                "streaming.rs",
             ]
             .contains(&f) =>
         {

@@ -155,6 +155,17 @@ impl Header {
         h
     }
 
+    /// The end of the caller's direction of the stream of call `seq`,
+    /// after `items` items: flags [`flag::FROM_CALLER`] and [`flag::END`],
+    /// no body. Its status is 0 when the direction ended well; set
+    /// `status_code` (and `status_message`) to fail it.
+    pub fn items_end(seq: u32, items: u32) -> Self {
+        let mut h = Self::new(Kind::Item, seq, ByteString::new());
+        h.flags = flag::FROM_CALLER | flag::END;
+        h.set_count(items);
+        h
+    }
+
     /// Credit for the stream of call `seq`: `items` allowed in all; the
     /// bytes allowed go in the body ([`Message::credit`] makes both).
     pub fn credit(seq: u32, flags: u8, items: u32) -> Self {

@@ -362,10 +362,8 @@ fn golden_stream_frames() {
         Header::item(7, 0, 1, CodecId::RAW),
         Bytes::from_static(b"hi"),
     );
-    let end = Message::new(
-        Header::item(7, FROM_CALLER | END, 3, CodecId::MSGPACK),
-        Bytes::new(),
-    );
+    let end = Message::new(Header::items_end(7, 3), Bytes::new());
+    assert_eq!(end.header.flags, FROM_CALLER | END);
     let credit = Message::credit(7, FROM_CALLER, 256, 16 << 20);
     let want = [item, end, credit];
     assert_eq!(frames.len(), want.len());

@@ -56,6 +56,9 @@ pub(crate) enum Event<W> {
     /// The peer cancelled its call with this seq, which is no longer
     /// handled: stop its handler (no reply is sent).
     Cancelled(u32),
+    /// A stream's frame or reply: wake both (a reader or sender of the
+    /// stream, and the writer or the other of the two).
+    Streamed([Option<W>; 2]),
     /// Nothing to do, for the reason given (a late reply, a push after
     /// the going-away notice, an oversize push).
     Dropped(&'static str),
@@ -225,14 +228,7 @@ impl<W> ConnCore<W> {
                 None => Event::Dropped("a notice that asks nothing"),
             },
             Kind::Reply if self.answers_hello(h.seq) => self.on_hello_reply(h),
-            Kind::Reply if self.ends_a_stream(h.seq) => {
-                // The stream's reader and the call's waiter are one task.
-                let reader = self.on_stream_reply(h);
-                match self.calls.complete(h.seq, Outcome::Reply(msg)) {
-                    Completed::Wake(w) => Event::Replied(w.or(reader)),
-                    Completed::NotWaiting => Event::Answered(reader),
-                }
-            }
+            Kind::Reply if self.ends_a_stream(h.seq) => self.on_stream_reply(msg),
             Kind::Reply => match self.calls.complete(h.seq, Outcome::Reply(msg)) {
                 Completed::Wake(w) => Event::Replied(w),
                 Completed::NotWaiting => Event::Dropped("a late reply"),

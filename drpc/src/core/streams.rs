@@ -102,8 +102,30 @@ struct Rx<W> {
 struct Tx<W> {
     sent: (u32, u64),
     allowed: (u32, u64),
+    /// The receiver has granted credit: it knows the stream, so the end of
+    /// this direction may go (a caller's end sent before would find no
+    /// stream at a callee that has not started handling the call).
+    credited: bool,
     ended: bool,
+    /// The end of this direction, asked for before any credit came: sent
+    /// with the first credit.
+    end_due: Option<Option<Status>>,
     waiter: Option<W>,
+}
+
+/// An end of a direction that waited for credit: the items sent, and the
+/// status that fails it (none when it ended well).
+pub(crate) type DueEnd = (u32, Option<Status>);
+
+/// What ending this side's direction of a stream calls for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum EndSend {
+    /// Send the end now: this many items were sent.
+    Now(u32),
+    /// Kept until the first credit comes.
+    Later,
+    /// The direction was over already, or the stream is not known.
+    Over,
 }
 
 /// The streams of one connection.
@@ -146,7 +168,9 @@ impl<W> Streams<W> {
         let tx = send.map(|w| Tx {
             sent: (0, 0),
             allowed: (w.items, w.bytes),
+            credited: w.items > 0 || w.bytes > 0,
             ended: false,
+            end_due: None,
             waiter: None,
         });
         self.map.insert((role, seq), Stream { rx, tx });
@@ -264,9 +288,55 @@ impl<W> Streams<W> {
     }
 
     /// Credit from the peer: running totals, so the larger is kept.
-    pub(crate) fn on_credit(&mut self, role: Role, seq: u32, items: u32, bytes: u64) -> Option<W> {
-        let tx = self.map.get_mut(&(role, seq))?.tx.as_mut()?;
+    /// Returns the waiter, and the end of this direction to send now (the
+    /// items sent, and the status) when it was asked for before any credit.
+    pub(crate) fn on_credit(
+        &mut self,
+        role: Role,
+        seq: u32,
+        items: u32,
+        bytes: u64,
+    ) -> (Option<W>, Option<DueEnd>) {
+        let Some(tx) = self.map.get_mut(&(role, seq)).and_then(|s| s.tx.as_mut()) else {
+            return (None, None);
+        };
         tx.allowed = (tx.allowed.0.max(items), tx.allowed.1.max(bytes));
+        tx.credited = true;
+        let end = tx.end_due.take().map(|status| (tx.sent.0, status));
+        (tx.waiter.take(), end)
+    }
+
+    /// Ends this side's direction of a stream (failed with `status`): no
+    /// item goes after it. Returns what to send, and the waiter to wake.
+    pub(crate) fn end_send(
+        &mut self,
+        role: Role,
+        seq: u32,
+        status: Option<Status>,
+    ) -> (EndSend, Option<W>) {
+        let Some(tx) = self.map.get_mut(&(role, seq)).and_then(|s| s.tx.as_mut()) else {
+            return (EndSend::Over, None);
+        };
+        if tx.ended {
+            return (EndSend::Over, tx.waiter.take());
+        }
+        tx.ended = true;
+        let end = match tx.credited {
+            true => EndSend::Now(tx.sent.0),
+            false => {
+                tx.end_due = Some(status);
+                EndSend::Later
+            }
+        };
+        (end, tx.waiter.take())
+    }
+
+    /// The receiver stopped reading this side's direction (a callee's
+    /// reply ends the call): nothing more goes. Returns the waiter.
+    pub(crate) fn stop_sending(&mut self, role: Role, seq: u32) -> Option<W> {
+        let tx = self.map.get_mut(&(role, seq))?.tx.as_mut()?;
+        tx.ended = true;
+        tx.end_due = None;
         tx.waiter.take()
     }
 
@@ -361,201 +431,4 @@ impl<W> Rx<W> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use drpc_codec::CodecId;
-    use drpc_proto::Header;
-
-    fn item(seq: u32, number: u32, body: &[u8]) -> Message {
-        Message::new(Header::item(seq, 0, number, CodecId::RAW), body.to_vec())
-    }
-
-    fn small() -> Window {
-        Window {
-            items: 4,
-            bytes: 100,
-        }
-    }
-
-    #[test]
-    fn items_are_read_in_number_order_whatever_order_they_came_in() {
-        let mut s = Streams::<u32>::default();
-        s.open(Role::Caller, 7, Some(small()), None);
-        for n in [2, 1, 3] {
-            s.on_item(Role::Caller, n, None, item(7, n, &[n as u8]))
-                .unwrap();
-        }
-        let mut got = Vec::new();
-        while let Next::Item(m, _) = s.next(Role::Caller, 7, || 0) {
-            got.push(m.body[0]);
-        }
-        assert_eq!(got, [1, 2, 3]);
-        assert!(
-            s.on_end(Role::Caller, 7, 4, None).is_some(),
-            "the reader waits"
-        );
-        assert!(
-            matches!(s.next(Role::Caller, 7, || 0), Next::Wait(_)),
-            "item 4 is due"
-        );
-        s.on_item(Role::Caller, 4, None, item(7, 4, b"")).unwrap();
-        assert!(matches!(s.next(Role::Caller, 7, || 0), Next::Item(..)));
-        assert!(matches!(s.next(Role::Caller, 7, || 0), Next::End(None)));
-    }
-
-    #[test]
-    fn an_item_past_the_credit_or_twice_breaks_the_protocol() {
-        let mut s = Streams::<u32>::default();
-        s.open(Role::Caller, 7, Some(small()), None);
-        assert!(
-            s.on_item(Role::Caller, 5, None, item(7, 5, b"")).is_err(),
-            "4 items allowed"
-        );
-        s.on_item(Role::Caller, 1, None, item(7, 1, &[0; 60]))
-            .unwrap();
-        assert!(
-            s.on_item(Role::Caller, 1, None, item(7, 1, b"")).is_err(),
-            "twice"
-        );
-        assert!(
-            s.on_item(Role::Caller, 2, None, item(7, 2, &[0; 41]))
-                .is_err(),
-            "101 bytes"
-        );
-        // A stream never opened, or closed: dropped, not an error.
-        assert!(matches!(
-            s.on_item(Role::Callee, 1, None, item(7, 1, b"")),
-            Ok(None)
-        ));
-    }
-
-    #[test]
-    fn reading_half_the_window_grants_it_again() {
-        let mut s = Streams::<u32>::default();
-        s.open(Role::Caller, 7, Some(small()), None);
-        for n in 1..=4 {
-            s.on_item(Role::Caller, n, None, item(7, n, &[0; 10]))
-                .unwrap();
-        }
-        let grants: Vec<_> = (0..4)
-            .map(|_| match s.next(Role::Caller, 7, || 0) {
-                Next::Item(_, grant) => grant,
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(grants[0], None);
-        assert_eq!(
-            grants[1],
-            Some(Window {
-                items: 6,
-                bytes: 120
-            }),
-            "2 read + 4"
-        );
-        assert_eq!(grants[2], None);
-        assert_eq!(
-            grants[3],
-            Some(Window {
-                items: 8,
-                bytes: 140
-            })
-        );
-        // Item 8 now fits; 9 does not.
-        for n in 5..=8 {
-            s.on_item(Role::Caller, n, None, item(7, n, b"")).unwrap();
-        }
-        assert!(s.on_item(Role::Caller, 9, None, item(7, 9, b"")).is_err());
-    }
-
-    #[test]
-    fn a_sender_waits_for_credit_and_keeps_the_largest_grant() {
-        let mut s = Streams::<u32>::default();
-        s.open(
-            Role::Callee,
-            3,
-            None,
-            Some(Window {
-                items: 2,
-                bytes: 10,
-            }),
-        );
-        assert_eq!(s.take_credit(Role::Callee, 3, 4, || 1), Ok(1));
-        assert_eq!(
-            s.take_credit(Role::Callee, 3, 7, || 1),
-            Err(SendRefused::NoCredit),
-            "11 bytes"
-        );
-        assert_eq!(s.take_credit(Role::Callee, 3, 6, || 1), Ok(2));
-        assert_eq!(
-            s.take_credit(Role::Callee, 3, 0, || 2),
-            Err(SendRefused::NoCredit),
-            "2 items"
-        );
-        assert_eq!(
-            s.on_credit(Role::Callee, 3, 4, 40),
-            Some(2),
-            "the waiter wakes"
-        );
-        assert_eq!(
-            s.on_credit(Role::Callee, 3, 3, 20),
-            None,
-            "an older grant changes nothing"
-        );
-        assert_eq!(s.take_credit(Role::Callee, 3, 30, || 3), Ok(3));
-        s.untake_credit(Role::Callee, 3, 30);
-        assert_eq!(
-            s.take_credit(Role::Callee, 3, 30, || 3),
-            Ok(3),
-            "given back"
-        );
-        assert_eq!(s.sent(Role::Callee, 3), 3);
-        // The connection ends: the sender's direction is over.
-        assert_eq!(
-            s.break_all(&Status::connection_closed("gone")),
-            Vec::<u32>::new()
-        );
-        assert_eq!(
-            s.take_credit(Role::Callee, 3, 0, || 3),
-            Err(SendRefused::Gone)
-        );
-        assert_eq!(s.close(Role::Callee, 3), Vec::<u32>::new());
-        assert!(!s.is_open(Role::Callee, 3));
-    }
-
-    #[test]
-    fn a_failed_end_is_read_after_the_items() {
-        let mut s = Streams::<u32>::default();
-        s.open(Role::Callee, 1, Some(small()), None);
-        s.on_item(Role::Callee, 1, None, item(1, 1, b"a")).unwrap();
-        let failed = Some(Status::internal("gave up"));
-        s.on_item(Role::Callee, 1, Some(failed), item(1, 1, b""))
-            .unwrap();
-        assert!(matches!(s.next(Role::Callee, 1, || 0), Next::Item(..)));
-        assert!(matches!(s.next(Role::Callee, 1, || 0), Next::End(Some(_))));
-        assert!(matches!(s.next(Role::Callee, 9, || 0), Next::Gone));
-    }
-
-    #[test]
-    fn a_broken_connection_still_hands_over_what_came_then_fails() {
-        let mut s = Streams::<u32>::default();
-        s.open(Role::Caller, 7, Some(small()), None);
-        s.on_item(Role::Caller, 1, None, item(7, 1, b"a")).unwrap();
-        s.break_all(&Status::connection_closed("gone"));
-        assert!(matches!(s.next(Role::Caller, 7, || 0), Next::Item(..)));
-        assert!(matches!(s.next(Role::Caller, 7, || 0), Next::End(Some(_))));
-        // A count past the credit fails the stream rather than waits.
-        s.open(Role::Caller, 8, Some(small()), None);
-        s.on_end(Role::Caller, 8, 99, None);
-        assert!(matches!(s.next(Role::Caller, 8, || 0), Next::End(Some(_))));
-        let end = Some(None);
-        assert!(s.on_item(Role::Caller, 99, end, item(8, 99, b"")).is_err());
-    }
-
-    #[test]
-    fn windows_read_and_write_as_the_spec_says() {
-        assert_eq!(Window::DEFAULT.value(), "256,16777216");
-        assert_eq!(Window::parse("4, 100"), Some(small()));
-        assert_eq!(Window::parse("4"), None);
-        assert_eq!(Window::parse("-1,5"), None);
-    }
-}
+mod tests;

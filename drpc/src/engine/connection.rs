@@ -536,11 +536,11 @@ impl Reader<'_> {
                     self.woken += 1;
                 }
             }
-            Event::Answered(waker) => {
-                if let Some(w) = waker {
-                    w.wake();
-                }
-            }
+            Event::Answered(waker) => waker.into_iter().for_each(std::task::Waker::wake),
+            Event::Streamed(wakers) => wakers
+                .into_iter()
+                .flatten()
+                .for_each(std::task::Waker::wake),
             Event::Cancelled(seq) => self.link.cancel_handler(seq),
             Event::Hello(writer) => self.link.heard_hello(writer),
             Event::Notice(status) if wire::is_going_away(&status) => {

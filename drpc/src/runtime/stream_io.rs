@@ -14,21 +14,23 @@ use std::time::Instant;
 
 impl Link {
     /// Starts a stream call of this side (its seq is set here), with its
-    /// stream open before its frame can go out; waits for room in the
-    /// write queue until `deadline`.
+    /// stream open before its frame can go out: it reads items under
+    /// `receive`, and sends them when `sends`. Waits for room in the write
+    /// queue until `deadline`.
     ///
     /// Errors: as [`Link::send`].
     pub(crate) async fn start_stream_call(
         &self,
         msg: &mut Message,
         deadline: Instant,
-        receive: Window,
+        receive: Option<Window>,
+        sends: bool,
     ) -> Result<u32, Status> {
         let method = msg.header.service_method.clone();
         let wait = poll_fn(|cx| {
             let started = self
                 .core()
-                .start_stream_call(msg, deadline, receive, || cx.waker().clone());
+                .start_stream_call(msg, deadline, receive, sends, || cx.waker().clone());
             match started {
                 Err(QueueError::Full) => Poll::Pending,
                 Err(QueueError::Closed(status)) => Poll::Ready(Err(status)),
@@ -121,10 +123,26 @@ impl Link {
         }
     }
 
-    /// Opens the stream of the peer's call `seq`, which this side handles
-    /// and sends items on under `send`.
-    pub(crate) fn open_callee_stream(&self, seq: u32, send: Window) {
-        self.core().open_callee_stream(seq, send);
+    /// Opens the stream of the peer's call `seq`, which this side handles:
+    /// it sends items under `send`, and reads them under `receive` (its
+    /// first credit goes now).
+    pub(crate) fn open_callee_stream(
+        &self,
+        seq: u32,
+        send: Option<Window>,
+        receive: Option<Window>,
+    ) {
+        let writer = self.core().open_callee_stream(seq, send, receive);
+        if let Some(w) = writer {
+            w.wake();
+        }
+    }
+
+    /// Ends this side's direction of its stream call `seq`, failed with
+    /// `status` if given; the end goes once the callee has granted credit.
+    pub(crate) fn end_items(&self, seq: u32, status: Option<Status>) {
+        let woken = self.core().end_items(seq, status);
+        woken.into_iter().flatten().for_each(Waker::wake);
     }
 
     /// Forgets a stream; whoever waits on it wakes and finds it gone.

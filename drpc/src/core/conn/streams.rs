@@ -4,7 +4,8 @@
 
 use super::{ConnCore, Event, QueueError, Started};
 use crate::core::features::Peer;
-use crate::core::streams::{Next, Role, SendRefused, Window};
+use crate::core::inflight::{Completed, Outcome};
+use crate::core::streams::{EndSend, Next, Role, SendRefused, Window};
 use crate::values::Status;
 use drpc_proto::{flag, Header, Message};
 use std::time::Instant;
@@ -46,12 +47,14 @@ impl<W> ConnCore<W> {
 
     /// Starts a stream call of this side, as [`ConnCore::start_call`] does
     /// a call, with its stream open before its frame can go out: this side
-    /// reads the callee's items under `receive`.
+    /// reads the callee's items under `receive`, and with `sends`, sends
+    /// items once the callee's first credit comes.
     pub(crate) fn start_stream_call(
         &mut self,
         msg: &mut Message,
         deadline: Instant,
-        receive: Window,
+        receive: Option<Window>,
+        sends: bool,
         waiter: impl FnOnce() -> W,
     ) -> Result<Started<W>, QueueError> {
         self.may_send(waiter)?;
@@ -59,7 +62,8 @@ impl<W> ConnCore<W> {
         msg.header.seq = seq;
         self.out.push(msg).map_err(QueueError::Encode)?;
         let earlier = self.calls.insert(seq, deadline);
-        self.streams.open(Role::Caller, seq, Some(receive), None);
+        let send = sends.then_some(Window { items: 0, bytes: 0 });
+        self.streams.open(Role::Caller, seq, receive, send);
         Ok(Started {
             seq,
             earlier,
@@ -69,9 +73,32 @@ impl<W> ConnCore<W> {
     }
 
     /// Opens the stream of the peer's call `seq`, which this side handles:
-    /// it sends items under the caller's first window.
-    pub(crate) fn open_callee_stream(&mut self, seq: u32, send: Window) {
-        self.streams.open(Role::Callee, seq, None, Some(send));
+    /// it sends items under the caller's first window `send`, and reads
+    /// the caller's under `receive`, whose first credit is queued here.
+    /// Returns the writer to wake.
+    pub(crate) fn open_callee_stream(
+        &mut self,
+        seq: u32,
+        send: Option<Window>,
+        receive: Option<Window>,
+    ) -> Option<W> {
+        self.streams.open(Role::Callee, seq, receive, send);
+        let w = receive?;
+        self.force(&Message::credit(seq, 0, w.items, w.bytes))
+    }
+
+    /// Ends this side's direction of a stream it calls (failed with
+    /// `status`): the end goes now, or with the callee's first credit.
+    /// Returns the wakers: a waiting sender's, and the writer's.
+    pub(crate) fn end_items(&mut self, seq: u32, status: Option<Status>) -> [Option<W>; 2] {
+        let (end, waiter) = self.streams.end_send(Role::Caller, seq, status.clone());
+        let writer = match end {
+            EndSend::Now(items) if self.ended.is_none() => {
+                self.force(&end_frame(seq, items, status))
+            }
+            _ => None,
+        };
+        [waiter, writer]
     }
 
     /// Forgets a stream; returns the waiters to wake.
@@ -93,7 +120,9 @@ impl<W> ConnCore<W> {
             let Some(bytes) = msg.credit_bytes() else {
                 return Event::Fatal(Status::bad_message("a credit whose body is not 8 bytes"));
             };
-            return Event::Answered(self.streams.on_credit(role, seq, count, bytes));
+            let (waiter, end) = self.streams.on_credit(role, seq, count, bytes);
+            let writer = end.and_then(|(items, status)| self.force(&end_frame(seq, items, status)));
+            return Event::Streamed([waiter, writer]);
         }
         if h.flags & flag::END != 0 && role == Role::Caller {
             return Event::Fatal(Status::bad_message(
@@ -116,9 +145,21 @@ impl<W> ConnCore<W> {
         }
     }
 
-    /// The reply to a stream call of this side ends the callee's items:
-    /// how many it sent, and whether it failed.
-    pub(super) fn on_stream_reply(&mut self, h: &Header) -> Option<W> {
+    /// The reply to a stream call of this side: it ends the call, the
+    /// callee's items (after as many as it counts) and this side's.
+    pub(super) fn on_stream_reply(&mut self, msg: Box<Message>) -> Event<W> {
+        let h = &msg.header;
+        let (seq, reader) = (h.seq, self.items_counted(h));
+        let sender = self.streams.stop_sending(Role::Caller, seq);
+        // The stream's reader and the call's waiter are one task.
+        match self.calls.complete(seq, Outcome::Reply(msg)) {
+            Completed::Wake(w) => Event::Streamed([w.or(reader), sender]),
+            Completed::NotWaiting => Event::Streamed([reader, sender]),
+        }
+    }
+
+    /// How many items a stream reply says were sent, and whether it failed.
+    fn items_counted(&mut self, h: &Header) -> Option<W> {
         let items = h
             .meta
             .get(ITEMS_KEY)
@@ -199,4 +240,15 @@ impl<W> ConnCore<W> {
     pub(crate) fn items_sent(&self, role: Role, seq: u32) -> u32 {
         self.streams.sent(role, seq)
     }
+}
+
+/// The end of a caller's direction after `items` items, failed with
+/// `status` if given.
+fn end_frame(seq: u32, items: u32, status: Option<Status>) -> Message {
+    let mut header = Header::items_end(seq, items);
+    if let Some(status) = status {
+        header.status_code = status.code().0;
+        header.status_message = status.message().to_string().into();
+    }
+    Message::new(header, bytes::Bytes::new())
 }

@@ -1,0 +1,269 @@
+//! Streams (docs/PROTOCOL.md section 3.4): calls that carry a sequence of
+//! items besides their argument and reply, from the callee (a server
+//! stream), from the caller (a client stream), or both (bidirectional).
+//!
+//! A caller opens one with [`Session::stream`], [`Session::client_stream`]
+//! or [`Session::bidi_stream`]; a callee serves it with a handler from
+//! [`Router::server_stream`](crate::Router::server_stream),
+//! [`Router::client_stream`](crate::Router::client_stream) or
+//! [`Router::bidi_stream`](crate::Router::bidi_stream). Either side reads
+//! items as [`Items`] and sends them through an [`ItemSink`]; a client
+//! stream's single answer is a [`StreamReply`]. Items go under credit: a
+//! side that reads slowly holds its peer's sends back, so neither buffers
+//! more than the window (256 items, 16 MiB, per direction).
+
+mod call;
+mod handlers;
+mod items;
+mod reply;
+mod sink;
+
+pub use items::Items;
+pub use reply::StreamReply;
+pub use sink::ItemSink;
+
+use crate::core::conn::streams::{STREAM_KEY, WINDOW_KEY};
+use crate::core::streams::Window;
+use crate::runtime::link::Link;
+use crate::session::calls::deadline_after;
+use crate::session::Session;
+use crate::values::{CallOptions, Config, Status};
+use call::StreamCall;
+use drpc_proto::{Header, Message};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Which way a stream's items go: the value of `drpc-stream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Server,
+    Client,
+    Bidi,
+}
+
+impl Kind {
+    fn value(self) -> &'static str {
+        match self {
+            Kind::Server => "server",
+            Kind::Client => "client",
+            Kind::Bidi => "bidi",
+        }
+    }
+
+    /// Whether the callee sends items.
+    fn callee_sends(self) -> bool {
+        self != Kind::Client
+    }
+
+    /// Whether the caller sends items.
+    fn caller_sends(self) -> bool {
+        self != Kind::Server
+    }
+}
+
+/// The window a side grants a stream it reads: the default, or two frames
+/// when the frame limit is larger, so any item fits in half of it (docs/
+/// PROTOCOL.md 3.4: a grant comes once half is read).
+fn receive_window(config: &Config) -> Window {
+    Window {
+        bytes: Window::DEFAULT.bytes.max(2 * config.max_frame_len as u64),
+        ..Window::DEFAULT
+    }
+}
+
+/// A stream call of this side, once its frame is queued.
+struct Opened {
+    link: Arc<Link>,
+    seq: u32,
+    deadline: Instant,
+    codec: drpc_codec::CodecId,
+}
+
+impl Session {
+    /// Calls `service_method` as a server stream with `arg`: the callee's
+    /// items arrive as [`Items`], then its reply ends them. The call's
+    /// deadline (`opts`, or the endpoint's default of 30 s) bounds the
+    /// whole stream, so give a long-lived one a long timeout; dropping the
+    /// [`Items`] cancels the call at the peer.
+    ///
+    /// Errors: as [`Session::call_with`], for the call that opens it; 405
+    /// when the peer did not say it takes streams (docs/PROTOCOL.md 3.2);
+    /// 408 when the deadline passes before the peer said.
+    ///
+    /// The endpoint's plugins do not see a stream call on this side yet
+    /// (their call hooks are not run for it); the callee's do, as a call.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: drpc::Session) -> Result<(), drpc::Status> {
+    /// use drpc::CallOptions;
+    ///
+    /// let mut ticks = session.stream::<_, u64>("/ticks", &10u32, CallOptions::new()).await?;
+    /// while let Some(tick) = ticks.next().await {
+    ///     println!("tick {}", tick?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream<A, T>(
+        &self,
+        service_method: &str,
+        arg: &A,
+        opts: CallOptions,
+    ) -> Result<Items<T>, Status>
+    where
+        A: Serialize + ?Sized,
+        T: DeserializeOwned,
+    {
+        let opened = self
+            .open_stream(Kind::Server, service_method, arg, opts)
+            .await?;
+        Ok(Items::of_caller(self, StreamCall::new(&opened)))
+    }
+
+    /// Calls `service_method` as a client stream with `arg`: this side
+    /// sends items through the [`ItemSink`], ends them with
+    /// [`ItemSink::end`], and the callee answers once with the
+    /// [`StreamReply`]. Items go once the callee has started handling the
+    /// call and granted credit. The call's deadline bounds the whole
+    /// stream; dropping the [`StreamReply`] cancels the call at the peer,
+    /// and dropping the sink without ending it fails this side's items
+    /// (the callee reads 499).
+    ///
+    /// Errors: as [`Session::stream`].
+    ///
+    /// ```no_run
+    /// # async fn demo(session: drpc::Session) -> Result<(), drpc::Status> {
+    /// use drpc::CallOptions;
+    ///
+    /// let (sink, reply) = session
+    ///     .client_stream::<_, u64, u64>("/sum", &(), CallOptions::new())
+    ///     .await?;
+    /// for n in 1..=10 {
+    ///     sink.send(&n).await?;
+    /// }
+    /// sink.end();
+    /// assert_eq!(reply.await?.value, 55);
+    /// # Ok(()) }
+    /// ```
+    pub async fn client_stream<A, T, R>(
+        &self,
+        service_method: &str,
+        arg: &A,
+        opts: CallOptions,
+    ) -> Result<(ItemSink<T>, StreamReply<R>), Status>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let opened = self
+            .open_stream(Kind::Client, service_method, arg, opts)
+            .await?;
+        let sink = ItemSink::of_caller(self, &opened);
+        let reply = StreamReply::new(self, StreamCall::new(&opened), service_method);
+        Ok((sink, reply))
+    }
+
+    /// Calls `service_method` as a bidirectional stream with `arg`: both
+    /// sides send items, this one through the [`ItemSink`] (ended with
+    /// [`ItemSink::end`]), the callee's arriving as [`Items`] until its
+    /// reply ends the call. The two directions run independently, each
+    /// under its own credit. Dropping the [`Items`] cancels the call at
+    /// the peer.
+    ///
+    /// Errors: as [`Session::stream`].
+    ///
+    /// ```no_run
+    /// # async fn demo(session: drpc::Session) -> Result<(), drpc::Status> {
+    /// use drpc::CallOptions;
+    ///
+    /// let (sink, mut echoes) = session
+    ///     .bidi_stream::<_, String, String>("/chat", &(), CallOptions::new())
+    ///     .await?;
+    /// sink.send(&"hello".to_string()).await?;
+    /// println!("{:?}", echoes.next().await);
+    /// sink.end();
+    /// while let Some(echo) = echoes.next().await {
+    ///     println!("{}", echo?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn bidi_stream<A, T, U>(
+        &self,
+        service_method: &str,
+        arg: &A,
+        opts: CallOptions,
+    ) -> Result<(ItemSink<T>, Items<U>), Status>
+    where
+        A: Serialize + ?Sized,
+        U: DeserializeOwned,
+    {
+        let opened = self
+            .open_stream(Kind::Bidi, service_method, arg, opts)
+            .await?;
+        let sink = ItemSink::of_caller(self, &opened);
+        Ok((sink, Items::of_caller(self, StreamCall::new(&opened))))
+    }
+
+    /// Opens a stream call of `kind`: its stream is open before its frame
+    /// can go out.
+    async fn open_stream<A: Serialize + ?Sized>(
+        &self,
+        kind: Kind,
+        service_method: &str,
+        arg: &A,
+        opts: CallOptions,
+    ) -> Result<Opened, Status> {
+        let config = &self.shared.ep.config;
+        let codec = opts.codec.unwrap_or(config.default_codec);
+        let timeout = opts.timeout.unwrap_or(config.default_timeout);
+        let deadline = deadline_after(timeout);
+        let body = config.codecs.encode(codec, arg).map_err(|e| {
+            Status::bad_message(format!(
+                "cannot encode the argument of {service_method} as {codec}: {e}"
+            ))
+        })?;
+        let link = self.usable_link(deadline, service_method).await?;
+        // A dialer learns what the peer takes from the answer to its hello.
+        if link.core().hello_pending() {
+            tokio::select! {
+                _ = link.hello.cancelled() => {}
+                _ = link.finished.cancelled() => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    return Err(Status::deadline_exceeded(format!(
+                        "{service_method}: the peer did not answer the hello within the deadline"
+                    )));
+                }
+            }
+        }
+        if !link.core().streams_on() {
+            return Err(Status::type_not_allowed(format!(
+                "{service_method}: the peer did not say it takes streams (docs/PROTOCOL.md 3.2)"
+            )));
+        }
+        let receive = kind.callee_sends().then(|| receive_window(config));
+        let mut header = Header::call(0, service_method);
+        header.codec = codec;
+        header.timeout = Some(timeout);
+        header.meta = opts.meta;
+        header.meta.insert(STREAM_KEY, kind.value());
+        if let Some(window) = receive {
+            header.meta.insert(WINDOW_KEY, window.value().as_str());
+        }
+        // No plugin's call hooks run for it yet: a plugin that keeps state
+        // from `before_write_call` frees it in `after_call_end`, which a
+        // stream does not run (the stream's open and close are to get hooks
+        // of their own).
+        let mut msg = Message::new(header, body);
+        let sends = kind.caller_sends();
+        let seq = link
+            .start_stream_call(&mut msg, deadline, receive, sends)
+            .await?;
+        Ok(Opened {
+            link,
+            seq,
+            deadline,
+            codec,
+        })
+    }
+}

@@ -1,0 +1,207 @@
+//! Client and bidirectional streams (docs/PROTOCOL.md section 3.4), on
+//! every transport: the caller's items under the callee's credit, their
+//! end (well, failed, or dropped), an answer before the end, and a
+//! handler that stops reading holding its caller back.
+
+use super::common::*;
+use drpc::{CallCtx, CallOptions, Code, ItemSink, Items, Router, Status};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `/sum` adds the caller's items; `/first` answers with the first item
+/// and reads no more; `/stall` reads 10 items and then waits to be
+/// cancelled; `/echo_items` sends each item back, then its own count.
+fn two_way() -> Router {
+    let mut r = test_router();
+    r.client_stream(
+        "/sum",
+        |_: CallCtx, start: u64, mut items: Items<u64>| async move {
+            let mut sum = start;
+            while let Some(n) = items.next().await {
+                sum += n?;
+            }
+            Ok::<_, Status>(sum)
+        },
+    )
+    .unwrap();
+    r.client_stream(
+        "/first",
+        |_: CallCtx, _: (), mut items: Items<u64>| async move {
+            match items.next().await {
+                Some(first) => first,
+                None => Err(Status::bad_message("no item")),
+            }
+        },
+    )
+    .unwrap();
+    r.client_stream(
+        "/stall",
+        |ctx: CallCtx, _: (), mut items: Items<Vec<u8>>| async move {
+            for _ in 0..10 {
+                items.next().await.transpose()?;
+            }
+            ctx.cancelled().await;
+            Ok::<_, Status>(())
+        },
+    )
+    .unwrap();
+    r.bidi_stream(
+        "/echo_items",
+        |ctx: CallCtx, _: (), mut items: Items<String>, out: ItemSink<String>| async move {
+            let mut n = 0u64;
+            while let Some(item) = items.next().await {
+                out.send(&item?).await?;
+                n += 1;
+            }
+            ctx.set_reply_meta("echoed", &n.to_string());
+            Ok::<_, Status>(())
+        },
+    )
+    .unwrap();
+    r
+}
+
+/// A thousand items are summed and answered once; a caller that drops
+/// its sink without ending it fails the handler's read with 499; a caller
+/// that ends with an error passes it on.
+pub async fn a_client_stream_sends_every_item_and_gets_one_answer(t: Transport) {
+    let p = t.pair(two_way(), Router::new()).await;
+    let (sink, reply) = p
+        .session
+        .client_stream::<_, u64, u64>("/sum", &5u64, CallOptions::new())
+        .await
+        .unwrap();
+    for n in 1..=1000u64 {
+        within("a send", sink.send(&n)).await.unwrap();
+    }
+    sink.end();
+    let reply = within("the answer", reply).await.unwrap();
+    assert_eq!(reply.value, 5 + 500_500);
+    assert_eq!(reply.meta.get("drpc-items"), Some("0"));
+    // A sink dropped half way: the handler reads 499 and returns it.
+    let (sink, reply) = p
+        .session
+        .client_stream::<_, u64, u64>("/sum", &0u64, CallOptions::new())
+        .await
+        .unwrap();
+    sink.send(&1).await.unwrap();
+    drop(sink);
+    let err = within("the answer", reply).await.unwrap_err();
+    assert_eq!(err.code(), Code::CANCELED, "{err}");
+    assert!(err.message().contains("without ending"), "{err}");
+    // Failed on purpose, before any credit could have come.
+    let (sink, reply) = p
+        .session
+        .client_stream::<_, u64, u64>("/sum", &0u64, CallOptions::new())
+        .await
+        .unwrap();
+    sink.fail(Status::new(Code(1234), "the source ran dry"));
+    let err = within("the answer", reply).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code(1234), "the source ran dry")
+    );
+    p.close().await;
+}
+
+/// A handler may answer before the caller ends: the caller's later sends
+/// fail, and a client stream to a server stream route is refused.
+pub async fn a_client_stream_may_be_answered_before_its_end(t: Transport) {
+    let p = t.pair(two_way(), Router::new()).await;
+    let (sink, reply) = p
+        .session
+        .client_stream::<_, u64, u64>("/first", &(), CallOptions::new())
+        .await
+        .unwrap();
+    sink.send(&42).await.unwrap();
+    assert_eq!(within("the answer", reply).await.unwrap().value, 42);
+    let err = within("a send after the answer", sink.send(&43))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::CONNECTION_CLOSED, "{err}");
+    // The wrong kind of stream for the route.
+    let (_sink, reply) = p
+        .session
+        .client_stream::<_, u64, u64>("/echo_items", &(), CallOptions::new())
+        .await
+        .unwrap();
+    let err = within("the refusal", reply).await.unwrap_err();
+    assert_eq!(err.code(), Code::BAD_MESSAGE, "{err}");
+    assert!(err.message().contains("bidi stream"), "{err}");
+    p.close().await;
+}
+
+/// Both directions at once, in step: each item comes back before the
+/// next goes; the caller's end ends the handler's reads, and its reply
+/// ends the caller's.
+pub async fn a_bidi_stream_runs_both_ways_in_step(t: Transport) {
+    let p = t.pair(two_way(), Router::new()).await;
+    let (sink, mut echoes) = p
+        .session
+        .bidi_stream::<_, String, String>("/echo_items", &(), CallOptions::new())
+        .await
+        .unwrap();
+    for i in 0..300 {
+        let line = format!("line {i}");
+        within("a send", sink.send(&line)).await.unwrap();
+        let echo = within("its echo", echoes.next()).await.unwrap().unwrap();
+        assert_eq!(echo, line);
+    }
+    sink.end();
+    assert!(within("the end", echoes.next()).await.is_none());
+    let trailers = echoes.trailers().unwrap();
+    assert_eq!(trailers.get("echoed"), Some("300"));
+    assert_eq!(trailers.get("drpc-items"), Some("300"));
+    p.close().await;
+}
+
+/// A handler that stops reading stops its caller's sends within one
+/// window (256 items); dropping the reply cancels it, and the caller's
+/// sends then fail rather than wait.
+pub async fn a_handler_that_stops_reading_holds_its_caller_back(t: Transport) {
+    let p = t.pair(two_way(), Router::new()).await;
+    let opts = CallOptions::new().timeout(Duration::from_secs(60));
+    let (sink, reply) = p
+        .session
+        .client_stream::<_, Vec<u8>, ()>("/stall", &(), opts)
+        .await
+        .unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counted = sent.clone();
+    let sender = tokio::spawn(async move {
+        let chunk = vec![7u8; 1024];
+        for _ in 0..1_000_000u64 {
+            sink.send(&chunk).await?;
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok::<_, Status>(())
+    });
+    within("the sender to stop", async {
+        loop {
+            let before = sent.load(Ordering::SeqCst);
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+            if before >= 256 && sent.load(Ordering::SeqCst) == before {
+                break;
+            }
+        }
+    })
+    .await;
+    let stalled = sent.load(Ordering::SeqCst);
+    assert!(stalled <= 10 + 256, "{stalled} items sent for 10 read");
+    drop(reply);
+    let err = within("the sender to fail", sender)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), Code::CONNECTION_CLOSED, "{err}");
+    within("the handler to stop", async {
+        while p.server.calls_running() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    p.close().await;
+}

@@ -146,7 +146,12 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
         Ok(routed) => routed,
         Err(status) => return answer.send(scopes, None, Err(status)),
     };
-    let timeout = msg.header.timeout.unwrap_or(ep.config.default_timeout);
+    let timeout = match msg.header.timeout {
+        Some(timeout) => timeout,
+        // A stream's timeout of 0 is none (docs/PROTOCOL.md 3.4).
+        None if msg.header.meta.get(STREAM_KEY).is_some() => MAX_DEADLINE_AHEAD,
+        None => ep.config.default_timeout,
+    };
     // The wire carries at most u32::MAX ms (about 49 days); a local default
     // is capped like a caller's.
     let deadline = arrived + timeout.min(MAX_DEADLINE_AHEAD);

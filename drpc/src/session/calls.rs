@@ -133,6 +133,11 @@ impl Session {
     where
         F: FnMut(&mut BytesMut) -> Result<(), ProtoError>,
     {
+        if opts.no_deadline {
+            return Err(Status::bad_message(format!(
+                "{method}: a plain call must have a deadline; no_deadline is for streams"
+            )));
+        }
         let config = &self.shared.ep.config;
         let timeout = opts.timeout.unwrap_or(config.default_timeout);
         let deadline = deadline_after(timeout);

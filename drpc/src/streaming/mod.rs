@@ -27,7 +27,7 @@ use crate::core::streams::Window;
 use crate::runtime::link::Link;
 use crate::session::calls::deadline_after;
 use crate::session::Session;
-use crate::values::{CallOptions, Config, Status};
+use crate::values::{CallOptions, Config, Status, MAX_DEADLINE_AHEAD};
 use call::StreamCall;
 use drpc_proto::{Header, Message};
 use serde::de::DeserializeOwned;
@@ -85,8 +85,8 @@ impl Session {
     /// Calls `service_method` as a server stream with `arg`: the callee's
     /// items arrive as [`Items`], then its reply ends them. The call's
     /// deadline (`opts`, or the endpoint's default of 30 s) bounds the
-    /// whole stream, so give a long-lived one a long timeout; dropping the
-    /// [`Items`] cancels the call at the peer.
+    /// whole stream, unless [`CallOptions::no_deadline`] says it has none;
+    /// dropping the [`Items`] cancels the call at the peer.
     ///
     /// Errors: as [`Session::call_with`], for the call that opens it; 405
     /// when the peer did not say it takes streams (docs/PROTOCOL.md 3.2);
@@ -216,7 +216,10 @@ impl Session {
     ) -> Result<Opened, Status> {
         let config = &self.shared.ep.config;
         let codec = opts.codec.unwrap_or(config.default_codec);
-        let timeout = opts.timeout.unwrap_or(config.default_timeout);
+        let timeout = match opts.no_deadline {
+            true => MAX_DEADLINE_AHEAD,
+            false => opts.timeout.unwrap_or(config.default_timeout),
+        };
         let deadline = deadline_after(timeout);
         let body = config.codecs.encode(codec, arg).map_err(|e| {
             Status::bad_message(format!(
@@ -244,7 +247,8 @@ impl Session {
         let receive = kind.callee_sends().then(|| receive_window(config));
         let mut header = Header::call(0, service_method);
         header.codec = codec;
-        header.timeout = Some(timeout);
+        // 0 on the wire: a stream with no deadline.
+        header.timeout = (!opts.no_deadline).then_some(timeout);
         header.meta = opts.meta;
         header.meta.insert(STREAM_KEY, kind.value());
         if let Some(window) = receive {

@@ -19,6 +19,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
     pub(crate) timeout: Option<Duration>,
+    /// A stream with no deadline ([`CallOptions::no_deadline`]).
+    pub(crate) no_deadline: bool,
     pub(crate) codec: Option<CodecId>,
     pub(crate) meta: Meta,
 }
@@ -70,7 +72,33 @@ impl CallOptions {
     /// [`Config::default_timeout`](crate::Config::default_timeout).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self.no_deadline = false;
         self
+    }
+
+    /// Gives a stream no deadline (this replaces any timeout): it lasts
+    /// until a side ends it, the caller cancels it, or its connection
+    /// ends, as a subscription should. On the wire its timeout is 0, which
+    /// for a stream call means none (docs/PROTOCOL.md 3.4). For streams
+    /// only ([`Session::stream`](crate::Session::stream) and its kin): a
+    /// plain call made with it fails at once with 400, since a reply must
+    /// have a bound.
+    ///
+    /// ```
+    /// use drpc::CallOptions;
+    ///
+    /// let forever = CallOptions::new().no_deadline();
+    /// assert!(forever.has_no_deadline());
+    /// ```
+    pub fn no_deadline(mut self) -> Self {
+        self.timeout = None;
+        self.no_deadline = true;
+        self
+    }
+
+    /// Whether [`CallOptions::no_deadline`] was set.
+    pub fn has_no_deadline(&self) -> bool {
+        self.no_deadline
     }
 
     /// The timeout set with [`CallOptions::timeout`], if any (for code that

@@ -123,6 +123,12 @@ impl Link {
         }
     }
 
+    /// Opens the stream of this side's call `seq`, registered but not yet
+    /// sent (so a plugin could see it first).
+    pub(crate) fn open_caller_stream(&self, seq: u32, receive: Option<Window>, sends: bool) {
+        self.core().open_caller_stream(seq, receive, sends);
+    }
+
     /// Opens the stream of the peer's call `seq`, which this side handles:
     /// it sends items under `send`, and reads them under `receive` (its
     /// first credit goes now).

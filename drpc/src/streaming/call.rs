@@ -1,10 +1,13 @@
-//! The caller's hold on a stream call: its outcome, its deadline, and the
-//! cancel that goes out if it is dropped before the end.
+//! The caller's hold on a stream call: its outcome, its deadline, the
+//! plugins' state for it, and the cancel that goes out if it is dropped
+//! before the end.
 
 use super::Opened;
 use crate::core::inflight::Outcome;
 use crate::core::streams::Role;
+use crate::plugin::{CallEnd, MadeCall};
 use crate::runtime::link::Link;
+use crate::session::Session;
 use crate::values::Status;
 use drpc_proto::Message;
 use std::future::Future;
@@ -25,17 +28,56 @@ pub(super) struct StreamCall {
     /// items over QUIC).
     outcome: Option<Outcome>,
     done: bool,
+    hooks: Option<Hooks>,
+}
+
+/// What the endpoint's plugins keep of a stream call: they saw it made,
+/// and see its reply and its end, once.
+pub(super) struct Hooks {
+    pub(super) session: Session,
+    pub(super) method: String,
+    pub(super) started: tokio::time::Instant,
+    pub(super) scopes: Vec<Box<dyn MadeCall>>,
+}
+
+impl Hooks {
+    /// The reply came: the plugins may change it, or fail the call.
+    fn on_reply(&mut self, reply: &mut Message) -> Result<(), Status> {
+        for scope in self.scopes.iter_mut() {
+            scope.on_reply(reply)?;
+        }
+        let session = &self.session;
+        session
+            .plugins()
+            .try_each(|p| p.after_read_reply_header(session, reply))
+    }
+
+    /// The call ended with `status`.
+    pub(super) fn end(self, seq: u32, status: &Status) {
+        let end = CallEnd {
+            seq,
+            service_method: &self.method,
+            status,
+            elapsed: self.started.elapsed(),
+        };
+        for scope in self.scopes {
+            scope.end(&end);
+        }
+        let session = &self.session;
+        session.plugins().each(|p| p.after_call_end(session, &end));
+    }
 }
 
 impl StreamCall {
-    pub(super) fn new(opened: &Opened) -> Self {
+    pub(super) fn new(opened: Opened) -> Self {
         Self {
-            link: opened.link.clone(),
+            link: opened.link,
             seq: opened.seq,
             deadline: opened.deadline,
             late: None,
             outcome: None,
             done: false,
+            hooks: opened.hooks,
         }
     }
 
@@ -69,24 +111,30 @@ impl StreamCall {
         matches!(self.outcome, Some(Outcome::Reply(_)))
     }
 
-    /// The reply, once the items it counts are read (or the stream is
-    /// gone): the call is over here. `ended` is how the items ended, for
-    /// a call with no reply.
+    /// The successful reply, once the items it counts are read (or the
+    /// stream is gone): the call is over here. `ended` is how the items
+    /// ended, for a call with no reply. Errors: the callee's status, or
+    /// how the stream ended without a reply.
     pub(super) fn take_reply(&mut self, ended: Option<Status>) -> Result<Box<Message>, Status> {
         if self.outcome.is_none() {
             // The reply may have come between the two looks.
             self.outcome = self.link.core().calls.poll(self.seq, |_| {});
         }
-        match self.outcome.take() {
-            Some(Outcome::Reply(reply)) => {
+        let Some(Outcome::Reply(mut reply)) = self.outcome.take() else {
+            let status = ended
+                .unwrap_or_else(|| Status::connection_closed("the stream's connection is gone"));
+            return Err(self.finish(status));
+        };
+        if let Some(hooks) = self.hooks.as_mut() {
+            if let Err(status) = hooks.on_reply(&mut reply) {
+                return Err(self.finish(status));
+            }
+        }
+        match Link::reply_status(&reply) {
+            Some(status) => Err(self.finish(status)),
+            None => {
                 self.finish(Status::ok());
                 Ok(reply)
-            }
-            _ => {
-                let status = ended.unwrap_or_else(|| {
-                    Status::connection_closed("the stream's connection is gone")
-                });
-                Err(self.finish(status))
             }
         }
     }
@@ -112,6 +160,9 @@ impl StreamCall {
         self.done = true;
         self.link.close_stream(Role::Caller, self.seq);
         self.link.forget(self.seq);
+        if let Some(hooks) = self.hooks.take() {
+            hooks.end(self.seq, &status);
+        }
         status
     }
 }
@@ -122,6 +173,10 @@ impl Drop for StreamCall {
             self.link.close_stream(Role::Caller, self.seq);
             if self.outcome.is_none() {
                 self.link.cancel(self.seq);
+            }
+            if let Some(hooks) = self.hooks.take() {
+                let status = Status::canceled("the caller stopped reading the stream");
+                hooks.end(self.seq, &status);
             }
         }
     }

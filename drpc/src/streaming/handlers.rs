@@ -69,6 +69,7 @@ fn open<A: DeserializeOwned>(ctx: &CallCtx, kind: Kind) -> Result<(A, Opened, Se
         seq,
         deadline: ctx.deadline(),
         codec: ctx.codec(),
+        hooks: None,
     };
     Ok((arg, opened, serving))
 }

@@ -117,15 +117,9 @@ impl<T: DeserializeOwned> Items<T> {
                 let Some(call) = self.call.as_mut() else {
                     return Poll::Ready(ended.map(Err));
                 };
-                let outcome =
-                    call.take_reply(ended)
-                        .and_then(|reply| match Link::reply_status(&reply) {
-                            Some(status) => Err(status),
-                            None => Ok(reply.header.meta),
-                        });
-                Poll::Ready(match outcome {
-                    Ok(meta) => {
-                        self.trailers = Some(meta);
+                Poll::Ready(match call.take_reply(ended) {
+                    Ok(reply) => {
+                        self.trailers = Some(reply.header.meta);
                         None
                     }
                     Err(status) => Some(Err(status)),

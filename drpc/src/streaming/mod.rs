@@ -23,12 +23,12 @@ pub use reply::StreamReply;
 pub use sink::ItemSink;
 
 use crate::core::conn::streams::{STREAM_KEY, WINDOW_KEY};
-use crate::core::streams::Window;
+use crate::core::streams::{Role, Window};
 use crate::runtime::link::Link;
 use crate::session::calls::deadline_after;
 use crate::session::Session;
 use crate::values::{CallOptions, Config, Status, MAX_DEADLINE_AHEAD};
-use call::StreamCall;
+use call::{Hooks, StreamCall};
 use drpc_proto::{Header, Message};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -73,12 +73,15 @@ fn receive_window(config: &Config) -> Window {
     }
 }
 
-/// A stream call of this side, once its frame is queued.
+/// A stream call, as its sides see it once it is open: on the caller's
+/// side, once its frame is queued.
 struct Opened {
     link: Arc<Link>,
     seq: u32,
     deadline: Instant,
     codec: drpc_codec::CodecId,
+    /// The caller's plugins, which see the call end.
+    hooks: Option<Hooks>,
 }
 
 impl Session {
@@ -92,8 +95,11 @@ impl Session {
     /// when the peer did not say it takes streams (docs/PROTOCOL.md 3.2);
     /// 408 when the deadline passes before the peer said.
     ///
-    /// The endpoint's plugins do not see a stream call on this side yet
-    /// (their call hooks are not run for it); the callee's do, as a call.
+    /// Plugins see a stream as the call it is, from its open to its end:
+    /// on this side `before_write_call` and `make_call` as it opens,
+    /// `after_read_reply_header` for the reply that ends it, and
+    /// `after_call_end` exactly once when it ends, however it ends; on the
+    /// callee's, the hooks of a handled call (docs/PLUGINS.md).
     ///
     /// ```no_run
     /// # async fn demo(session: drpc::Session) -> Result<(), drpc::Status> {
@@ -118,7 +124,7 @@ impl Session {
         let opened = self
             .open_stream(Kind::Server, service_method, arg, opts)
             .await?;
-        Ok(Items::of_caller(self, StreamCall::new(&opened)))
+        Ok(Items::of_caller(self, StreamCall::new(opened)))
     }
 
     /// Calls `service_method` as a client stream with `arg`: this side
@@ -160,7 +166,7 @@ impl Session {
             .open_stream(Kind::Client, service_method, arg, opts)
             .await?;
         let sink = ItemSink::of_caller(self, &opened);
-        let reply = StreamReply::new(self, StreamCall::new(&opened), service_method);
+        let reply = StreamReply::new(self, StreamCall::new(opened), service_method);
         Ok((sink, reply))
     }
 
@@ -202,7 +208,7 @@ impl Session {
             .open_stream(Kind::Bidi, service_method, arg, opts)
             .await?;
         let sink = ItemSink::of_caller(self, &opened);
-        Ok((sink, Items::of_caller(self, StreamCall::new(&opened))))
+        Ok((sink, Items::of_caller(self, StreamCall::new(opened))))
     }
 
     /// Opens a stream call of `kind`: its stream is open before its frame
@@ -254,12 +260,11 @@ impl Session {
         if let Some(window) = receive {
             header.meta.insert(WINDOW_KEY, window.value().as_str());
         }
-        // No plugin's call hooks run for it yet: a plugin that keeps state
-        // from `before_write_call` frees it in `after_call_end`, which a
-        // stream does not run (the stream's open and close are to get hooks
-        // of their own).
         let mut msg = Message::new(header, body);
         let sends = kind.caller_sends();
+        if !self.plugins().is_empty() {
+            return self.open_hooked(link, msg, deadline, receive, sends).await;
+        }
         let seq = link
             .start_stream_call(&mut msg, deadline, receive, sends)
             .await?;
@@ -268,6 +273,89 @@ impl Session {
             seq,
             deadline,
             codec,
+            hooks: None,
         })
+    }
+
+    /// Opens a stream call as a plain call is made when the endpoint has
+    /// plugins: its seq first, then their hooks on the message
+    /// (`before_write_call`, `make_call`), then its stream and its frame.
+    /// From the seq on, their `after_call_end` runs exactly once: when the
+    /// stream ends, or here if it fails to open.
+    async fn open_hooked(
+        &self,
+        link: Arc<Link>,
+        mut msg: Message,
+        deadline: Instant,
+        receive: Option<Window>,
+        sends: bool,
+    ) -> Result<Opened, Status> {
+        let seq = link.register_call(deadline);
+        msg.header.seq = seq;
+        let mut opening = Opening {
+            link: link.clone(),
+            seq,
+            hooks: Some(Hooks {
+                session: self.clone(),
+                method: msg.header.service_method.to_string(),
+                started: tokio::time::Instant::now(),
+                scopes: Vec::new(),
+            }),
+        };
+        let sent = async {
+            for p in self.plugins().iter() {
+                p.before_write_call(self, &mut msg)?;
+                if let Some(scope) = p.make_call(self, &mut msg)? {
+                    opening.scopes().push(scope);
+                }
+            }
+            link.open_caller_stream(seq, receive, sends);
+            link.send(&msg, deadline).await
+        };
+        if let Err(status) = sent.await {
+            opening.fail(&status);
+            return Err(status);
+        }
+        let hooks = opening.hooks.take();
+        let header = &msg.header;
+        self.plugins().each(|p| p.after_write_call(self, header));
+        Ok(Opened {
+            link,
+            seq,
+            deadline,
+            codec: msg.header.codec,
+            hooks,
+        })
+    }
+}
+
+/// A stream call with plugins until its frame is queued: if it fails, or
+/// its caller stops waiting, its seq and stream are freed and the plugins
+/// see it end.
+struct Opening {
+    link: Arc<Link>,
+    seq: u32,
+    hooks: Option<Hooks>,
+}
+
+impl Opening {
+    fn scopes(&mut self) -> &mut Vec<Box<dyn crate::plugin::MadeCall>> {
+        &mut self.hooks.as_mut().expect("kept until the end").scopes
+    }
+
+    fn fail(&mut self, status: &Status) {
+        if let Some(hooks) = self.hooks.take() {
+            self.link.close_stream(Role::Caller, self.seq);
+            self.link.forget(self.seq);
+            hooks.end(self.seq, status);
+        }
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.fail(&Status::canceled(
+            "the caller stopped waiting for the stream to open",
+        ));
     }
 }

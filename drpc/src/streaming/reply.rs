@@ -1,7 +1,6 @@
 //! [`StreamReply`]: the single answer to a client stream.
 
 use super::call::StreamCall;
-use crate::runtime::link::Link;
 use crate::session::Session;
 use crate::values::{decode_body, Reply, Status};
 use serde::de::DeserializeOwned;
@@ -50,9 +49,6 @@ impl<R: DeserializeOwned> Future for StreamReply<R> {
             return Poll::Pending;
         }
         let reply = this.call.take_reply(None)?;
-        if let Some(status) = Link::reply_status(&reply) {
-            return Poll::Ready(Err(status));
-        }
         let codecs = &this.session.shared.ep.config.codecs;
         let value = decode_body(codecs, reply.header.codec, &reply.body, &this.method)?;
         Poll::Ready(Ok(Reply {

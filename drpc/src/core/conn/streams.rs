@@ -62,14 +62,21 @@ impl<W> ConnCore<W> {
         msg.header.seq = seq;
         self.out.push(msg).map_err(QueueError::Encode)?;
         let earlier = self.calls.insert(seq, deadline);
-        let send = sends.then_some(Window { items: 0, bytes: 0 });
-        self.streams.open(Role::Caller, seq, receive, send);
+        self.open_caller_stream(seq, receive, sends);
         Ok(Started {
             seq,
             earlier,
             writer: self.writer_to_wake(),
             lone: false,
         })
+    }
+
+    /// Opens the stream of this side's call `seq` (registered, not yet
+    /// queued): it reads under `receive`, and with `sends`, sends once the
+    /// callee's first credit comes.
+    pub(crate) fn open_caller_stream(&mut self, seq: u32, receive: Option<Window>, sends: bool) {
+        let send = sends.then_some(Window { items: 0, bytes: 0 });
+        self.streams.open(Role::Caller, seq, receive, send);
     }
 
     /// Opens the stream of the peer's call `seq`, which this side handles:

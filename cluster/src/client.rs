@@ -476,4 +476,12 @@ impl Caller for Cluster {
         self.record(&node, result.as_ref().map(|_| ()));
         result
     }
+
+    /// A stream goes to one instance, picked as a call's first try is; it
+    /// is not retried elsewhere (its items cannot be replayed), nor counted
+    /// in the instance's calls in flight.
+    async fn stream_session(&self, service_method: &str) -> Result<Session, Status> {
+        let (_, session) = self.pick(service_method, Vec::new()).await?;
+        Ok(session)
+    }
 }

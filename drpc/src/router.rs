@@ -276,9 +276,15 @@ impl Router {
         Ok(self)
     }
 
-    /// Registers a call handler that takes stream calls.
-    pub(crate) fn insert_stream(&mut self, path: &str, f: CallFn) -> Result<&mut Self, RouteError> {
-        let full = insert(&mut self.calls, "", path, f)?;
+    /// Registers a call handler that takes stream calls, for `prefix +
+    /// path`.
+    pub(crate) fn insert_stream(
+        &mut self,
+        prefix: &str,
+        path: &str,
+        f: CallFn,
+    ) -> Result<&mut Self, RouteError> {
+        let full = insert(&mut self.calls, prefix, path, f)?;
         if let Some(route) = self.calls.get_mut(full.as_str()) {
             route.stream = true;
         }
@@ -429,6 +435,12 @@ impl Group<'_> {
     {
         self.router
             .insert_call(&self.prefix, path, raw_call(handler))?;
+        Ok(self)
+    }
+
+    /// Registers a handler that takes stream calls for `prefix + path`.
+    pub(crate) fn insert_stream(&mut self, path: &str, f: CallFn) -> Result<&mut Self, RouteError> {
+        self.router.insert_stream(&self.prefix, path, f)?;
         Ok(self)
     }
 

@@ -6,6 +6,7 @@
 
 use crate::router::{Group, RouteError, Router};
 use crate::session::Session;
+use crate::streaming::{ItemSink, Items, StreamReply};
 use crate::values::{CallOptions, PushOptions, Reply, Status};
 use drpc_codec::CodecId;
 use serde::de::DeserializeOwned;
@@ -89,6 +90,14 @@ pub trait Caller: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), Status>> + Send
     where
         A: Serialize + Sync + ?Sized;
+
+    /// The session to open a stream to `service_method` on: a stream's
+    /// items all go over one session, so a caller that spreads calls (a
+    /// cluster) picks one per stream.
+    fn stream_session(
+        &self,
+        service_method: &str,
+    ) -> impl Future<Output = Result<Session, Status>> + Send;
 }
 
 impl Caller for Session {
@@ -115,6 +124,13 @@ impl Caller for Session {
         A: Serialize + Sync + ?Sized,
     {
         Session::push_with(self, service_method, arg, opts)
+    }
+
+    fn stream_session(
+        &self,
+        _service_method: &str,
+    ) -> impl Future<Output = Result<Session, Status>> + Send {
+        std::future::ready(Ok(self.clone()))
     }
 }
 
@@ -191,6 +207,61 @@ impl<C: Caller> ServiceClient<C> {
     {
         self.caller
             .call_with(service_method, arg, self.call.clone())
+            .await
+    }
+
+    /// Opens a server stream to `service_method` with `arg` and this
+    /// client's call options, on the session its caller picks.
+    ///
+    /// Errors: as [`Session::stream`].
+    pub async fn server_stream<A, T>(
+        &self,
+        service_method: &str,
+        arg: &A,
+    ) -> Result<Items<T>, Status>
+    where
+        A: Serialize + Sync + ?Sized,
+        T: DeserializeOwned,
+    {
+        let session = self.caller.stream_session(service_method).await?;
+        session.stream(service_method, arg, self.call.clone()).await
+    }
+
+    /// Opens a client stream to `service_method`; see
+    /// [`Session::client_stream`].
+    ///
+    /// Errors: as [`Session::stream`].
+    pub async fn client_stream<A, T, R>(
+        &self,
+        service_method: &str,
+        arg: &A,
+    ) -> Result<(ItemSink<T>, StreamReply<R>), Status>
+    where
+        A: Serialize + Sync + ?Sized,
+        R: DeserializeOwned,
+    {
+        let session = self.caller.stream_session(service_method).await?;
+        session
+            .client_stream(service_method, arg, self.call.clone())
+            .await
+    }
+
+    /// Opens a bidirectional stream to `service_method`; see
+    /// [`Session::bidi_stream`].
+    ///
+    /// Errors: as [`Session::stream`].
+    pub async fn bidi_stream<A, T, U>(
+        &self,
+        service_method: &str,
+        arg: &A,
+    ) -> Result<(ItemSink<T>, Items<U>), Status>
+    where
+        A: Serialize + Sync + ?Sized,
+        U: DeserializeOwned,
+    {
+        let session = self.caller.stream_session(service_method).await?;
+        session
+            .bidi_stream(service_method, arg, self.call.clone())
             .await
     }
 

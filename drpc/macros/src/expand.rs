@@ -39,6 +39,11 @@ fn trait_def(def: &ServiceDef) -> TokenStream {
         let what = match m.kind {
             Kind::Call { .. } => " A call.",
             Kind::Push => " A push: one-way, nothing is sent back.",
+            Kind::ServerStream { .. } => " A server stream: the handler sends items.",
+            Kind::ClientStream { .. } => {
+                " A client stream: the caller sends items, the handler answers once."
+            }
+            Kind::BidiStream { .. } => " A bidirectional stream: items go both ways.",
         };
         quote! {
             #(#attrs)*
@@ -141,24 +146,38 @@ fn register(service: &syn::Ident, m: &MethodDef) -> TokenStream {
     let (def, args_ty) = wire_args(m, true);
     // The handler's own names all start with `__drpc` and the arguments
     // are passed as fields, so no argument name can shadow them.
-    let call_args = match m.args.as_slice() {
-        [] => quote!(),
-        [_] => quote!(__drpc_args),
-        many => {
-            let names = many.iter().map(|(n, _)| n);
-            quote!(#(__drpc_args.#names),*)
-        }
+    let mut call_args: Vec<TokenStream> = match m.ctx {
+        Ctx::None => Vec::new(),
+        Ctx::ByRef => vec![quote!(&__drpc_ctx)],
+        Ctx::ByValue => vec![quote!(__drpc_ctx)],
     };
-    let ctx_arg = match m.ctx {
-        Ctx::None => quote!(),
-        Ctx::ByRef if m.args.is_empty() => quote!(&__drpc_ctx),
-        Ctx::ByRef => quote!(&__drpc_ctx,),
-        Ctx::ByValue if m.args.is_empty() => quote!(__drpc_ctx),
-        Ctx::ByValue => quote!(__drpc_ctx,),
-    };
-    let (register, ctx_ty) = match m.kind {
+    match m.args.as_slice() {
+        [] => {}
+        [_] => call_args.push(quote!(__drpc_args)),
+        many => call_args.extend(many.iter().map(|(n, _)| quote!(__drpc_args.#n))),
+    }
+    // The streams come last, as the method takes them.
+    let mut stream_params = Vec::new();
+    let (register, ctx_ty) = match &m.kind {
         Kind::Call { .. } => (quote!(call), quote!(::drpc::CallCtx)),
         Kind::Push => (quote!(push), quote!(::drpc::PushCtx)),
+        Kind::ServerStream { item } => {
+            stream_params.push(quote!(__drpc_out: ::drpc::ItemSink<#item>));
+            call_args.push(quote!(__drpc_out));
+            (quote!(server_stream), quote!(::drpc::CallCtx))
+        }
+        Kind::ClientStream { item, .. } => {
+            stream_params.push(quote!(__drpc_items: ::drpc::Items<#item>));
+            call_args.push(quote!(__drpc_items));
+            (quote!(client_stream), quote!(::drpc::CallCtx))
+        }
+        Kind::BidiStream { input, output } => {
+            stream_params.push(quote!(__drpc_items: ::drpc::Items<#input>));
+            stream_params.push(quote!(__drpc_out: ::drpc::ItemSink<#output>));
+            call_args.push(quote!(__drpc_items));
+            call_args.push(quote!(__drpc_out));
+            (quote!(bidi_stream), quote!(::drpc::CallCtx))
+        }
     };
     // A type that is not serde is reported at the method, not the attribute.
     let register = quote_spanned!(name.span()=> routes.#register);
@@ -168,12 +187,12 @@ fn register(service: &syn::Ident, m: &MethodDef) -> TokenStream {
         {
             #def
             let __drpc_service = ::std::sync::Arc::clone(&self.service);
-            #register(#route, move |__drpc_ctx: #ctx_ty, __drpc_args: #args_ty| {
+            #register(#route, move |__drpc_ctx: #ctx_ty, __drpc_args: #args_ty #(, #stream_params)*| {
                 let __drpc_service = ::std::sync::Arc::clone(&__drpc_service);
                 // Called through the trait: a method named `clone` must not
                 // find `Arc::clone` first.
                 async move {
-                    <DrpcService as #service>::#name(&*__drpc_service, #ctx_arg #call_args).await
+                    <DrpcService as #service>::#name(&*__drpc_service, #(#call_args),*).await
                 }
             })?;
         }
@@ -206,6 +225,52 @@ fn client(def: &ServiceDef) -> TokenStream {
                     pub async fn #name(&self, #(#params),*) -> ::core::result::Result<#ok, #status> {
                         #def
                         #call(#route, &#value).await.map(|reply| reply.value)
+                    }
+                }
+            }
+            Kind::ServerStream { item } => {
+                let open = quote_spanned!(name.span()=> self.inner.server_stream::<_, #item>);
+                quote! {
+                    #(#attrs)*
+                    #[doc = ""]
+                    #[doc = "Returns the handler's items; dropping them cancels the call."]
+                    pub async fn #name(&self, #(#params),*)
+                        -> ::core::result::Result<::drpc::Items<#item>, #status> {
+                        #def
+                        #open(#route, &#value).await
+                    }
+                }
+            }
+            Kind::ClientStream { item, ok } => {
+                let open = quote_spanned!(name.span()=> self.inner.client_stream::<_, #item, #ok>);
+                quote! {
+                    #(#attrs)*
+                    #[doc = ""]
+                    #[doc = "Returns the sink for this side's items (end it with `end()`) and the"]
+                    #[doc = "handler's answer, which dropping cancels the call."]
+                    pub async fn #name(&self, #(#params),*) -> ::core::result::Result<
+                        (::drpc::ItemSink<#item>, ::drpc::StreamReply<#ok>),
+                        #status,
+                    > {
+                        #def
+                        #open(#route, &#value).await
+                    }
+                }
+            }
+            Kind::BidiStream { input, output } => {
+                let open =
+                    quote_spanned!(name.span()=> self.inner.bidi_stream::<_, #input, #output>);
+                quote! {
+                    #(#attrs)*
+                    #[doc = ""]
+                    #[doc = "Returns the sink for this side's items (end it with `end()`) and the"]
+                    #[doc = "handler's items, which dropping cancels the call."]
+                    pub async fn #name(&self, #(#params),*) -> ::core::result::Result<
+                        (::drpc::ItemSink<#input>, ::drpc::Items<#output>),
+                        #status,
+                    > {
+                        #def
+                        #open(#route, &#value).await
                     }
                 }
             }
@@ -274,8 +339,8 @@ fn client(def: &ServiceDef) -> TokenStream {
 fn value_checks(def: &ServiceDef) -> TokenStream {
     let checks = def.methods.iter().flat_map(|m| {
         let ok = match &m.kind {
-            Kind::Call { ok } => Some(&**ok),
-            Kind::Push => None,
+            Kind::Call { ok } | Kind::ClientStream { ok, .. } => Some(&**ok),
+            _ => None,
         };
         let cfgs: Vec<_> = m
             .attrs
@@ -286,6 +351,7 @@ fn value_checks(def: &ServiceDef) -> TokenStream {
             .iter()
             .map(|(_, t)| t)
             .chain(ok)
+            .chain(m.kind.stream_types())
             .map(move |ty| quote_spanned!(ty.span()=> #(#cfgs)* is_value::<#ty>();))
     });
     quote! {

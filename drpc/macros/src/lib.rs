@@ -72,6 +72,14 @@ use proc_macro::TokenStream;
 /// returns `Result<T, drpc::Status>`; a method marked `#[drpc(push)]`
 /// returns nothing, and its client method returns once the push is queued.
 ///
+/// **Streams.** A method whose last parameter is `ItemSink<T>` is a server
+/// stream (it returns `Result<(), Status>`; its client method returns
+/// `Items<T>`); one whose last is `Items<T>` a client stream (its client
+/// method returns the `ItemSink<T>` and a `StreamReply` of its result);
+/// one that takes `Items<T>` then `ItemSink<U>` a bidirectional stream
+/// (its client method returns the `ItemSink<T>` and `Items<U>`). The
+/// streams come after every argument; docs/SERVICES.md shows one.
+///
 /// **The body on the wire.** No argument is the codec's empty value (`()`);
 /// one argument is that value itself, so `async fn add(&self, x: Add)`
 /// serves the same bytes as `router.call("/math/add", |_, x: Add| ...)`;

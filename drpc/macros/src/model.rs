@@ -26,6 +26,33 @@ pub enum Kind {
     Call { ok: Box<Type> },
     /// A one-way push.
     Push,
+    /// A server stream: the handler sends `item`s through an `ItemSink`.
+    ServerStream { item: Box<Type> },
+    /// A client stream: the handler reads the caller's `item`s and answers
+    /// once with `ok`.
+    ClientStream { item: Box<Type>, ok: Box<Type> },
+    /// A bidirectional stream: the handler reads `input`s and sends
+    /// `output`s.
+    BidiStream { input: Box<Type>, output: Box<Type> },
+}
+
+impl Kind {
+    /// The types the method's streams carry, for the serde checks.
+    pub fn stream_types(&self) -> Vec<&Type> {
+        match self {
+            Kind::Call { .. } | Kind::Push => Vec::new(),
+            Kind::ServerStream { item } | Kind::ClientStream { item, .. } => vec![item],
+            Kind::BidiStream { input, output } => vec![input, output],
+        }
+    }
+}
+
+/// The stream parameters a handler may take, last: the caller's items,
+/// then a sink for its own.
+#[derive(Clone, Copy, PartialEq)]
+enum StreamParam {
+    Items,
+    Sink,
 }
 
 /// How the handler wants its context, if at all.
@@ -263,6 +290,8 @@ fn parse_method(mut f: TraitItemFn, prefix: &str) -> syn::Result<MethodDef> {
     check_receiver(sig, name)?;
     let mut ctx = Ctx::None;
     let mut args = Vec::new();
+    let mut items: Option<Type> = None;
+    let mut sink: Option<Type> = None;
     for (i, input) in sig.inputs.iter().skip(1).enumerate() {
         let FnArg::Typed(pt) = input else {
             unreachable!("a receiver comes first")
@@ -276,6 +305,38 @@ fn parse_method(mut f: TraitItemFn, prefix: &str) -> syn::Result<MethodDef> {
             }
             ctx = if by_ref { Ctx::ByRef } else { Ctx::ByValue };
             continue;
+        }
+        if let Some((param, item)) = stream_param(&pt.ty) {
+            if opts.push {
+                return Err(syn::Error::new_spanned(
+                    &pt.ty,
+                    format!("`{name}` is a push: it carries no stream; make it a call"),
+                ));
+            }
+            let slot = match param {
+                StreamParam::Items if sink.is_some() => {
+                    return Err(syn::Error::new_spanned(
+                        &pt.ty,
+                        "the caller's `Items` come before the handler's `ItemSink`",
+                    ))
+                }
+                StreamParam::Items => &mut items,
+                StreamParam::Sink => &mut sink,
+            };
+            if slot.is_some() {
+                return Err(syn::Error::new_spanned(
+                    &pt.ty,
+                    "a method takes at most one `Items` and one `ItemSink`",
+                ));
+            }
+            *slot = Some(item);
+            continue;
+        }
+        if items.is_some() || sink.is_some() {
+            return Err(syn::Error::new_spanned(
+                &pt.ty,
+                "the streams come last: `Items<T>` and then `ItemSink<U>`, after every argument",
+            ));
         }
         let Pat::Ident(pi) = &*pt.pat else {
             return Err(syn::Error::new_spanned(
@@ -316,8 +377,30 @@ fn parse_method(mut f: TraitItemFn, prefix: &str) -> syn::Result<MethodDef> {
         }
         Kind::Push
     } else {
-        Kind::Call {
-            ok: Box::new(result_ok(&sig.output, name)?),
+        let ok = result_ok(&sig.output, name)?;
+        let unit = matches!(&ok, Type::Tuple(t) if t.elems.is_empty());
+        if sink.is_some() && !unit {
+            return Err(syn::Error::new_spanned(
+                &ok,
+                format!(
+                    "`{name}` sends its items through its `ItemSink`: it returns \
+                     `Result<(), drpc::Status>`, and the reply's meta carries anything else"
+                ),
+            ));
+        }
+        match (items, sink) {
+            (None, None) => Kind::Call { ok: Box::new(ok) },
+            (None, Some(item)) => Kind::ServerStream {
+                item: Box::new(item),
+            },
+            (Some(item), None) => Kind::ClientStream {
+                item: Box::new(item),
+                ok: Box::new(ok),
+            },
+            (Some(input), Some(output)) => Kind::BidiStream {
+                input: Box::new(input),
+                output: Box::new(output),
+            },
         }
     };
     let route = format!("{prefix}/{}", opts.name.as_deref().unwrap_or(name));
@@ -388,6 +471,27 @@ fn context_type(ty: &Type, push: bool, name: &str) -> syn::Result<Option<bool>> 
         ))
     } else {
         Ok(None)
+    }
+}
+
+/// `Some` when `ty` is a stream parameter, `Items<T>` or `ItemSink<T>`
+/// (by its last path segment), with `T`.
+fn stream_param(ty: &Type) -> Option<(StreamParam, Type)> {
+    let Type::Path(p) = ty else {
+        return None;
+    };
+    let last = p.path.segments.last()?;
+    let param = match last.ident.to_string().as_str() {
+        "Items" => StreamParam::Items,
+        "ItemSink" => StreamParam::Sink,
+        _ => return None,
+    };
+    match &last.arguments {
+        PathArguments::AngleBracketed(a) if a.args.len() == 1 => match &a.args[0] {
+            GenericArgument::Type(t) => Some((param, t.clone())),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

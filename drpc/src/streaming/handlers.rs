@@ -6,7 +6,7 @@ use crate::context::CallCtx;
 use crate::core::conn::streams::{ITEMS_KEY, STREAM_KEY, WINDOW_KEY};
 use crate::core::streams::{Role, Window};
 use crate::handler::{BoxCallFuture, Handling};
-use crate::router::{RouteError, Router};
+use crate::router::{CallFn, Group, RouteError, Router};
 use crate::runtime::link::Link;
 use crate::values::Status;
 use serde::de::DeserializeOwned;
@@ -91,6 +91,54 @@ where
     })
 }
 
+/// The route function of a server stream handler.
+fn server_fn<F, Fut, A, T>(handler: F) -> CallFn
+where
+    F: Fn(CallCtx, A, ItemSink<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+    T: Serialize + 'static,
+{
+    Arc::new(move |ctx: &CallCtx| {
+        let (arg, opened, serving) = open(ctx, Kind::Server)?;
+        let sink = ItemSink::of_callee(ctx.session(), &opened);
+        Ok(serve(ctx, serving, handler(ctx.clone(), arg, sink)))
+    })
+}
+
+/// The route function of a client stream handler.
+fn client_fn<F, Fut, A, T, R>(handler: F) -> CallFn
+where
+    F: Fn(CallCtx, A, Items<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Status>> + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+    T: DeserializeOwned + 'static,
+    R: Serialize + Send + 'static,
+{
+    Arc::new(move |ctx: &CallCtx| {
+        let (arg, opened, serving) = open(ctx, Kind::Client)?;
+        let items = Items::of_callee(ctx.session(), opened.link, opened.seq);
+        Ok(serve(ctx, serving, handler(ctx.clone(), arg, items)))
+    })
+}
+
+/// The route function of a bidirectional stream handler.
+fn bidi_fn<F, Fut, A, T, U>(handler: F) -> CallFn
+where
+    F: Fn(CallCtx, A, Items<T>, ItemSink<U>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+    T: DeserializeOwned + 'static,
+    U: Serialize + 'static,
+{
+    Arc::new(move |ctx: &CallCtx| {
+        let (arg, opened, serving) = open(ctx, Kind::Bidi)?;
+        let sink = ItemSink::of_callee(ctx.session(), &opened);
+        let items = Items::of_callee(ctx.session(), opened.link, opened.seq);
+        Ok(serve(ctx, serving, handler(ctx.clone(), arg, items, sink)))
+    })
+}
+
 impl Router {
     /// Registers a server stream handler for `path`: it gets the call's
     /// context, its argument and an [`ItemSink`] to send items on. Its
@@ -122,14 +170,7 @@ impl Router {
         A: DeserializeOwned + Send + 'static,
         T: Serialize + 'static,
     {
-        self.insert_stream(
-            path,
-            Arc::new(move |ctx: &CallCtx| {
-                let (arg, opened, serving) = open(ctx, Kind::Server)?;
-                let sink = ItemSink::of_callee(ctx.session(), &opened);
-                Ok(serve(ctx, serving, handler(ctx.clone(), arg, sink)))
-            }),
-        )
+        self.insert_stream("", path, server_fn(handler))
     }
 
     /// Registers a client stream handler for `path`: it gets the call's
@@ -164,14 +205,7 @@ impl Router {
         T: DeserializeOwned + 'static,
         R: Serialize + Send + 'static,
     {
-        self.insert_stream(
-            path,
-            Arc::new(move |ctx: &CallCtx| {
-                let (arg, opened, serving) = open(ctx, Kind::Client)?;
-                let items = Items::of_callee(ctx.session(), opened.link, opened.seq);
-                Ok(serve(ctx, serving, handler(ctx.clone(), arg, items)))
-            }),
-        )
+        self.insert_stream("", path, client_fn(handler))
     }
 
     /// Registers a bidirectional stream handler for `path`: it gets the
@@ -207,14 +241,58 @@ impl Router {
         T: DeserializeOwned + 'static,
         U: Serialize + 'static,
     {
-        self.insert_stream(
-            path,
-            Arc::new(move |ctx: &CallCtx| {
-                let (arg, opened, serving) = open(ctx, Kind::Bidi)?;
-                let sink = ItemSink::of_callee(ctx.session(), &opened);
-                let items = Items::of_callee(ctx.session(), opened.link, opened.seq);
-                Ok(serve(ctx, serving, handler(ctx.clone(), arg, items, sink)))
-            }),
-        )
+        self.insert_stream("", path, bidi_fn(handler))
+    }
+}
+
+impl Group<'_> {
+    /// Registers a server stream handler for `prefix + path`; see
+    /// [`Router::server_stream`].
+    pub fn server_stream<F, Fut, A, T>(
+        &mut self,
+        path: &str,
+        handler: F,
+    ) -> Result<&mut Self, RouteError>
+    where
+        F: Fn(CallCtx, A, ItemSink<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        T: Serialize + 'static,
+    {
+        self.insert_stream(path, server_fn(handler))
+    }
+
+    /// Registers a client stream handler for `prefix + path`; see
+    /// [`Router::client_stream`].
+    pub fn client_stream<F, Fut, A, T, R>(
+        &mut self,
+        path: &str,
+        handler: F,
+    ) -> Result<&mut Self, RouteError>
+    where
+        F: Fn(CallCtx, A, Items<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        T: DeserializeOwned + 'static,
+        R: Serialize + Send + 'static,
+    {
+        self.insert_stream(path, client_fn(handler))
+    }
+
+    /// Registers a bidirectional stream handler for `prefix + path`; see
+    /// [`Router::bidi_stream`].
+    pub fn bidi_stream<F, Fut, A, T, U>(
+        &mut self,
+        path: &str,
+        handler: F,
+    ) -> Result<&mut Self, RouteError>
+    where
+        F: Fn(CallCtx, A, Items<T>, ItemSink<U>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        T: DeserializeOwned + 'static,
+        U: Serialize + 'static,
+    {
+        self.insert_stream(path, bidi_fn(handler))
     }
 }

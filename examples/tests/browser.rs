@@ -8,7 +8,7 @@
 //! `bash .ci/install-deps` once (the README's test command does).
 
 use drpc::plugin::BoxFuture;
-use drpc::{CallCtx, CallOptions, Endpoint, Plugin, PushCtx, Router, Session, Status};
+use drpc::{CallCtx, CallOptions, Endpoint, ItemSink, Plugin, PushCtx, Router, Session, Status};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -194,7 +194,39 @@ async fn the_js_client_in_headless_chromium() {
             }
         })
         .unwrap();
-    for (path, flag) in [("/hang_started", started), ("/hang_stopped", stopped)] {
+    // Server streams the page reads: `/count` to its end (past one window,
+    // so the page's credit must flow), `/endless` until the page stops.
+    routes
+        .server_stream(
+            "/count",
+            |ctx: CallCtx, n: u32, out: ItemSink<u32>| async move {
+                for i in 0..n {
+                    out.send(&i).await?;
+                }
+                ctx.set_reply_meta("done", "yes");
+                Ok::<_, Status>(())
+            },
+        )
+        .unwrap();
+    let (endless_tx, endless_stopped) = tokio::sync::watch::channel(false);
+    let endless_tx = std::sync::Arc::new(endless_tx);
+    routes
+        .server_stream("/endless", move |_: CallCtx, _: (), out: ItemSink<u64>| {
+            let guard = SetOnDrop(endless_tx.clone());
+            async move {
+                let _guard = guard;
+                for i in 0..u64::MAX {
+                    out.send(&i).await?;
+                }
+                Ok::<_, Status>(())
+            }
+        })
+        .unwrap();
+    for (path, flag) in [
+        ("/hang_started", started),
+        ("/hang_stopped", stopped),
+        ("/endless_stopped", endless_stopped),
+    ] {
         routes
             .call(path, move |_: CallCtx, _: ()| {
                 let mut flag = flag.clone();
@@ -295,6 +327,16 @@ async fn the_js_client_in_headless_chromium() {
         calls["stopped"], true,
         "the aborted call's handler stopped: {calls}"
     );
+    assert_eq!(
+        calls["streamed"],
+        serde_json::json!({ "n": 300, "last": 299, "done": "yes" }),
+        "a server stream read to its end: {calls}"
+    );
+    assert_eq!(calls["taken"], 5, "{calls}");
+    assert_eq!(
+        calls["endlessStopped"], true,
+        "breaking out of a stream stopped its handler: {calls}"
+    );
     let note = within("the page's push", notes.recv()).await.unwrap();
     assert_eq!(note, "from the page");
     // The server gives up on a call to the page: the page's handler sees
@@ -328,12 +370,14 @@ async fn the_js_client_in_headless_chromium() {
 }
 
 /// The client's frames against PROTOCOL.md's worked examples, byte for
-/// byte (js/test/frame.test.js, on Node.js).
+/// byte (js/test/frame.test.js), and its reading of a server stream
+/// (js/test/stream.test.js), on Node.js.
 #[test]
 fn the_js_frames_match_the_protocol_examples() {
     let out = Command::new("node")
         .arg("--test")
         .arg(js_dir().join("test/frame.test.js"))
+        .arg(js_dir().join("test/stream.test.js"))
         .output()
         .expect("node (the machine's Node.js)");
     let said = String::from_utf8_lossy(&out.stdout);
@@ -342,5 +386,5 @@ fn the_js_frames_match_the_protocol_examples() {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("# pass 6"), "{said}");
+    assert!(said.contains("# pass 10"), "{said}");
 }

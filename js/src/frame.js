@@ -2,8 +2,17 @@
 
 import { encode as msgpackEncode, decode as msgpackDecode } from "@msgpack/msgpack";
 
-/** Message kinds (the byte at offset 5); CANCEL only with a peer whose hello named it (section 3.2). */
-export const Kind = Object.freeze({ CALL: 1, REPLY: 2, PUSH: 3, CANCEL: 4 });
+/**
+ * Message kinds (the byte at offset 5); CANCEL, ITEM and CREDIT only with
+ * a peer whose hello named them (section 3.2).
+ */
+export const Kind = Object.freeze({ CALL: 1, REPLY: 2, PUSH: 3, CANCEL: 4, ITEM: 5, CREDIT: 6 });
+
+/** The flags byte of kinds 5 and 6 (section 3.4). */
+export const Flag = Object.freeze({ FROM_CALLER: 0x01, END: 0x02 });
+
+// The flags each kind may carry: none but on items and credit.
+const ALLOWED_FLAGS = [0, 0, 0, 0, 0, Flag.FROM_CALLER | Flag.END, Flag.FROM_CALLER];
 
 /** Body codecs this client speaks (section 4). */
 export const Codec = Object.freeze({ MSGPACK: 1, JSON: 2, RAW: 3, TEXT: 4 });
@@ -75,7 +84,7 @@ export function encodeFrame(f) {
   u8(VERSION);
   u8(f.kind);
   u8(f.codec ?? Codec.MSGPACK);
-  u8(0); // flags
+  u8(f.flags ?? 0);
   u32(f.seq ?? 0);
   u32(f.timeout ?? 0);
   view.setInt32(at, f.status ?? 0);
@@ -136,11 +145,12 @@ function decodeFrame(b) {
   const version = view.getUint8(0);
   if (version !== VERSION) throw new Error(`unsupported protocol version ${version}`);
   const kind = view.getUint8(1);
-  // 4 (cancel) comes only after this client's hello said it takes it.
-  if (kind < 1 || kind > 4) throw new Error(`unknown message kind ${kind}`);
+  // 4 to 6 come only after this client's hello said it takes them.
+  if (kind < 1 || kind > 6) throw new Error(`unknown message kind ${kind}`);
   const codec = view.getUint8(2);
   if (codec === 0) throw new Error("codec 0 is never valid");
-  if (view.getUint8(3) !== 0) throw new Error("non-zero flags");
+  const flags = view.getUint8(3);
+  if ((flags & ~ALLOWED_FLAGS[kind]) !== 0) throw new Error(`flags ${flags} on a message of kind ${kind}`);
   const seq = view.getUint32(4);
   const timeout = view.getUint32(8);
   const status = view.getInt32(12);
@@ -156,5 +166,5 @@ function decodeFrame(b) {
     const k = str(u16());
     meta.push([k, str(u16())]);
   }
-  return { kind, codec, seq, timeout, status, method, message, filters, meta, body: b.slice(at) };
+  return { kind, flags, codec, seq, timeout, status, method, message, filters, meta, body: b.slice(at) };
 }

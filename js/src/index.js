@@ -2,26 +2,30 @@
 // docs/PROTOCOL.md sections 1 to 3 and 9.5, and nothing else. A call takes
 // an AbortSignal: aborting it (or its deadline passing) cancels the call at
 // the server (section 3.3), and a handler of the page's sees the server's
-// cancel as `ctx.signal`.
+// cancel as `ctx.signal`. A page reads the server's streams (section 3.4)
+// with `for await`; it opens no client streams and serves none.
 //
 //   import { Session } from "drpc-client";
 //   const session = await Session.connect("ws://127.0.0.1:9092/drpc");
 //   const sum = await session.call("/math/add", { a: 1, b: 2 }, { timeout: 2000, meta: { trace: "t-1" } });
 //   session.onPush("/hello", (text) => console.log(text));
 //   session.handle("/page/title", () => document.title);   // the server may call the page
+//   for await (const tick of session.stream("/ticks", 10)) console.log(tick);
 //   await session.close();
 
 import {
   Codec,
   DEFAULT_MAX_FRAME_LEN,
+  Flag,
   FrameReader,
   Kind,
   decodeBody,
   encodeBody,
   encodeFrame,
 } from "./frame.js";
+import { ItemStream, STREAM_KEY, WINDOW_KEY, streamWindow } from "./stream.js";
 
-export { Codec, Kind, FrameReader, encodeFrame, encodeBody, decodeBody };
+export { Codec, Flag, Kind, FrameReader, ItemStream, encodeFrame, encodeBody, decodeBody };
 
 /** Status codes of PROTOCOL.md section 5. */
 export const Code = Object.freeze({
@@ -108,8 +112,13 @@ export class Session {
     this.running = 0;
     // The server's calls being handled: seq -> AbortController (ctx.signal).
     this.serving = new Map();
-    // Whether the server takes cancels: null until it answers the hello.
+    // Whether the server takes cancels and streams: null until it answers
+    // the hello.
     this.peerCancels = null;
+    this.peerStreams = null;
+    this.helloAnswered = new Promise((resolve) => (this.onHelloAnswered = resolve));
+    // The server streams this side reads: seq -> ItemStream.
+    this.streams = new Map();
     this.waitingCancels = [];
     this.idle = [];
     // Why new calls fail at once: the peer's going-away notice, or ours.
@@ -159,6 +168,7 @@ export class Session {
       const codec = options.codec ?? this.codec;
       const timeout = Math.min(MAX_TIMEOUT_MS, Math.max(1, Math.ceil(options.timeout ?? this.timeout)));
       const seq = this.allocate();
+      options.onSeq?.(seq);
       let frame;
       try {
         frame = this.frame_of({
@@ -181,6 +191,45 @@ export class Session {
       this.pending.set(seq, { resolve, reject, timer, method, signal, onAbort });
       this.ws.send(frame);
     });
+  }
+
+  /**
+   * Opens a server stream (section 3.4): calls `method` with `arg` and
+   * returns at once an ItemStream of the server's items, to read with
+   * `for await`. Options as `call`: `timeout` bounds the whole stream, and
+   * aborting `signal` (or breaking out of the loop, or `cancel()`) cancels
+   * it at the server. A server that does not take streams fails it with
+   * 405.
+   */
+  stream(method, arg, options = {}) {
+    const stream = new ItemStream(this, method, streamWindow(this.reader.maxFrameLen));
+    const user = options.signal;
+    if (user?.aborted) stream.controller.abort();
+    else user?.addEventListener("abort", () => stream.controller.abort(), { once: true });
+    const { items, bytes } = stream.window;
+    const meta = [...pairs(options.meta), [STREAM_KEY, "server"], [WINDOW_KEY, `${items},${bytes}`]];
+    const register = (seq) => {
+      stream.seq = seq;
+      this.streams.set(seq, stream);
+    };
+    this.helloAnswered
+      .then(() => {
+        if (!this.peerStreams) {
+          throw new Status(Code.NOT_ALLOWED, `${method}: the server did not say it takes streams (section 3.2)`);
+        }
+        return this.callWithMeta(method, arg, { ...options, meta, signal: stream.controller.signal, onSeq: register });
+      })
+      .then(
+        (reply) => {
+          const broken = stream.finish(reply.meta);
+          if (broken) stream.fail(new Status(Code.BAD_MESSAGE, broken));
+        },
+        (e) => stream.fail(e),
+      )
+      .finally(() => {
+        if (this.streams.get(stream.seq) === stream) this.streams.delete(stream.seq);
+      });
+    return stream;
   }
 
   /** Pushes `arg` to `method`: one-way, nothing comes back. */
@@ -240,6 +289,10 @@ export class Session {
     this.ws.send(encodeFrame(frame));
   }
 
+  sendIfOpen(frame) {
+    if (this.isOpen() && !this.sentEnd) this.send(frame);
+  }
+
   /** A frame's bytes, refused with 413 locally when over the peer's limit (section 2.2). */
   frame_of(fields) {
     let frame;
@@ -254,12 +307,14 @@ export class Session {
     return frame;
   }
 
-  /** Sends the hello of section 3.2, the first frame: the answer says whether the server takes cancels. */
+  /** Sends the hello of section 3.2, the first frame: the answer says whether the server takes cancels and streams. */
   sayHello() {
     const seq = this.allocate();
     const answered = (meta) => {
       const names = (meta?.[FEATURES_KEY] ?? "").split(",").map((n) => n.trim());
       this.peerCancels = names.includes("cancel");
+      this.peerStreams = names.includes("stream");
+      this.onHelloAnswered();
       for (const waiting of this.waitingCancels.splice(0)) this.cancel(waiting);
     };
     const timer = setTimeout(() => this.settle(seq) && answered(null), HELLO_TIMEOUT_MS);
@@ -271,7 +326,7 @@ export class Session {
     });
     this.send({
       kind: Kind.CALL, seq, timeout: HELLO_TIMEOUT_MS, method: HELLO, codec: Codec.RAW,
-      meta: [[FEATURES_KEY, "cancel"]], body: new Uint8Array(0),
+      meta: [[FEATURES_KEY, "cancel,stream"]], body: new Uint8Array(0),
     });
   }
 
@@ -345,6 +400,7 @@ export class Session {
     if (f.kind === Kind.REPLY && f.seq === 0) return this.notice(f);
     if (f.kind === Kind.REPLY) return this.reply(f);
     if (f.kind === Kind.CALL) return this.serve(f);
+    if (f.kind === Kind.ITEM || f.kind === Kind.CREDIT) return this.streamFrame(f);
     if (f.kind === Kind.CANCEL) {
       // The server gave up on its call: no reply goes out, and the handler
       // sees ctx.signal aborted.
@@ -365,6 +421,18 @@ export class Session {
     } catch (e) {
       console.debug(`push ${f.method} dropped: ${e}`);
     }
+  }
+
+  /**
+   * An item of a stream this side reads. A page sends no items, so credit
+   * for it, and items of calls it serves, cannot be: they are dropped, as
+   * are items of a stream it no longer reads (section 3.4).
+   */
+  streamFrame(f) {
+    if (f.kind !== Kind.ITEM || f.flags & Flag.FROM_CALLER) return;
+    const stream = this.streams.get(f.seq);
+    const broken = stream?.item(f);
+    if (broken) this.fail(new Status(Code.BAD_MESSAGE, `the server broke a stream's flow control: ${broken}`));
   }
 
   notice(f) {
@@ -411,6 +479,9 @@ export class Session {
     }
     const handler = this.calls.get(f.method);
     if (!handler) return answer({ status: Code.NOT_FOUND, message: `no handler for ${f.method}` });
+    if (f.meta.some(([k]) => k === STREAM_KEY)) {
+      return answer({ status: Code.BAD_MESSAGE, message: `${f.method} takes no streams: this client serves none` });
+    }
     if (f.filters > 0) return answer({ status: Code.BAD_MESSAGE, message: "transfer filters are not supported here" });
     let arg;
     try {

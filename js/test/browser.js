@@ -1,7 +1,7 @@
 // Run by browser.html in headless Chromium against a real drpc endpoint
 // (examples/tests/browser.rs): calls with meta and deadlines, a push each
-// way, a call from the server, cancels both ways, then the server's
-// going-away notice. Each step's outcome goes back to the test over a
+// way, a call from the server, cancels both ways, server streams, then the
+// server's going-away notice. Each step's outcome goes back to the test over a
 // second session.
 
 import { Code, Session, Status } from "../src/index.js";
@@ -51,8 +51,21 @@ async function run() {
   abort.abort();
   const aborted = await hanging;
   const stopped = await session.call("/hang_stopped", null, { timeout: 15000 });
+  // A server stream read to its end, past one window of credit.
+  const counted = [];
+  const ticks = session.stream("/count", 300);
+  for await (const n of ticks) counted.push(n);
+  const streamed = { n: counted.length, last: counted.at(-1), done: ticks.trailers?.done ?? null };
+  // Breaking out of a stream cancels it at the server.
+  let taken = 0;
+  for await (const _ of session.stream("/endless", null)) {
+    if (++taken === 5) break;
+  }
+  const endlessStopped = await session.call("/endless_stopped", null, { timeout: 15000 });
   await session.push("/page/note", "from the page");
-  await report("calls", { sum, seen, replyMeta: meta.seen ?? null, late, remaining, missing, push, aborted, stopped });
+  await report("calls", {
+    sum, seen, replyMeta: meta.seen ?? null, late, remaining, missing, push, aborted, stopped, streamed, taken, endlessStopped,
+  });
 
   // The test shuts the server down now.
   const notice = await session.noticed;

@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { Codec, FrameReader, Kind, decodeBody, encodeBody, encodeFrame } from "../src/index.js";
+import { Codec, Flag, FrameReader, Kind, decodeBody, encodeBody, encodeFrame } from "../src/index.js";
 
 /** The hex blocks of section 6, as byte arrays. */
 function examples() {
@@ -110,4 +110,31 @@ test("the cancel of section 3.3 encodes byte for byte and decodes", () => {
   const [read] = new FrameReader().push(cancel);
   assert.equal(read.kind, Kind.CANCEL);
   assert.equal(read.seq, 5);
+});
+
+test("the stream frames of section 3.4 encode byte for byte and decode", () => {
+  const [item, end, credit] = specFrames("### 3.4 Streams");
+  assert.deepEqual(
+    encodeFrame({ kind: Kind.ITEM, seq: 7, timeout: 1, codec: Codec.RAW, body: Uint8Array.of(0x68, 0x69) }),
+    item,
+  );
+  assert.deepEqual(
+    encodeFrame({ kind: Kind.ITEM, flags: Flag.FROM_CALLER | Flag.END, seq: 7, timeout: 3 }),
+    end,
+  );
+  const bytes = new Uint8Array(8);
+  new DataView(bytes.buffer).setBigUint64(0, 16n << 20n);
+  assert.deepEqual(
+    encodeFrame({ kind: Kind.CREDIT, flags: Flag.FROM_CALLER, seq: 7, timeout: 256, codec: Codec.RAW, body: bytes }),
+    credit,
+  );
+  const [a, b, c] = new FrameReader().push(Uint8Array.from([...item, ...end, ...credit]));
+  assert.deepEqual([a.kind, a.flags, a.timeout, decodeBody(a.codec, a.body)], [Kind.ITEM, 0, 1, Uint8Array.of(0x68, 0x69)]);
+  assert.deepEqual([b.kind, b.flags, b.timeout], [Kind.ITEM, 3, 3]);
+  assert.deepEqual([c.kind, c.flags, c.timeout, c.body], [Kind.CREDIT, 1, 256, bytes]);
+  // A flag a kind does not use is refused.
+  const flagged = item.slice();
+  flagged[5] = Kind.CALL;
+  flagged[7] = Flag.FROM_CALLER;
+  assert.throws(() => new FrameReader().push(flagged), /flags 1 on a message of kind 1/);
 });

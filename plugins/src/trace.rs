@@ -158,7 +158,7 @@ impl fmt::Display for TraceContext {
 /// | span | where | ends |
 /// |---|---|---|
 /// | `drpc.call` | a call this side makes | when the call ends, however (reply, deadline, close) |
-/// | `drpc.handle` | a call this side answers | when the reply is queued |
+/// | `drpc.handle` | a call this side answers | when the reply is queued, or the caller cancels it (status 499) |
 /// | `drpc.push` | a push this side sends | when it is handed to the session (a push has no answer) |
 /// | `drpc.push.handle` | a push this side handles | when the handler finishes |
 ///
@@ -249,12 +249,22 @@ impl HandledCall for Handled {
         }
         Ok(())
     }
+
+    fn on_cancel(&mut self, status: &Status) {
+        if let Some((span, started)) = self.span.take() {
+            finish(
+                &span,
+                status.code().0,
+                status.message(),
+                Some(started.elapsed()),
+            );
+        }
+    }
 }
 
 impl Drop for Handled {
     fn drop(&mut self) {
-        // Ended without a reply: its connection was lost (or the handler
-        // cancelled) first.
+        // Ended without a reply or a cancel: its connection was lost first.
         if let Some((span, started)) = self.span.take() {
             finish(
                 &span,

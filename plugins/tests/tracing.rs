@@ -247,9 +247,12 @@ async fn a_chain_of_calls_and_pushes_across_three_endpoints_is_one_trace() {
         collector.wait("drpc.call", "/slow").await.get("status"),
         "408"
     );
-    assert_eq!(
-        collector.wait("drpc.handle", "/slow").await.get("status"),
-        "408"
+    // The handler's own deadline (408) races the caller's cancel (499),
+    // sent when the caller's deadline, a little earlier, passed.
+    let handled = collector.wait("drpc.handle", "/slow").await;
+    assert!(
+        ["408", "499"].contains(&handled.get("status")),
+        "{handled:?}"
     );
 
     a.close().await;

@@ -117,7 +117,8 @@ pub async fn a_failed_stream_ends_with_its_status_after_its_items(t: Transport) 
 }
 
 /// A reader that stops reading stops its sender within one window (256
-/// items); dropping the stream cancels the handler.
+/// items), and holds up no call beside it; dropping the stream cancels the
+/// handler.
 pub async fn a_reader_that_stops_holds_its_sender_back(t: Transport) {
     let sent = Arc::new(AtomicU64::new(0));
     let p = t.pair(streaming(sent.clone()), Router::new()).await;
@@ -145,6 +146,13 @@ pub async fn a_reader_that_stops_holds_its_sender_back(t: Transport) {
     .await;
     let stalled = sent.load(Ordering::SeqCst);
     assert!(stalled <= 10 + 256, "{stalled} items sent for 10 read");
+    // The stalled stream holds up nothing else on the session.
+    let sum: i64 = within("a call beside the stalled stream", async {
+        p.session.call("/math/add", &Add { a: 2, b: 3 }).await
+    })
+    .await
+    .unwrap();
+    assert_eq!(sum, 5);
     drop(items);
     within("the handler to stop", async {
         while p.server.calls_running() > 0 {

@@ -205,3 +205,54 @@ pub async fn a_handler_that_stops_reading_holds_its_caller_back(t: Transport) {
     .await;
     p.close().await;
 }
+
+/// Sixteen bidirectional streams at once, beside calls, on one session:
+/// each gets back exactly its own items, in order.
+pub async fn many_streams_share_a_session_with_calls(t: Transport) {
+    let p = t.pair(two_way(), Router::new()).await;
+    let streams = (0..16).map(|s| {
+        let session = p.session.clone();
+        async move {
+            let (sink, mut echoes) = session
+                .bidi_stream::<_, String, String>("/echo_items", &(), CallOptions::new())
+                .await?;
+            let writer = async {
+                for i in 0..50 {
+                    sink.send(&format!("{s}:{i}")).await?;
+                }
+                sink.end();
+                Ok::<_, Status>(())
+            };
+            let reader = async {
+                let mut got = Vec::new();
+                while let Some(echo) = echoes.next().await {
+                    got.push(echo?);
+                }
+                Ok::<_, Status>(got)
+            };
+            let ((), got) = tokio::try_join!(writer, reader)?;
+            Ok::<_, Status>((s, got))
+        }
+    });
+    let calls = (0..50).map(|a| {
+        let session = p.session.clone();
+        async move { session.call::<_, i64>("/math/add", &Add { a, b: 1 }).await }
+    });
+    let (streamed, summed) = within(
+        "every stream and call",
+        futures_util::future::join(
+            futures_util::future::join_all(streams),
+            futures_util::future::join_all(calls),
+        ),
+    )
+    .await;
+    for result in streamed {
+        let (s, got) = result.unwrap();
+        let want: Vec<String> = (0..50).map(|i| format!("{s}:{i}")).collect();
+        assert_eq!(got, want, "stream {s}");
+    }
+    for (a, sum) in summed.into_iter().enumerate() {
+        assert_eq!(sum.unwrap(), a as i64 + 1);
+    }
+    p.close().await;
+}

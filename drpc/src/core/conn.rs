@@ -18,6 +18,7 @@ use super::outbound::{Batch, Outbound};
 use super::streams::Streams;
 use super::wire;
 use crate::values::Status;
+use cancel::EarlyCancels;
 use drpc_codec::CodecId;
 use drpc_proto::{Head, Kind, Message, ProtoError, WriteBody};
 use rustc_hash::FxHashSet;
@@ -111,6 +112,9 @@ pub(crate) struct ConnCore<W> {
     finish_writing: bool,
     /// Senders waiting for room in the write queue.
     room: Vec<W>,
+    /// Cancels that came before their calls, where frames can overtake
+    /// each other (QUIC); `None` over an ordered transport.
+    early_cancels: Option<EarlyCancels>,
 }
 
 /// A call started by [`ConnCore::start_call`].
@@ -184,6 +188,7 @@ impl<W> ConnCore<W> {
             wake_owed: false,
             finish_writing: false,
             room: Vec::new(),
+            early_cancels: None,
         }
     }
 
@@ -236,6 +241,9 @@ impl<W> ConnCore<W> {
             Kind::Call if h.seq == 0 => Event::Fatal(Status::bad_message(
                 "the peer sent a call with seq 0, which no reply can name",
             )),
+            Kind::Call if self.cancelled_early(h.seq) => {
+                Event::Dropped("a call whose cancel came before it")
+            }
             Kind::Call if self.going_away_sent => {
                 let status = Status::connection_closed(
                     "this side is leaving the connection and takes no new calls on it; the call was not run",

@@ -57,7 +57,8 @@ impl Conn {
                 ep.config.write_queue,
             ),
             Hold::new(ep.config.max_frame_len),
-        );
+        )
+        .ordered(parts.ordered);
         Self {
             link: Arc::new(Link::new(core, parts.write, parts.local, parts.peer)),
             rd: parts.read,

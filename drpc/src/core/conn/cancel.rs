@@ -4,6 +4,54 @@
 use super::{ConnCore, Event};
 use crate::core::features::{self, Features, Peer, MAX_PENDING_CANCELS};
 use drpc_proto::Header;
+use std::collections::VecDeque;
+
+/// Cancels of calls that had not come yet: over a transport whose frames
+/// can overtake each other (QUIC, a stream per batch), a cancel may arrive
+/// before its call, which is then dropped when it comes rather than run
+/// for nothing. Only a cancel newer than every call seen is kept (an older
+/// one crossed its call's reply), at most [`MAX_PENDING_CANCELS`].
+#[derive(Debug, Default)]
+pub(crate) struct EarlyCancels {
+    /// The newest call seq seen, in the peer's wrapping order.
+    newest: Option<u32>,
+    seqs: VecDeque<u32>,
+}
+
+/// Whether `seq` comes after `than` in a peer's wrapping count.
+fn newer(seq: u32, than: Option<u32>) -> bool {
+    than.is_none_or(|than| (seq.wrapping_sub(than) as i32) > 0)
+}
+
+impl EarlyCancels {
+    fn on_cancel(&mut self, seq: u32) {
+        if newer(seq, self.newest) && !self.seqs.contains(&seq) {
+            if self.seqs.len() == MAX_PENDING_CANCELS {
+                self.seqs.pop_front();
+            }
+            self.seqs.push_back(seq);
+        }
+    }
+
+    /// A call came: whether its cancel came first.
+    fn on_call(&mut self, seq: u32) -> bool {
+        if newer(seq, self.newest) {
+            self.newest = Some(seq);
+        }
+        if self.seqs.is_empty() {
+            return false;
+        }
+        let found = self.seqs.iter().position(|&s| s == seq);
+        if let Some(at) = found {
+            self.seqs.remove(at);
+        }
+        // A cancel far behind every call seen has no call left to wait for.
+        let newest = self.newest;
+        self.seqs
+            .retain(|&s| newest.is_none_or(|n| n.wrapping_sub(s) < 1 << 20));
+        found.is_some()
+    }
+}
 
 impl<W> ConnCore<W> {
     /// Sends this side's hello, as a dialer does first: the peer's answer
@@ -102,11 +150,29 @@ impl<W> ConnCore<W> {
         }
     }
 
+    /// Says whether frames of this connection arrive in the order sent;
+    /// where they can overtake each other (QUIC), a cancel may come before
+    /// its call.
+    pub(crate) fn ordered(mut self, ordered: bool) -> Self {
+        self.early_cancels = (!ordered).then(EarlyCancels::default);
+        self
+    }
+
+    /// Whether the peer's call `seq` was cancelled before it came.
+    pub(super) fn cancelled_early(&mut self, seq: u32) -> bool {
+        self.early_cancels
+            .as_mut()
+            .is_some_and(|early| early.on_call(seq))
+    }
+
     /// The peer cancelled its call `seq`: it is no longer handled, and no
     /// reply is sent for it (one already queued still goes). A held call
     /// is dropped from the hold.
     pub(super) fn on_cancel(&mut self, seq: u32) -> Event<W> {
         if !self.handling.remove(&seq) {
+            if let Some(early) = self.early_cancels.as_mut() {
+                early.on_cancel(seq);
+            }
             return Event::Dropped("a cancel of a call not being handled");
         }
         if !self.established {

@@ -2,6 +2,7 @@
 //! (docs/PROTOCOL.md sections 3.2 and 3.3).
 
 use super::*;
+
 use crate::core::features::{Features, HELLO, MAX_PENDING_CANCELS};
 use crate::core::wire;
 use drpc_codec::CodecId;
@@ -183,4 +184,52 @@ fn stream_frames_need_both_sides_to_take_streams() {
         .core
         .on_frame(Frame::Message(Box::new(item())), clock.now());
     assert!(matches!(event, Event::Fatal(_)), "{event:?}");
+}
+
+/// A frame as the reader would hand it over.
+fn frame(header: Header) -> Frame {
+    Frame::Message(Box::new(Message::new(header, Vec::new())))
+}
+
+fn call_header(seq: u32) -> Header {
+    let mut h = Header::call(seq, "/slow");
+    h.timeout = Some(SEC);
+    h
+}
+
+#[test]
+fn over_an_unordered_transport_a_cancel_may_come_before_its_call() {
+    let (clock, mut a, mut b) = hello_pair();
+    a.send_to(&mut b, clock.now());
+    let placeholder = ConnCore::new(
+        Outbound::new(RawProto.framer(&limits()), 4096, 16),
+        Hold::new(1024),
+    );
+    let ordered = std::mem::replace(&mut b.core, placeholder);
+    b.core = ordered.ordered(false);
+    let now = clock.now();
+    // Call 7's cancel overtook it: the call is dropped when it comes.
+    let early = b.core.on_frame(frame(Header::cancel(7)), now);
+    assert!(matches!(early, Event::Dropped(_)), "{early:?}");
+    let late = b.core.on_frame(frame(call_header(7)), now);
+    assert!(matches!(late, Event::Dropped(_)), "{late:?}");
+    assert_eq!(b.core.handling(), 0, "nothing is owed for it");
+    // The next call runs, and a cancel older than every call seen (one
+    // that crossed its call's reply) is not kept for a call to come.
+    let next = b.core.on_frame(frame(call_header(8)), now);
+    assert!(matches!(next, Event::Call(_)), "{next:?}");
+    b.core.on_frame(frame(Header::cancel(8)), now);
+    b.core.on_frame(frame(Header::cancel(5)), now);
+    let next = b.core.on_frame(frame(call_header(9)), now);
+    assert!(matches!(next, Event::Call(_)), "{next:?}");
+}
+
+#[test]
+fn over_an_ordered_transport_a_cancel_of_no_call_is_forgotten() {
+    let (clock, mut a, mut b) = hello_pair();
+    a.send_to(&mut b, clock.now());
+    let now = clock.now();
+    b.core.on_frame(frame(Header::cancel(7)), now);
+    let call = b.core.on_frame(frame(call_header(7)), now);
+    assert!(matches!(call, Event::Call(_)), "{call:?}");
 }

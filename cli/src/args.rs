@@ -25,6 +25,10 @@ pub enum Command {
     Call(CallArgs),
     /// Pushes to METHOD (one-way); returns once the push is written.
     Push(CallArgs),
+    /// Opens a stream to METHOD: prints the endpoint's items as they come,
+    /// one JSON value per line; with --client or --bidi, sends the lines
+    /// of standard input as items (one JSON value each).
+    Stream(StreamArgs),
     /// Accepts sessions and prints every call and push it receives.
     Listen(ListenArgs),
     /// Calls METHOD as fast as asked and reports throughput and latency.
@@ -162,6 +166,37 @@ pub struct CallArgs {
     /// Also print the reply's meta (to standard error).
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub message: Message,
+    /// Which way items go (docs/PROTOCOL.md 3.4): from the endpoint
+    /// (server), from standard input (client: the reply is printed at the
+    /// end), or both (bidi).
+    #[arg(long, value_enum, default_value_t = StreamKind::Server)]
+    pub kind: StreamKind,
+    /// No deadline: the stream lasts until a side ends it (or Ctrl-C);
+    /// --timeout then bounds only the dial.
+    #[arg(long)]
+    pub no_deadline: bool,
+    /// Also print the trailers, the reply's meta (to standard error).
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// Which way a stream's items go.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq)]
+pub enum StreamKind {
+    /// Items from the endpoint.
+    Server,
+    /// Items from standard input; one reply.
+    Client,
+    /// Both ways.
+    Bidi,
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,8 @@
 //! ```text
 //! drpc call tcp://127.0.0.1:9090 /math/add '{"a": 1, "b": 2}'
 //! drpc push tcp://127.0.0.1:9090 /chat/say '"hello"' --meta user=ada
+//! drpc stream tcp://127.0.0.1:9090 /ticks 10
+//! seq 1 100 | drpc stream tcp://127.0.0.1:9090 /sum --kind client
 //! drpc listen tcp://127.0.0.1:9090 --reply '{"ok": true}'
 //! drpc bench tcp://127.0.0.1:9090 /math/add '{"a": 1, "b": 2}' -c 64 -z 10s
 //! ```
@@ -17,6 +19,7 @@ mod connect;
 mod ctl;
 mod listen;
 mod report;
+mod stream;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Call(a) => call::call(a).await,
             Command::Push(a) => call::push(a).await,
+            Command::Stream(a) => stream::stream(a).await,
             Command::Listen(a) => listen::listen(a).await,
             Command::Bench(a) => bench::bench(a).await,
             Command::Health(a) => call::health(a).await,

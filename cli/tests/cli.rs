@@ -13,6 +13,9 @@ use std::time::Duration;
 // Health and the control channel: the operator's commands.
 #[path = "cli/operations.rs"]
 mod operations;
+// Streams, either way.
+#[path = "cli/streams.rs"]
+mod streams;
 
 /// Certificates written to files, as a user would have them.
 struct Certs {

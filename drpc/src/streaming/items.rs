@@ -6,6 +6,8 @@ use crate::core::streams::{Next, Role};
 use crate::runtime::link::Link;
 use crate::session::Session;
 use crate::values::{decode_body, Status};
+use bytes::Bytes;
+use drpc_codec::CodecId;
 use drpc_proto::{Message, Meta};
 use serde::de::DeserializeOwned;
 use std::marker::PhantomData;
@@ -71,6 +73,13 @@ impl<T: DeserializeOwned> Items<T> {
         std::future::poll_fn(|cx| self.poll_item(cx)).await
     }
 
+    /// The next item as it came, undecoded: its codec and body (for a
+    /// tool or a proxy that passes items on). Ends as [`Items::next`].
+    pub async fn next_raw(&mut self) -> Option<Result<(CodecId, Bytes), Status>> {
+        let next = std::future::poll_fn(|cx| self.poll_raw(cx)).await;
+        next.map(|item| item.map(|msg| (msg.header.codec, msg.body)))
+    }
+
     /// The meta of the callee's reply, once the stream has ended
     /// successfully (gRPC's trailers). It includes `drpc-items`, the count
     /// of items sent. Always `None` on the handler's side.
@@ -79,6 +88,11 @@ impl<T: DeserializeOwned> Items<T> {
     }
 
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, Status>>> {
+        self.poll_raw(cx)
+            .map(|next| next.map(|item| item.and_then(|msg| self.decode(&msg))))
+    }
+
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Status>>> {
         if self.done {
             return Poll::Ready(None);
         }
@@ -93,7 +107,7 @@ impl<T: DeserializeOwned> Items<T> {
             None => Role::Callee,
         };
         match self.link.poll_item(role, self.seq, cx) {
-            Next::Item(msg, _) => Poll::Ready(Some(self.decode(&msg))),
+            Next::Item(msg, _) => Poll::Ready(Some(Ok(msg))),
             Next::Wait(_) => match self.call.as_mut() {
                 // The reply came before items it counts (QUIC): they are
                 // waited for until the call's deadline.

@@ -3,6 +3,8 @@
 use super::call::StreamCall;
 use crate::session::Session;
 use crate::values::{decode_body, Reply, Status};
+use bytes::Bytes;
+use drpc_proto::Message;
 use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -31,6 +33,34 @@ impl<R> StreamReply<R> {
     }
 }
 
+impl<R> StreamReply<R> {
+    /// The answer as it came, undecoded: its body, meta and codec (for a
+    /// tool or a proxy that passes it on).
+    ///
+    /// Errors: as the future's, but for decoding.
+    pub async fn raw(mut self) -> Result<Reply<Bytes>, Status> {
+        let reply = std::future::poll_fn(|cx| self.poll_reply(cx)).await?;
+        Ok(Reply {
+            value: reply.body,
+            meta: reply.header.meta,
+            codec: reply.header.codec,
+        })
+    }
+
+    fn poll_reply(&mut self, cx: &mut Context<'_>) -> Poll<Result<Box<Message>, Status>> {
+        if self.call.is_done() {
+            return Poll::Ready(Err(Status::bad_message(
+                "the stream's reply was taken already",
+            )));
+        }
+        self.call.poll_outcome(cx)?;
+        if !self.call.replied() {
+            return Poll::Pending;
+        }
+        Poll::Ready(self.call.take_reply(None))
+    }
+}
+
 impl<R: DeserializeOwned> Future for StreamReply<R> {
     type Output = Result<Reply<R>, Status>;
 
@@ -39,16 +69,10 @@ impl<R: DeserializeOwned> Future for StreamReply<R> {
     /// decode as `R`. Polling again after it is ready is an error (400).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if this.call.is_done() {
-            return Poll::Ready(Err(Status::bad_message(
-                "the stream's reply was taken already",
-            )));
-        }
-        this.call.poll_outcome(cx)?;
-        if !this.call.replied() {
-            return Poll::Pending;
-        }
-        let reply = this.call.take_reply(None)?;
+        let reply = match this.poll_reply(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(reply) => reply?,
+        };
         let codecs = &this.session.shared.ep.config.codecs;
         let value = decode_body(codecs, reply.header.codec, &reply.body, &this.method)?;
         Poll::Ready(Ok(Reply {

@@ -159,7 +159,7 @@ async fn bytes(total: u64, chunk: usize) -> Result<bool, Status> {
         .server_stream(
             "/bytes",
             |_: CallCtx, (total, chunk): (u64, usize), out: ItemSink<Blob>| async move {
-                let out = out.with_codec(CodecId::RAW);
+                let mut out = out.with_codec(CodecId::RAW);
                 let piece = Bytes::from(vec![0x5a; chunk]);
                 let mut left = total;
                 while left > 0 {

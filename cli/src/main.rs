@@ -55,6 +55,9 @@ fn main() -> ExitCode {
             Command::Ctl(a) => ctl::ctl(a).await,
         }
     });
+    // A stream's reader of standard input may still be blocked in a read
+    // nobody waits for: the runtime does not wait for it either.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

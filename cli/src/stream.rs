@@ -50,9 +50,19 @@ pub async fn stream(args: StreamArgs) -> Result<(), String> {
             .await
         {
             Ok((sink, items)) => {
-                let (sent, printed) =
-                    tokio::join!(send_lines(sink, codec), print_items(items, args.verbose));
-                sent.and(printed)
+                // The endpoint's reply ends the stream: what standard
+                // input still holds is not sent.
+                let sending = send_lines(sink, codec);
+                let printing = print_items(items, args.verbose);
+                tokio::pin!(sending, printing);
+                tokio::select! {
+                    biased;
+                    printed = &mut printing => printed,
+                    sent = &mut sending => match sent {
+                        Err(status) if status.code() != drpc::Code::CONNECTION_CLOSED => Err(status),
+                        _ => printing.await,
+                    },
+                }
             }
             Err(status) => Err(status),
         },
@@ -72,8 +82,21 @@ async fn client(
     let (sink, reply) = session
         .client_stream::<_, (), ()>(method, arg, opts)
         .await?;
-    send_lines(sink, codec).await?;
-    let reply = reply.raw().await?;
+    // An endpoint may answer before it has read every item: its answer
+    // says how it went.
+    let sending = send_lines(sink, codec);
+    let reply = reply.raw();
+    tokio::pin!(sending, reply);
+    let reply = tokio::select! {
+        biased;
+        reply = &mut reply => reply,
+        sent = &mut sending => match sent {
+            Err(status) if status.code() != drpc::Code::CONNECTION_CLOSED => return Err(status),
+            // Sent, or over because the answer came.
+            _ => reply.await,
+        },
+    };
+    let reply = reply?;
     if verbose {
         show_meta(&reply.meta);
     }
@@ -98,7 +121,7 @@ async fn print_items(mut items: Items<()>, verbose: bool) -> Result<(), Status> 
 /// Sends each line of standard input (a JSON value; blank lines are
 /// skipped) as an item, then ends the stream; a line that is not JSON
 /// fails it.
-async fn send_lines(sink: ItemSink<()>, codec: CodecId) -> Result<(), Status> {
+async fn send_lines(mut sink: ItemSink<()>, codec: CodecId) -> Result<(), Status> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         let line = match lines.next_line().await {

@@ -263,7 +263,7 @@ async fn a_server_stream_goes_under_the_callers_credit() {
     routes
         .server_stream(
             "/count",
-            |_: CallCtx, n: u8, out: ItemSink<u8>| async move {
+            |_: CallCtx, n: u8, mut out: ItemSink<u8>| async move {
                 for i in 0..n {
                     out.send(&i).await?;
                 }
@@ -366,7 +366,7 @@ async fn a_client_stream_waits_for_the_callees_first_credit() {
     assert_eq!(hex(&encode(&raw.read().await)), hello);
     raw.write(&unhex(&answer)).await;
     let session = within("the dial", dial).await.unwrap().unwrap();
-    let (sink, reply) = session
+    let (mut sink, reply) = session
         .client_stream::<_, u8, u8>("/sum", &(), CallOptions::new())
         .await
         .unwrap();

@@ -36,7 +36,7 @@ impl Numbers for Impl {
         ctx: &CallCtx,
         from: u32,
         to: u32,
-        out: ItemSink<u32>,
+        mut out: ItemSink<u32>,
     ) -> Result<(), Status> {
         for n in from..to {
             out.send(&n).await?;
@@ -57,7 +57,7 @@ impl Numbers for Impl {
         &self,
         factor: i64,
         mut items: Items<i64>,
-        out: ItemSink<i64>,
+        mut out: ItemSink<i64>,
     ) -> Result<(), Status> {
         while let Some(n) = items.next().await {
             out.send(&(n? * factor)).await?;
@@ -65,7 +65,7 @@ impl Numbers for Impl {
         Ok(())
     }
 
-    async fn hellos(&self, out: ItemSink<String>) -> Result<(), Status> {
+    async fn hellos(&self, mut out: ItemSink<String>) -> Result<(), Status> {
         for who in ["ann", "bob"] {
             out.send(&format!("hello {who}")).await?;
         }
@@ -97,14 +97,14 @@ async fn typed_streams_go_each_way() {
     assert_eq!(hellos.next().await.unwrap().unwrap(), "hello bob");
     assert!(hellos.next().await.is_none());
     // Client stream.
-    let (sink, answer) = numbers.sum(100).await.unwrap();
+    let (mut sink, answer) = numbers.sum(100).await.unwrap();
     for n in 1..=10 {
         sink.send(&n).await.unwrap();
     }
     sink.end();
     assert_eq!(within("the sum", answer).await.unwrap().value, 155);
     // Bidirectional, in step.
-    let (sink, mut scaled) = numbers.scale(-2).await.unwrap();
+    let (mut sink, mut scaled) = numbers.scale(-2).await.unwrap();
     for n in 1..=5 {
         sink.send(&n).await.unwrap();
         let back = within("a scaled item", scaled.next()).await.unwrap();
@@ -136,7 +136,7 @@ async fn typed_streams_speak_the_string_apis_bytes() {
     assert_eq!(items.next().await.unwrap().unwrap(), 1);
     assert_eq!(items.next().await.unwrap().unwrap(), 2);
     assert!(items.next().await.is_none());
-    let (sink, reply) = p
+    let (mut sink, reply) = p
         .session
         .client_stream::<_, u64, u64>("/numbers/sum", &1u64, CallOptions::new())
         .await

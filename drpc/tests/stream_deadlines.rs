@@ -19,17 +19,20 @@ const DEFAULT: Duration = Duration::from_secs(1);
 /// the deadline its context had.
 fn routes(go: Arc<Notify>, deadline: Arc<std::sync::Mutex<Option<Duration>>>) -> Router {
     let mut r = test_router();
-    r.server_stream("/two", move |ctx: CallCtx, _: (), out: ItemSink<u32>| {
-        let (go, deadline) = (go.clone(), deadline.clone());
-        async move {
-            let left = ctx.deadline() - std::time::Instant::now();
-            *deadline.lock().unwrap() = Some(left);
-            out.send(&0).await?;
-            go.notified().await;
-            out.send(&1).await?;
-            Ok::<_, Status>(())
-        }
-    })
+    r.server_stream(
+        "/two",
+        move |ctx: CallCtx, _: (), mut out: ItemSink<u32>| {
+            let (go, deadline) = (go.clone(), deadline.clone());
+            async move {
+                let left = ctx.deadline() - std::time::Instant::now();
+                *deadline.lock().unwrap() = Some(left);
+                out.send(&0).await?;
+                go.notified().await;
+                out.send(&1).await?;
+                Ok::<_, Status>(())
+            }
+        },
+    )
     .unwrap();
     r
 }

@@ -106,7 +106,7 @@ fn routes() -> Router {
     let mut r = test_router();
     r.server_stream(
         "/count",
-        |ctx: CallCtx, n: u32, out: ItemSink<u32>| async move {
+        |ctx: CallCtx, n: u32, mut out: ItemSink<u32>| async move {
             assert_eq!(ctx.meta().get("tagged"), Some("yes"), "the hook's meta");
             for i in 0..n {
                 out.send(&i).await?;
@@ -149,7 +149,7 @@ async fn plugins_see_every_stream_open_and_end_once() {
         item.unwrap();
     }
     // A client stream, answered.
-    let (sink, reply) = s
+    let (mut sink, reply) = s
         .client_stream::<_, u32, u32>("/sum", &(), CallOptions::new())
         .await
         .unwrap();

@@ -199,7 +199,7 @@ async fn the_js_client_in_headless_chromium() {
     routes
         .server_stream(
             "/count",
-            |ctx: CallCtx, n: u32, out: ItemSink<u32>| async move {
+            |ctx: CallCtx, n: u32, mut out: ItemSink<u32>| async move {
                 for i in 0..n {
                     out.send(&i).await?;
                 }
@@ -211,16 +211,19 @@ async fn the_js_client_in_headless_chromium() {
     let (endless_tx, endless_stopped) = tokio::sync::watch::channel(false);
     let endless_tx = std::sync::Arc::new(endless_tx);
     routes
-        .server_stream("/endless", move |_: CallCtx, _: (), out: ItemSink<u64>| {
-            let guard = SetOnDrop(endless_tx.clone());
-            async move {
-                let _guard = guard;
-                for i in 0..u64::MAX {
-                    out.send(&i).await?;
+        .server_stream(
+            "/endless",
+            move |_: CallCtx, _: (), mut out: ItemSink<u64>| {
+                let guard = SetOnDrop(endless_tx.clone());
+                async move {
+                    let _guard = guard;
+                    for i in 0..u64::MAX {
+                        out.send(&i).await?;
+                    }
+                    Ok::<_, Status>(())
                 }
-                Ok::<_, Status>(())
-            }
-        })
+            },
+        )
         .unwrap();
     for (path, flag) in [
         ("/hang_started", started),

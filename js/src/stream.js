@@ -76,7 +76,9 @@ export class ItemStream {
     this.consumedBytes += f.body.length;
     const itemsLeft = this.granted.items - this.consumed;
     const bytesLeft = this.granted.bytes - this.consumedBytes;
-    if (!this.ended && (itemsLeft <= this.window.items / 2 || bytesLeft <= this.window.bytes / 2)) {
+    // No credit for a stream that is over (ended, failed, or cancelled).
+    const live = !this.ended && !this.error && !this.controller.signal.aborted;
+    if (live && (itemsLeft <= this.window.items / 2 || bytesLeft <= this.window.bytes / 2)) {
       this.granted = { items: this.consumed + this.window.items, bytes: this.consumedBytes + this.window.bytes };
       const body = new Uint8Array(8);
       new DataView(body.buffer).setBigUint64(0, BigInt(this.granted.bytes));

@@ -50,12 +50,14 @@ test("a failed stream throws its status after its items, and counts must add up"
   assert.match(other.item({ ...item(1, "c"), flags: Flag.END }), /END item from the server/);
 });
 
-test("breaking out of the loop cancels the call", async () => {
-  const { stream } = opened();
-  stream.item(item(1, 1));
+test("breaking out of the loop cancels the call, and a cancelled stream grants no more credit", async () => {
+  const { stream, sent } = opened();
+  for (let n = 1; n <= 3; n++) stream.item(item(n, n));
   for await (const v of stream) {
     assert.equal(v, 1);
     break;
   }
   assert.ok(stream.controller.signal.aborted);
+  stream.take();
+  assert.equal(sent.length, 0, "item 2 would have granted credit");
 });

@@ -7,7 +7,7 @@ fn streams() -> Router {
     let mut r = Router::new();
     r.server_stream(
         "/count",
-        |ctx: CallCtx, n: u32, out: ItemSink<u32>| async move {
+        |ctx: CallCtx, n: u32, mut out: ItemSink<u32>| async move {
             for i in 0..n {
                 out.send(&i).await?;
             }
@@ -18,7 +18,7 @@ fn streams() -> Router {
     .unwrap();
     r.server_stream(
         "/dry",
-        |_: CallCtx, _: (), out: ItemSink<String>| async move {
+        |_: CallCtx, _: (), mut out: ItemSink<String>| async move {
             out.send(&"last".to_string()).await?;
             Err::<(), _>(Status::new(Code(1234), "the source ran dry"))
         },
@@ -35,9 +35,31 @@ fn streams() -> Router {
         },
     )
     .unwrap();
+    r.client_stream(
+        "/first",
+        |_: CallCtx, _: (), mut items: Items<i64>| async move {
+            match items.next().await {
+                Some(first) => first,
+                None => Err(Status::bad_message("no item")),
+            }
+        },
+    )
+    .unwrap();
+    r.bidi_stream(
+        "/two",
+        |_: CallCtx, _: (), mut items: Items<i64>, mut out: ItemSink<i64>| async move {
+            for _ in 0..2 {
+                if let Some(n) = items.next().await {
+                    out.send(&n?).await?;
+                }
+            }
+            Ok::<_, Status>(())
+        },
+    )
+    .unwrap();
     r.bidi_stream(
         "/shout",
-        |_: CallCtx, _: (), mut items: Items<String>, out: ItemSink<String>| async move {
+        |_: CallCtx, _: (), mut items: Items<String>, mut out: ItemSink<String>| async move {
             while let Some(line) = items.next().await {
                 out.send(&line?.to_uppercase()).await?;
             }
@@ -111,4 +133,49 @@ fn a_failed_stream_prints_its_items_then_exits_non_zero() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("404"));
+}
+
+#[test]
+fn an_endpoint_may_answer_or_end_before_standard_input_does() {
+    let certs = Certs::new("stream-early");
+    let server = Server::start("tcp", &certs, streams(), None);
+    // Answered after the first of many items.
+    let many: String = (1..=2000).map(|n| format!("{n}\n")).collect();
+    drpc()
+        .args(["stream", &server.url, "/first", "--kind", "client"])
+        .write_stdin(many)
+        .assert()
+        .success()
+        .stdout("1\n");
+    // Ended after two items while standard input stays open: the command
+    // ends with the stream.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("drpc"))
+        .args(["stream", &server.url, "/two", "--kind", "bidi"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"7\n8\n").unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stdout), &mut out);
+        let _ = tx.send(out);
+    });
+    let out = rx.recv_timeout(Duration::from_secs(60));
+    if out.is_err() {
+        // Hung: the assertion below says so, and the child goes.
+        let _ = child.kill();
+    }
+    let status = child.wait().unwrap();
+    drop(stdin);
+    assert_eq!(
+        out.as_deref(),
+        Ok("7\n8\n"),
+        "the command ended with the stream"
+    );
+    assert!(status.success(), "{status}");
 }

@@ -238,7 +238,16 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
             codec,
             route_plugins: route_plugins.as_ref(),
         };
-        answer.send(scopes, Some(&ctx), out.map(|()| fut.reply()));
+        match out {
+            Ok(()) => answer.send(scopes, Some(&ctx), Ok(fut.reply())),
+            // A handler cut at its deadline goes before its 408: what it
+            // holds (a stream's state, say) is let go before the seq is
+            // free for the caller to use again.
+            Err(status) => {
+                drop(fut);
+                answer.send(scopes, Some(&ctx), Err(status));
+            }
+        }
     }));
 }
 

@@ -15,14 +15,14 @@ use std::time::Instant;
 impl Link {
     /// Starts a stream call of this side (its seq is set here), with its
     /// stream open before its frame can go out: it reads items under
-    /// `receive`, and sends them when `sends`. Waits for room in the write
-    /// queue until `deadline`.
+    /// `receive`, and sends them when `sends`. `times` are the call's
+    /// deadline, and how long to wait for room in the write queue.
     ///
     /// Errors: as [`Link::send`].
     pub(crate) async fn start_stream_call(
         &self,
         msg: &mut Message,
-        deadline: Instant,
+        (deadline, open_by): (Instant, Instant),
         receive: Option<Window>,
         sends: bool,
     ) -> Result<u32, Status> {
@@ -46,7 +46,7 @@ impl Link {
                 }
             }
         });
-        match tokio::time::timeout_at(deadline.into(), wait).await {
+        match tokio::time::timeout_at(open_by.into(), wait).await {
             Ok(r) => r,
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "{method}: the deadline passed while waiting for room in the write queue"

@@ -151,7 +151,7 @@ impl Router {
     /// use drpc::{CallCtx, ItemSink, Router, Status};
     ///
     /// let mut router = Router::new();
-    /// router.server_stream("/ticks", |_: CallCtx, n: u32, out: ItemSink<u64>| async move {
+    /// router.server_stream("/ticks", |_: CallCtx, n: u32, mut out: ItemSink<u64>| async move {
     ///     for i in 0..u64::from(n) {
     ///         out.send(&i).await?;
     ///     }
@@ -220,7 +220,7 @@ impl Router {
     /// let mut router = Router::new();
     /// router.bidi_stream(
     ///     "/echo",
-    ///     |_: CallCtx, _: (), mut items: Items<String>, out: ItemSink<String>| async move {
+    ///     |_: CallCtx, _: (), mut items: Items<String>, mut out: ItemSink<String>| async move {
     ///         while let Some(line) = items.next().await {
     ///             out.send(&line?).await?;
     ///         }

@@ -142,7 +142,7 @@ impl Session {
     /// # async fn demo(session: drpc::Session) -> Result<(), drpc::Status> {
     /// use drpc::CallOptions;
     ///
-    /// let (sink, reply) = session
+    /// let (mut sink, reply) = session
     ///     .client_stream::<_, u64, u64>("/sum", &(), CallOptions::new())
     ///     .await?;
     /// for n in 1..=10 {
@@ -183,7 +183,7 @@ impl Session {
     /// # async fn demo(session: drpc::Session) -> Result<(), drpc::Status> {
     /// use drpc::CallOptions;
     ///
-    /// let (sink, mut echoes) = session
+    /// let (mut sink, mut echoes) = session
     ///     .bidi_stream::<_, String, String>("/chat", &(), CallOptions::new())
     ///     .await?;
     /// sink.send(&"hello".to_string()).await?;
@@ -227,18 +227,25 @@ impl Session {
             false => opts.timeout.unwrap_or(config.default_timeout),
         };
         let deadline = deadline_after(timeout);
+        // Opening it (a redial, the hello, room in the write queue) is
+        // bounded by the default timeout when the stream itself has no
+        // deadline.
+        let open_by = match opts.no_deadline {
+            true => deadline_after(config.default_timeout),
+            false => deadline,
+        };
         let body = config.codecs.encode(codec, arg).map_err(|e| {
             Status::bad_message(format!(
                 "cannot encode the argument of {service_method} as {codec}: {e}"
             ))
         })?;
-        let link = self.usable_link(deadline, service_method).await?;
+        let link = self.usable_link(open_by, service_method).await?;
         // A dialer learns what the peer takes from the answer to its hello.
         if link.core().hello_pending() {
             tokio::select! {
                 _ = link.hello.cancelled() => {}
                 _ = link.finished.cancelled() => {}
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                _ = tokio::time::sleep_until(open_by.into()) => {
                     return Err(Status::deadline_exceeded(format!(
                         "{service_method}: the peer did not answer the hello within the deadline"
                     )));
@@ -263,10 +270,11 @@ impl Session {
         let mut msg = Message::new(header, body);
         let sends = kind.caller_sends();
         if !self.plugins().is_empty() {
-            return self.open_hooked(link, msg, deadline, receive, sends).await;
+            let times = (deadline, open_by);
+            return self.open_hooked(link, msg, times, receive, sends).await;
         }
         let seq = link
-            .start_stream_call(&mut msg, deadline, receive, sends)
+            .start_stream_call(&mut msg, (deadline, open_by), receive, sends)
             .await?;
         Ok(Opened {
             link,
@@ -286,7 +294,7 @@ impl Session {
         &self,
         link: Arc<Link>,
         mut msg: Message,
-        deadline: Instant,
+        (deadline, open_by): (Instant, Instant),
         receive: Option<Window>,
         sends: bool,
     ) -> Result<Opened, Status> {
@@ -310,7 +318,7 @@ impl Session {
                 }
             }
             link.open_caller_stream(seq, receive, sends);
-            link.send(&msg, deadline).await
+            link.send(&msg, open_by).await
         };
         if let Err(status) = sent.await {
             opening.fail(&status);

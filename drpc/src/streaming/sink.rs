@@ -14,7 +14,8 @@ use std::time::Instant;
 
 /// Where one side of a stream sends its items: each encoded in the call's
 /// codec, sent once the reader's credit allows (so `send` waits for a slow
-/// reader, at most until the call's deadline).
+/// reader, at most until the call's deadline). One send at a time (it
+/// takes `&mut self`): the items of a direction are numbered in order.
 ///
 /// A caller's sink (of [`Session::client_stream`] or
 /// [`Session::bidi_stream`]) ends its direction with [`ItemSink::end`] or
@@ -70,7 +71,7 @@ impl<T> ItemSink<T> {
     /// copy of `body` is made before it is queued.
     ///
     /// Errors: as [`ItemSink::send`].
-    pub async fn send_raw(&self, body: bytes::Bytes) -> Result<(), Status> {
+    pub async fn send_raw(&mut self, body: bytes::Bytes) -> Result<(), Status> {
         let flags = match self.role {
             Role::Caller => flag::FROM_CALLER,
             Role::Callee => 0,
@@ -106,7 +107,7 @@ impl<T: Serialize> ItemSink<T> {
     /// stream is over (its reader ended it: a reply, a cancel) or its
     /// connection is; 413 when the item is over the frame limit; 400 when
     /// it cannot be encoded.
-    pub async fn send(&self, item: &T) -> Result<(), Status> {
+    pub async fn send(&mut self, item: &T) -> Result<(), Status> {
         let codecs = &self.session.shared.ep.config.codecs;
         let body = codecs.encode(self.codec, item).map_err(|e| {
             Status::bad_message(format!(

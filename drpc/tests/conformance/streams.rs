@@ -15,7 +15,7 @@ fn streaming(sent: Arc<AtomicU64>) -> Router {
     let mut r = test_router();
     r.server_stream(
         "/count",
-        |ctx: CallCtx, n: u64, out: ItemSink<u64>| async move {
+        |ctx: CallCtx, n: u64, mut out: ItemSink<u64>| async move {
             for i in 0..n {
                 out.send(&i).await?;
             }
@@ -26,7 +26,7 @@ fn streaming(sent: Arc<AtomicU64>) -> Router {
     .unwrap();
     r.server_stream(
         "/fail_after",
-        |_: CallCtx, n: u64, out: ItemSink<u64>| async move {
+        |_: CallCtx, n: u64, mut out: ItemSink<u64>| async move {
             for i in 0..n {
                 out.send(&i).await?;
             }
@@ -36,7 +36,7 @@ fn streaming(sent: Arc<AtomicU64>) -> Router {
     .unwrap();
     r.server_stream(
         "/flood",
-        move |_: CallCtx, _: (), out: ItemSink<Vec<u8>>| {
+        move |_: CallCtx, _: (), mut out: ItemSink<Vec<u8>>| {
             let sent = sent.clone();
             async move {
                 let chunk = vec![7u8; 1024];

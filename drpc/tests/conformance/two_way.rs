@@ -48,7 +48,7 @@ fn two_way() -> Router {
     .unwrap();
     r.bidi_stream(
         "/echo_items",
-        |ctx: CallCtx, _: (), mut items: Items<String>, out: ItemSink<String>| async move {
+        |ctx: CallCtx, _: (), mut items: Items<String>, mut out: ItemSink<String>| async move {
             let mut n = 0u64;
             while let Some(item) = items.next().await {
                 out.send(&item?).await?;
@@ -67,7 +67,7 @@ fn two_way() -> Router {
 /// that ends with an error passes it on.
 pub async fn a_client_stream_sends_every_item_and_gets_one_answer(t: Transport) {
     let p = t.pair(two_way(), Router::new()).await;
-    let (sink, reply) = p
+    let (mut sink, reply) = p
         .session
         .client_stream::<_, u64, u64>("/sum", &5u64, CallOptions::new())
         .await
@@ -80,7 +80,7 @@ pub async fn a_client_stream_sends_every_item_and_gets_one_answer(t: Transport) 
     assert_eq!(reply.value, 5 + 500_500);
     assert_eq!(reply.meta.get("drpc-items"), Some("0"));
     // A sink dropped half way: the handler reads 499 and returns it.
-    let (sink, reply) = p
+    let (mut sink, reply) = p
         .session
         .client_stream::<_, u64, u64>("/sum", &0u64, CallOptions::new())
         .await
@@ -109,7 +109,7 @@ pub async fn a_client_stream_sends_every_item_and_gets_one_answer(t: Transport) 
 /// fail, and a client stream to a server stream route is refused.
 pub async fn a_client_stream_may_be_answered_before_its_end(t: Transport) {
     let p = t.pair(two_way(), Router::new()).await;
-    let (sink, reply) = p
+    let (mut sink, reply) = p
         .session
         .client_stream::<_, u64, u64>("/first", &(), CallOptions::new())
         .await
@@ -137,7 +137,7 @@ pub async fn a_client_stream_may_be_answered_before_its_end(t: Transport) {
 /// ends the caller's.
 pub async fn a_bidi_stream_runs_both_ways_in_step(t: Transport) {
     let p = t.pair(two_way(), Router::new()).await;
-    let (sink, mut echoes) = p
+    let (mut sink, mut echoes) = p
         .session
         .bidi_stream::<_, String, String>("/echo_items", &(), CallOptions::new())
         .await
@@ -162,7 +162,7 @@ pub async fn a_bidi_stream_runs_both_ways_in_step(t: Transport) {
 pub async fn a_handler_that_stops_reading_holds_its_caller_back(t: Transport) {
     let p = t.pair(two_way(), Router::new()).await;
     let opts = CallOptions::new().timeout(Duration::from_secs(60));
-    let (sink, reply) = p
+    let (mut sink, reply) = p
         .session
         .client_stream::<_, Vec<u8>, ()>("/stall", &(), opts)
         .await
@@ -213,7 +213,7 @@ pub async fn many_streams_share_a_session_with_calls(t: Transport) {
     let streams = (0..16).map(|s| {
         let session = p.session.clone();
         async move {
-            let (sink, mut echoes) = session
+            let (mut sink, mut echoes) = session
                 .bidi_stream::<_, String, String>("/echo_items", &(), CallOptions::new())
                 .await?;
             let writer = async {

@@ -45,10 +45,11 @@ impl EarlyCancels {
         if let Some(at) = found {
             self.seqs.remove(at);
         }
-        // A cancel far behind every call seen has no call left to wait for.
+        // A cancel still ahead of every call seen waits for its call; one
+        // far behind them has no call left to wait for.
         let newest = self.newest;
         self.seqs
-            .retain(|&s| newest.is_none_or(|n| n.wrapping_sub(s) < 1 << 20));
+            .retain(|&s| newer(s, newest) || newest.is_none_or(|n| n.wrapping_sub(s) < 1 << 20));
         found.is_some()
     }
 }

@@ -222,6 +222,14 @@ fn over_an_unordered_transport_a_cancel_may_come_before_its_call() {
     b.core.on_frame(frame(Header::cancel(5)), now);
     let next = b.core.on_frame(frame(call_header(9)), now);
     assert!(matches!(next, Event::Call(_)), "{next:?}");
+    // A cancel that overtook several calls waits for its own.
+    b.core.on_frame(frame(Header::cancel(14)), now);
+    for seq in 10..14 {
+        let call = b.core.on_frame(frame(call_header(seq)), now);
+        assert!(matches!(call, Event::Call(_)), "{seq}: {call:?}");
+    }
+    let late = b.core.on_frame(frame(call_header(14)), now);
+    assert!(matches!(late, Event::Dropped(_)), "{late:?}");
 }
 
 #[test]

@@ -92,6 +92,25 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
     }
 }
 
+/// Waits until a stream's sender has sent at least `window` items (the
+/// count in `sent`) and sends no more while other tasks run; returns the
+/// count then.
+pub async fn until_stalled(sent: &std::sync::atomic::AtomicU64, window: u64) -> u64 {
+    use std::sync::atomic::Ordering;
+    within("the sender to stop", async {
+        loop {
+            let before = sent.load(Ordering::SeqCst);
+            for _ in 0..50 {
+                tokio::task::yield_now().await;
+            }
+            if before >= window && sent.load(Ordering::SeqCst) == before {
+                return before;
+            }
+        }
+    })
+    .await
+}
+
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(

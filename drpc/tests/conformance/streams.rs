@@ -132,19 +132,7 @@ pub async fn a_reader_that_stops_holds_its_sender_back(t: Transport) {
         within("an item", items.next()).await.unwrap().unwrap();
     }
     // The sender fills the window and waits: the count stops growing.
-    within("the sender to stop", async {
-        loop {
-            let before = sent.load(Ordering::SeqCst);
-            for _ in 0..50 {
-                tokio::task::yield_now().await;
-            }
-            if before >= 256 && sent.load(Ordering::SeqCst) == before {
-                break;
-            }
-        }
-    })
-    .await;
-    let stalled = sent.load(Ordering::SeqCst);
+    let stalled = until_stalled(&sent, 256).await;
     assert!(stalled <= 10 + 256, "{stalled} items sent for 10 read");
     // The stalled stream holds up nothing else on the session.
     let sum: i64 = within("a call beside the stalled stream", async {

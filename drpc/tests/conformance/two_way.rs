@@ -177,19 +177,7 @@ pub async fn a_handler_that_stops_reading_holds_its_caller_back(t: Transport) {
         }
         Ok::<_, Status>(())
     });
-    within("the sender to stop", async {
-        loop {
-            let before = sent.load(Ordering::SeqCst);
-            for _ in 0..50 {
-                tokio::task::yield_now().await;
-            }
-            if before >= 256 && sent.load(Ordering::SeqCst) == before {
-                break;
-            }
-        }
-    })
-    .await;
-    let stalled = sent.load(Ordering::SeqCst);
+    let stalled = until_stalled(&sent, 256).await;
     assert!(stalled <= 10 + 256, "{stalled} items sent for 10 read");
     drop(reply);
     let err = within("the sender to fail", sender)

@@ -406,3 +406,46 @@ async fn a_client_stream_waits_for_the_callees_first_credit() {
     assert_eq!(within("the answer", reply).await.unwrap().value, 42);
     client.close().await;
 }
+
+/// A stream that fails counts its items on the failed reply too, whether
+/// its handler returned an error or was cut at its deadline (408), so a
+/// caller can wait for items still on their way (docs/PROTOCOL.md 3.4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_streams_reply_counts_its_items() {
+    let mut routes = test_router();
+    routes
+        .server_stream(
+            "/fail_after",
+            |_: CallCtx, n: u8, mut out: ItemSink<u8>| async move {
+                for i in 0..n {
+                    out.send(&i).await?;
+                }
+                if n == 1 {
+                    std::future::pending::<()>().await;
+                }
+                Err::<(), _>(Status::new(drpc::Code(1234), "dry"))
+            },
+        )
+        .unwrap();
+    let (server, mut raw) = hello_from_a_raw_peer(routes).await;
+    for (seq, n, timeout, status) in [(2, 2u8, 10_000, 1234), (3, 1, 300, 408)] {
+        let mut call = Header::call(seq, "/fail_after");
+        call.timeout = Some(Duration::from_millis(timeout));
+        call.meta.insert("drpc-stream", "server");
+        call.meta.insert("drpc-window", "16,1000");
+        raw.write(&encode(&Message::new(call, vec![n]))).await;
+        for _ in 0..n {
+            assert_eq!(raw.read().await.header.kind, Kind::Item);
+        }
+        let end = raw.read().await;
+        assert_eq!(
+            (end.header.kind, end.header.seq, end.header.status_code),
+            (Kind::Reply, seq, status)
+        );
+        assert_eq!(
+            end.header.meta.get("drpc-items"),
+            Some(n.to_string().as_str())
+        );
+    }
+    server.close().await;
+}

@@ -3,7 +3,8 @@
 //! right here, on its own task only if it waits), and the reply.
 
 use crate::context::{CallCtx, PushCtx};
-use crate::core::conn::streams::STREAM_KEY;
+use crate::core::conn::streams::{ITEMS_KEY, STREAM_KEY};
+use crate::core::streams::Role;
 use crate::core::{features, wire};
 use crate::handler::{ReplyBody, ReplyValue};
 use crate::plugin::{HandledCall, Plugins};
@@ -73,7 +74,17 @@ impl Answer<'_> {
                 }
             }
             (Ok(_), None) => unreachable!("a body comes only from a handler, which has a context"),
-            (Err(status), _) => wire::error_reply(self.seq, self.codec, &handler_error(status)),
+            (Err(status), ctx) => {
+                let mut reply = wire::error_reply(self.seq, self.codec, &handler_error(status));
+                // A stream's failure counts its items too, for the caller to
+                // wait for those on their way (docs/PROTOCOL.md 3.4).
+                if let Some((_, meta)) = ctx.map(CallCtx::take_reply_parts) {
+                    if let Some(items) = meta.get(ITEMS_KEY) {
+                        reply.header.meta.insert(ITEMS_KEY, items);
+                    }
+                }
+                reply
+            }
         };
         if watched {
             let mut scopes = scopes;
@@ -209,6 +220,7 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
                 Err(_) => {
                     // Work the handler spawned learns it is over too.
                     cancel.cancel();
+                    count_items(&ctx, &link, seq);
                     Err(Status::deadline_exceeded(format!(
                         "the handler of {} did not finish within the call's deadline of {timeout:?}",
                         ctx.service_method()
@@ -249,6 +261,15 @@ pub(crate) fn call(session: &Session, link: &Arc<Link>, mut msg: Box<Message>, a
             }
         }
     }));
+}
+
+/// Puts the count of items a stream handler cut at its deadline sent on
+/// its reply, while its stream is still open to count them.
+fn count_items(ctx: &CallCtx, link: &Link, seq: u32) {
+    if ctx.meta().get(STREAM_KEY).is_some() {
+        let sent = link.items_sent(Role::Callee, seq);
+        ctx.set_reply_meta(ITEMS_KEY, &sent.to_string());
+    }
 }
 
 /// Encodes a handler's value for its reply. It runs outside the handler's

@@ -94,6 +94,26 @@ impl Raw {
     }
 }
 
+const SECS_10: Duration = Duration::from_secs(10);
+
+/// A stream call as a peer written from the spec makes it: `drpc-stream`
+/// set to `kind`, and `drpc-window` when the caller reads items.
+fn stream_call(
+    seq: u32,
+    method: &str,
+    kind: &str,
+    window: Option<&str>,
+    timeout: Duration,
+) -> Header {
+    let mut call = Header::call(seq, method);
+    call.timeout = Some(timeout);
+    call.meta.insert("drpc-stream", kind);
+    if let Some(window) = window {
+        call.meta.insert("drpc-window", window);
+    }
+    call
+}
+
 /// A drpc server for `routes` and a peer written from the spec dialing
 /// it, which has said the spec's hello and had the spec's answer.
 async fn hello_from_a_raw_peer(routes: drpc::Router) -> (Endpoint, Raw) {
@@ -273,10 +293,7 @@ async fn a_server_stream_goes_under_the_callers_credit() {
         .unwrap();
     let (server, mut raw) = hello_from_a_raw_peer(routes).await;
     // Four items wanted, two allowed at first.
-    let mut call = Header::call(2, "/count");
-    call.timeout = Some(Duration::from_secs(10));
-    call.meta.insert("drpc-stream", "server");
-    call.meta.insert("drpc-window", "2,1000");
+    let call = stream_call(2, "/count", "server", Some("2,1000"), SECS_10);
     raw.write(&encode(&Message::new(call, unhex("04")))).await;
     for n in 1..=2u32 {
         let item = raw.read().await;
@@ -302,10 +319,7 @@ async fn a_server_stream_goes_under_the_callers_credit() {
     );
     assert_eq!(end.header.meta.get("drpc-items"), Some("4"));
     // A stream with no items is its reply alone.
-    let mut over = Header::call(4, "/count");
-    over.timeout = Some(Duration::from_secs(10));
-    over.meta.insert("drpc-stream", "server");
-    over.meta.insert("drpc-window", "1,1000");
+    let over = stream_call(4, "/count", "server", Some("1,1000"), SECS_10);
     raw.write(&encode(&Message::new(over, unhex("00")))).await;
     let end = raw.read().await;
     assert_eq!((end.header.kind, end.header.seq), (Kind::Reply, 4));
@@ -333,9 +347,7 @@ async fn a_client_stream_from_the_spec_is_read_to_its_end() {
         )
         .unwrap();
     let (server, mut raw) = hello_from_a_raw_peer(routes).await;
-    let mut call = Header::call(7, "/sum");
-    call.timeout = Some(Duration::from_secs(10));
-    call.meta.insert("drpc-stream", "client");
+    let call = stream_call(7, "/sum", "client", None, SECS_10);
     raw.write(&encode(&Message::new(call, unhex("c0")))).await;
     let credit = raw.read().await;
     assert_eq!(
@@ -429,10 +441,8 @@ async fn a_failed_streams_reply_counts_its_items() {
         .unwrap();
     let (server, mut raw) = hello_from_a_raw_peer(routes).await;
     for (seq, n, timeout, status) in [(2, 2u8, 10_000, 1234), (3, 1, 300, 408)] {
-        let mut call = Header::call(seq, "/fail_after");
-        call.timeout = Some(Duration::from_millis(timeout));
-        call.meta.insert("drpc-stream", "server");
-        call.meta.insert("drpc-window", "16,1000");
+        let timeout = Duration::from_millis(timeout);
+        let call = stream_call(seq, "/fail_after", "server", Some("16,1000"), timeout);
         raw.write(&encode(&Message::new(call, vec![n]))).await;
         for _ in 0..n {
             assert_eq!(raw.read().await.header.kind, Kind::Item);

@@ -247,6 +247,13 @@ fn log_end(r: Result<(), hyper::Error>) {
     }
 }
 
+/// `buf` with room for a read of a useful size: the framer leaves the
+/// room for the rest of a frame to its reader.
+fn reserved(buf: &mut BytesMut) -> &mut BytesMut {
+    buf.reserve(16 * 1024);
+    buf
+}
+
 /// Reads frames from the endpoint until its stream ends.
 async fn read_replies(link: Arc<Link>, mut rd: ReadHalf<DuplexStream>, limits: FrameLimits) {
     let mut framer = RawProto.framer(&limits);
@@ -254,7 +261,7 @@ async fn read_replies(link: Arc<Link>, mut rd: ReadHalf<DuplexStream>, limits: F
     let why = loop {
         match framer.decode(&mut buf) {
             Ok(Some(msg)) => on_frame(&link, msg).await,
-            Ok(None) => match rd.read_buf(&mut buf).await {
+            Ok(None) => match rd.read_buf(reserved(&mut buf)).await {
                 Ok(0) | Err(_) => {
                     break Failure::new(CONNECTION_CLOSED, "the endpoint closed the session")
                 }

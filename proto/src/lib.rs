@@ -157,12 +157,32 @@ pub trait Framer: Send + 'static {
     /// Cuts the next complete message from the front of `src`.
     ///
     /// Returns `Ok(None)` when `src` holds only part of a message; the caller
-    /// reads more bytes into `src` and tries again. A framer may reserve room
-    /// in `src` for the rest of a frame it has validated. After an error for
+    /// reads more bytes into `src` and tries again (sizing its room with
+    /// [`Framer::frame_len`] where it can). After an error for
     /// which [`ProtoError::is_fatal`] is true the stream is out of step and
     /// the connection must be closed; after any other error the frame has
     /// been consumed and the next one can be decoded.
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtoError>;
+
+    /// The whole length of the frame at the front of `src`, once enough of
+    /// it has arrived to tell and it is within the limits; `None` otherwise,
+    /// and by default. A reader uses it after [`Framer::decode`] found only
+    /// part of a frame, to make room for the rest at once.
+    ///
+    /// ```
+    /// use drpc_proto::{FrameLimits, Framer, Header, Message, Proto, RawProto};
+    /// let mut framer = RawProto.framer(&FrameLimits::default());
+    /// let mut wire = bytes::BytesMut::new();
+    /// framer.encode(&Message::new(Header::push("/p"), vec![0; 100]), &mut wire)?;
+    /// let whole = wire.len();
+    /// assert_eq!(framer.frame_len(&wire[..3]), None);
+    /// assert_eq!(framer.frame_len(&wire[..10]), Some(whole));
+    /// # Ok::<(), drpc_proto::ProtoError>(())
+    /// ```
+    fn frame_len(&self, src: &[u8]) -> Option<usize> {
+        let _ = src;
+        None
+    }
 }
 
 /// Why bytes could not be turned into a message, or a message into bytes.

@@ -237,7 +237,9 @@ impl Framer for RawFramer {
         }
         let total = total as usize;
         if src.len() < total {
-            src.reserve(total - src.len());
+            // The room for the rest is the reader's to make (see
+            // `frame_len`): it knows its buffers, and reserving here too
+            // would move a partial frame twice.
             return Ok(None);
         }
         let mut frame = src.split_to(total).freeze();
@@ -252,6 +254,14 @@ impl Framer for RawFramer {
             h.meta.wire_len(),
         )?;
         Ok(Some(msg))
+    }
+
+    fn frame_len(&self, src: &[u8]) -> Option<usize> {
+        let prefix: [u8; PREFIX] = src.get(..PREFIX)?.try_into().ok()?;
+        let total = PREFIX as u64 + u64::from(u32::from_be_bytes(prefix));
+        usize::try_from(total)
+            .ok()
+            .filter(|&t| t <= self.limits.max_frame_len)
     }
 }
 

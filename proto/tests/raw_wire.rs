@@ -114,11 +114,14 @@ fn decodes_a_frame_that_arrives_byte_by_byte() {
     let mut f = framer();
     let mut buf = BytesMut::new();
     for (i, b) in bytes.iter().enumerate() {
+        let room = buf.capacity();
         assert_eq!(
             f.decode(&mut buf).unwrap(),
             None,
             "complete too early at {i}"
         );
+        // Room for the rest is the reader's to size (it pools its buffers).
+        assert_eq!(buf.capacity(), room, "a partial frame reserves nothing");
         buf.put_u8(*b);
     }
     assert_eq!(f.decode(&mut buf).unwrap(), Some(example_call()));

@@ -4,8 +4,10 @@
 //!
 //! The buffer is released whenever it holds no partial frame and the socket
 //! has nothing more to give, so an idle session keeps no read buffer beyond
-//! [`KEEP`] bytes; the next read makes a new one.
+//! [`KEEP`] bytes; the next read makes a new one. Full-size buffers go to
+//! the connection's [`ReadPool`] instead, until reads are quiet.
 
+use super::read_pool::{ReadPool, POOLED};
 use crate::values::Status;
 use bytes::BytesMut;
 use drpc_codec::CodecId;
@@ -46,6 +48,13 @@ pub(crate) struct Inbound {
     /// the next read offers what the sizer says, not the kept buffer.
     last_full: bool,
     sizer: ReadSizer,
+    /// The buffer came from the pool (see [`ReadPool`]), and goes back to
+    /// it when reads move on.
+    pooled: bool,
+    pool: ReadPool,
+    /// The read timer was last armed for the pool's deadline too: only
+    /// then may a buffer join the pool, or nothing would forget it.
+    pool_timed: bool,
     /// When the first bytes of the frame being read arrived.
     started: Option<Instant>,
     /// When the latest bytes arrived; incoming deadlines count from here
@@ -69,6 +78,9 @@ impl Inbound {
             reserved: 0,
             last_full: false,
             sizer: ReadSizer::new(read_chunk),
+            pooled: false,
+            pool: ReadPool::default(),
+            pool_timed: false,
             started: None,
             arrived: now,
             frame_timeout,
@@ -78,11 +90,62 @@ impl Inbound {
     /// The buffer to read into, with room for the next read (a new one when
     /// it was released), and how much room that is.
     pub(crate) fn room(&mut self) -> (&mut BytesMut, usize) {
-        let offered = self.sizer.prepare(&mut self.buf);
+        let next = self.sizer.next;
+        let frame = self.framer.frame_len(&self.buf).unwrap_or(0);
+        if frame > POOLED && frame > self.buf.capacity() {
+            // A frame larger than any read: room for all of it, at once.
+            self.buf.reserve(frame - self.buf.len());
+            self.pooled = false;
+        } else if self.buf.capacity() - self.buf.len() < next / 2 {
+            if next == POOLED && self.buf.len() <= POOLED / 2 {
+                // Full-size reads: a pooled buffer, with the partial frame
+                // (if any) moved to its front, once.
+                let mut fresh = self.pool.take(self.arrived);
+                fresh.extend_from_slice(&self.buf);
+                let used = std::mem::replace(&mut self.buf, fresh);
+                self.give_back(used);
+                self.pooled = true;
+                self.reserved = POOLED;
+            } else {
+                self.buf.reserve(next);
+                // It may be new memory, of any size: not one to pool.
+                self.pooled = false;
+            }
+        }
         // What it offers may leave out memory it holds (bytes cut from its
         // front): never lower, only a new buffer resets it.
         self.reserved = self.reserved.max(self.buf.len() + self.buf.capacity());
+        let offered = self.buf.capacity() - self.buf.len();
         (&mut self.buf, offered)
+    }
+
+    /// Done with `buf`, the buffer reads used so far: to the pool if it
+    /// came from there and the timer that forgets the pool is set.
+    fn give_back(&mut self, buf: BytesMut) {
+        if std::mem::take(&mut self.pooled) && self.pool_timed {
+            self.pool.lend(buf, self.arrived);
+        }
+    }
+
+    /// When the connection's read timer must fire next, which the caller
+    /// arms before each read: the frame under way must be whole, or the
+    /// pool is to be given back.
+    pub(crate) fn arm_timer(&mut self) -> Option<Instant> {
+        self.pool_timed = self.pool.deadline().is_some();
+        match (self.frame_deadline(), self.pool.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The read timer fired at `now`: gives the pool back if reads were
+    /// quiet, and says whether the frame under way ran out of time.
+    pub(crate) fn on_timer(&mut self, now: Instant) -> bool {
+        if self.pool.on_timer(now) {
+            // Its deadline is gone: freed when done with, not kept.
+            self.pooled = false;
+        }
+        self.frame_deadline().is_some_and(|d| d <= now)
     }
 
     /// How much room a read should offer when the buffer was released and
@@ -123,6 +186,7 @@ impl Inbound {
         // be kept: the next read goes straight into it, and finds room to
         // spare, which tells the socket it is drained.
         self.buf.reserve(bytes.len().max(KEEP));
+        self.pooled = false;
         self.reserved = self.buf.len() + self.buf.capacity();
         self.buf.extend_from_slice(bytes);
         self.filled(offered, bytes.len(), now);
@@ -205,7 +269,8 @@ impl Inbound {
     /// should hold no buffer.
     pub(crate) fn release_if_empty(&mut self) {
         if self.buf.is_empty() && self.reserved > KEEP {
-            self.buf = BytesMut::new();
+            let drained = std::mem::take(&mut self.buf);
+            self.give_back(drained);
             self.reserved = 0;
         }
     }
@@ -226,18 +291,11 @@ struct ReadSizer {
 }
 
 impl ReadSizer {
-    const MAX: usize = 256 * 1024;
+    const MAX: usize = POOLED;
 
     fn new(min: usize) -> Self {
         let min = min.clamp(64, Self::MAX);
         Self { min, next: min }
-    }
-
-    fn prepare(&self, buf: &mut BytesMut) -> usize {
-        if buf.capacity() - buf.len() < self.next / 2 {
-            buf.reserve(self.next);
-        }
-        buf.capacity() - buf.len()
     }
 
     fn record(&mut self, offered: usize, read: usize) {
@@ -252,6 +310,7 @@ impl ReadSizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::read_pool::QUIET;
     use bytes::BufMut;
     use drpc_proto::{FrameLimits, Header, Proto, RawProto};
 
@@ -415,6 +474,92 @@ mod tests {
             i.release_if_empty();
             assert_eq!(i.capacity(), kept, "{body}-byte body");
         }
+    }
+
+    /// Reads `bytes` in reads of what the buffer offers, at `now`, and
+    /// keeps every message they make; the buffers read into, by address.
+    fn read_all(
+        i: &mut Inbound,
+        mut bytes: &[u8],
+        now: Instant,
+        msgs: &mut Vec<Frame>,
+    ) -> Vec<usize> {
+        let mut buffers = Vec::new();
+        while !bytes.is_empty() {
+            // As the connection does before each read.
+            i.arm_timer();
+            let (buf, offered) = i.room();
+            let n = offered.min(bytes.len());
+            buf.put_slice(&bytes[..n]);
+            buffers.push(buf.as_ptr() as usize);
+            i.filled(offered, n, now);
+            bytes = &bytes[n..];
+            while let Some(frame) = i.next().unwrap() {
+                msgs.push(frame);
+            }
+        }
+        buffers
+    }
+
+    #[test]
+    fn full_size_reads_take_back_buffers_their_messages_left_until_reads_are_quiet() {
+        let t = Instant::now();
+        let mut i = inbound(t);
+        while i.sizer.next < POOLED {
+            let (_, offered) = i.room();
+            i.filled(offered, offered, t);
+        }
+        i.release_if_empty();
+        let big = |n| Message::new(Header::push("/a"), vec![n; 100_000]);
+        let bytes = wire(&[big(1), big(2), big(3), big(4), big(5), big(6)]);
+        let mut held = Vec::new();
+        let first = read_all(&mut i, &bytes, t, &mut held);
+        assert_eq!(held.len(), 6, "each frame whole, across buffers");
+        assert!(matches!(&held[5], Frame::Message(m) if m.body[..] == [6; 100_000][..]));
+        let later = t + Duration::from_millis(10);
+        let again = read_all(&mut i, &bytes, later, &mut held);
+        assert!(
+            again.iter().all(|b| !first.contains(b)),
+            "messages hold the first buffers: none is read into again"
+        );
+        held.clear();
+        let kept = i.pool.len();
+        let third = read_all(&mut i, &bytes, later, &mut held);
+        assert!(
+            third.iter().all(|b| first.contains(b) || again.contains(b)),
+            "their messages gone, the same buffers take the next reads"
+        );
+        assert_eq!(i.pool.len(), kept, "each taken back, none new");
+        assert_eq!(held.len(), 6);
+
+        i.release_if_empty();
+        assert_eq!(i.frame_deadline(), None);
+        assert_eq!(i.arm_timer(), Some(later + QUIET), "the pool's time");
+        assert!(!i.on_timer(later + QUIET - Duration::from_millis(1)));
+        assert!(!i.pool.is_empty(), "not yet quiet");
+        assert!(!i.on_timer(later + QUIET));
+        assert!(i.pool.is_empty(), "quiet: the pool is given back");
+        assert_eq!(i.arm_timer(), None, "and needs no timer");
+        // A read that finds nothing then: with no timer set to forget it,
+        // its buffer is freed, not kept.
+        i.room();
+        i.release_if_empty();
+        assert!(i.pool.is_empty());
+        drop(held);
+    }
+
+    #[test]
+    fn a_frame_larger_than_any_read_gets_room_for_all_of_it_at_once() {
+        let t = Instant::now();
+        let mut i = inbound(t);
+        let bytes = wire(&[Message::new(Header::push("/a"), vec![3; 600_000])]);
+        let mut held = Vec::new();
+        let buffers = read_all(&mut i, &bytes, t, &mut held);
+        assert!(matches!(&held[..], [Frame::Message(m)] if m.body.len() == 600_000));
+        assert!(
+            buffers[1..].iter().all(|b| *b == buffers[1]),
+            "one buffer from the second read on, never moved"
+        );
     }
 
     #[test]

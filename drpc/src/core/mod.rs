@@ -19,6 +19,7 @@ pub(crate) mod inbound;
 pub(crate) mod inflight;
 pub(crate) mod lifecycle;
 pub(crate) mod outbound;
+pub(crate) mod read_pool;
 pub(crate) mod streams;
 pub(crate) mod wire;
 

@@ -326,7 +326,7 @@ impl Reader<'_> {
                 // find nothing to do between is saved.
                 yield_once().await;
             }
-            frame_timer.as_mut().arm(self.inbound.frame_deadline());
+            frame_timer.as_mut().arm(self.inbound.arm_timer());
             call_timer.as_mut().arm(link.core().calls.next_deadline());
             expiry_timer.as_mut().arm(self.expiry.next());
             let can_read = self.reading && self.waiting.is_none() && !self.backlog;
@@ -395,9 +395,9 @@ impl Reader<'_> {
                     }
                 }
                 _ = frame_timer.as_mut().fired(), if frame_timer.is_armed() => {
-                    // Armed lazily: the frame it was set for may be whole.
+                    // Armed lazily: what it was set for may be over or put off.
                     let now = tokio::time::Instant::now().into_std();
-                    if self.inbound.frame_deadline().is_some_and(|d| d <= now) {
+                    if self.inbound.on_timer(now) {
                         return (Cause::Broken, self.inbound.frame_timed_out());
                     }
                 }

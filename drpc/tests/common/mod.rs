@@ -16,20 +16,34 @@ use tokio::sync::mpsc;
 /// so a loaded 2-core machine never flakes, while a hang still fails.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// The next frame a raw connection receives, in the raw wire format (bytes
-/// after it are dropped: for tests that expect one reply).
+/// The next frame a raw connection receives, in the raw wire format; what
+/// follows it stays unread, for the next call.
 pub async fn read_frame(raw: &mut tokio::net::TcpStream) -> drpc::proto::Message {
     use drpc::proto::{FrameLimits, Proto, RawProto};
-    use tokio::io::AsyncReadExt;
     let mut framer = RawProto.framer(&FrameLimits::default());
     let mut buf = bytes::BytesMut::new();
     loop {
         if let Some(m) = framer.decode(&mut buf).unwrap() {
             return m;
         }
-        let n = within("a frame", raw.read_buf(&mut buf)).await.unwrap();
-        assert!(n > 0, "the connection closed before a whole frame");
+        read_within_frame(raw, &mut buf).await;
     }
+}
+
+/// Reads more of the frame begun in `buf` (which holds nothing past it),
+/// never past its end: the bytes after it stay in the socket.
+async fn read_within_frame(raw: &mut tokio::net::TcpStream, buf: &mut bytes::BytesMut) {
+    use bytes::BufMut;
+    use tokio::io::AsyncReadExt;
+    let rest = match buf.get(..4) {
+        Some(prefix) => 4 + u32::from_be_bytes(prefix.try_into().unwrap()) as usize - buf.len(),
+        None => 4 - buf.len(),
+    };
+    buf.reserve(rest);
+    let n = within("a frame", raw.read_buf(&mut (&mut *buf).limit(rest)))
+        .await
+        .unwrap();
+    assert!(n > 0, "the connection closed before a whole frame");
 }
 
 /// Reads a drpc dialer's first frame after its hello (docs/PROTOCOL.md
@@ -37,7 +51,7 @@ pub async fn read_frame(raw: &mut tokio::net::TcpStream) -> drpc::proto::Message
 /// 404, so the dialer sends it nothing but kinds 1 to 3.
 pub async fn read_past_hello(raw: &mut tokio::net::TcpStream) -> drpc::proto::Message {
     use drpc::proto::{FrameLimits, Header, Message, Proto, RawProto};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut framer = RawProto.framer(&FrameLimits::default());
     let mut buf = bytes::BytesMut::new();
     let mut hello_seen = false;
@@ -61,8 +75,7 @@ pub async fn read_past_hello(raw: &mut tokio::net::TcpStream) -> drpc::proto::Me
             raw.write_all(&out).await.unwrap();
             continue;
         }
-        let n = within("a frame", raw.read_buf(&mut buf)).await.unwrap();
-        assert!(n > 0, "the connection closed before a whole frame");
+        read_within_frame(raw, &mut buf).await;
     }
 }
 

@@ -157,8 +157,9 @@ pub trait Framer: Send + 'static {
     /// Cuts the next complete message from the front of `src`.
     ///
     /// Returns `Ok(None)` when `src` holds only part of a message; the caller
-    /// reads more bytes into `src` and tries again (sizing its room with
-    /// [`Framer::frame_len`] where it can). After an error for
+    /// reads more bytes into `src` and tries again, sizing the room with
+    /// [`Framer::frame_len`] where it can. A framer leaves that room to the
+    /// caller, which may reuse its buffers. After an error for
     /// which [`ProtoError::is_fatal`] is true the stream is out of step and
     /// the connection must be closed; after any other error the frame has
     /// been consumed and the next one can be decoded.

@@ -189,6 +189,12 @@ impl Outbound {
             // senders, and a drained connection holds no buffer of its own.
             self.queued = 0;
             self.buf = BytesMut::new();
+            if self.sealed.capacity() > 8 {
+                // Grown by a run of large bodies (a stream's window of
+                // them: 20 KiB of queue), which an idle connection keeps
+                // no more than a buffer.
+                self.sealed = VecDeque::new();
+            }
         }
         Some(batch)
     }
@@ -375,6 +381,18 @@ mod tests {
         }
         let calls: Vec<u32> = batches.iter().flat_map(|b| b.calls.clone()).collect();
         assert_eq!(calls, (1..=20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_drained_connection_gives_back_a_queue_large_bodies_grew() {
+        let mut o = outbound(100, 1000);
+        for _ in 0..100 {
+            o.push(&Message::new(Header::push("/item"), vec![0; 500]))
+                .unwrap();
+        }
+        assert!(o.sealed.capacity() >= 100);
+        while o.next_batch().is_some() {}
+        assert!(o.sealed.capacity() <= 8, "{}", o.sealed.capacity());
     }
 
     #[test]

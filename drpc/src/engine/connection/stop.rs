@@ -21,6 +21,8 @@ impl Reader<'_> {
         // stream) still ends by the grace of an endpoint shutdown begun
         // since, if that comes first.
         let mut shutdown_seen = self.ep.shutdown.is_cancelled();
+        // Its reads no longer arm the timer that would forget the pool.
+        self.inbound.forget_pool();
         let handlers = &self.link.handlers;
         if stop != Stop::Drain {
             handlers.abort.cancel();

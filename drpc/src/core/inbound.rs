@@ -49,8 +49,9 @@ pub(crate) struct Inbound {
     last_full: bool,
     sizer: ReadSizer,
     /// The buffer came from the pool (see [`ReadPool`]), and goes back to
-    /// it when reads move on if its memory still ends here.
-    pooled: Option<usize>,
+    /// it when reads move on if its memory still ends where it did: that
+    /// end, and its size.
+    pooled: Option<(usize, usize)>,
     pool: ReadPool,
     /// The read timer was last armed for the pool's quiet time too: only
     /// then may a buffer join the pool, or nothing would forget it.
@@ -95,19 +96,11 @@ impl Inbound {
         if frame > POOLED {
             // A frame larger than any read: room for all of it, once.
             if frame > self.buf.capacity() {
-                self.buf.reserve(frame - self.buf.len());
-                self.pooled = None;
+                self.move_to_pooled(frame);
             }
         } else if self.buf.capacity() - self.buf.len() < next / 2 {
-            if next == POOLED && self.buf.len() <= POOLED / 2 {
-                // Full-size reads: a pooled buffer, with the partial frame
-                // (if any) moved to its front, once.
-                let mut fresh = self.pool.take();
-                fresh.extend_from_slice(&self.buf);
-                let used = std::mem::replace(&mut self.buf, fresh);
-                self.give_back(used);
-                self.pooled = Some(ReadPool::end_of(&self.buf));
-                self.reserved = POOLED;
+            if next == POOLED {
+                self.move_to_pooled(self.buf.len() + next / 2);
             } else {
                 self.buf.reserve(next);
                 self.pooled = None;
@@ -120,12 +113,24 @@ impl Inbound {
         (&mut self.buf, offered)
     }
 
+    /// Reads go on in a buffer of the pool's of at least `least` bytes,
+    /// with the partial frame (if any) moved to its front, once.
+    fn move_to_pooled(&mut self, least: usize) {
+        let (mut fresh, size) = self.pool.take(least);
+        fresh.extend_from_slice(&self.buf);
+        let used = std::mem::replace(&mut self.buf, fresh);
+        self.give_back(used);
+        self.pooled = Some((ReadPool::end_of(&self.buf), size));
+        self.reserved = size;
+    }
+
     /// Done with `buf`, the buffer reads used so far: to the pool if it
     /// came from there whole and the timer that forgets the pool is set.
     fn give_back(&mut self, buf: BytesMut) {
-        let from_pool = self.pooled.take() == Some(ReadPool::end_of(&buf));
-        if from_pool && self.pool_timed {
-            self.pool.lend(buf);
+        if let Some((end, size)) = self.pooled.take() {
+            if end == ReadPool::end_of(&buf) && self.pool_timed {
+                self.pool.lend(buf, size);
+            }
         }
     }
 

@@ -1,4 +1,4 @@
-//! Full-size read buffers kept for reuse while a connection is busy.
+//! Read buffers kept for reuse while a connection is busy.
 //!
 //! A message cut from a read buffer shares its memory, so a buffer lives
 //! until its last message is dropped. When reads run at full size (a large
@@ -7,44 +7,60 @@
 //! faulted every page in again, which cost more than the copy itself
 //! (about 170,000 page faults per GiB). The pool keeps the buffers a
 //! connection moved on from, and a read takes back the oldest whose
-//! messages are all gone.
+//! messages are all gone. Buffers come in multiples of [`POOLED`] bytes: a
+//! frame larger than a read gets one large enough for all of it.
 //!
 //! What it holds beyond what messages hold is bounded twice: it never keeps
-//! more than [`LENT_MOST`] buffers, and its reader forgets them all once
-//! reads have been quiet for [`QUIET`] (see `Inbound::arm_timer`) or the
-//! connection stops, so an idle connection holds none.
+//! more than [`LENT_BYTES`], and its reader forgets it all once reads have
+//! been quiet for [`QUIET`] (see `Inbound::arm_timer`) or the connection
+//! stops, so an idle connection holds none.
 
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::time::Duration;
 
-/// The size of a pooled buffer: the reader's largest read.
+/// The size of a full-size read's buffer, and the unit of the others.
 pub(crate) const POOLED: usize = 256 * 1024;
 
-/// The most buffers kept: 4 MiB of them. A reader that keeps pace holds a
-/// few at a time, and a window's worth (16 MiB by default) would cost as
-/// much again for each busy connection; in `stream_bench` 16 take the page
-/// faults as low as 64 do.
-pub(crate) const LENT_MOST: usize = 16;
+/// The most bytes of buffers kept: 16 MiB, what a stream's default window
+/// may hold at once. The pool only grows when every buffer in it is still
+/// held, so what it keeps free is never more than its connection's
+/// messages held at once within the quiet time. In `stream_bench`, 4 MiB
+/// left twice the page faults of 16.
+pub(crate) const LENT_BYTES: usize = 16 << 20;
 
 /// How long reads may pause before the pool is given back.
 pub(crate) const QUIET: Duration = Duration::from_millis(100);
 
-/// Buffers of [`POOLED`] bytes a connection read into and moved on from.
+/// Buffers a connection read into and moved on from, each with its size.
 #[derive(Default)]
 pub(crate) struct ReadPool {
     /// Oldest first: messages are mostly dropped in the order they came.
-    lent: VecDeque<BytesMut>,
+    lent: VecDeque<(BytesMut, usize)>,
+    /// The sizes of those, added up.
+    bytes: usize,
 }
 
 impl ReadPool {
-    /// A buffer of [`POOLED`] bytes, empty: one given back whose messages
-    /// are all gone, or a new one.
-    pub(crate) fn take(&mut self) -> BytesMut {
+    /// An empty buffer of at least `least` bytes, and its size: one given
+    /// back whose messages are all gone, or a new one of the next multiple
+    /// of [`POOLED`] bytes.
+    pub(crate) fn take(&mut self, least: usize) -> (BytesMut, usize) {
         // A buffer still shared with a message fails to reclaim.
-        match self.lent.iter_mut().position(|b| b.try_reclaim(POOLED)) {
-            Some(i) => self.lent.remove(i).expect("a position in the queue"),
-            None => BytesMut::with_capacity(POOLED),
+        let free = self
+            .lent
+            .iter_mut()
+            .position(|(buf, size)| *size >= least && buf.try_reclaim(*size));
+        match free {
+            Some(i) => {
+                let (buf, size) = self.lent.remove(i).expect("a position in the queue");
+                self.bytes -= size;
+                (buf, size)
+            }
+            None => {
+                let size = least.max(1).div_ceil(POOLED) * POOLED;
+                (BytesMut::with_capacity(size), size)
+            }
         }
     }
 
@@ -55,20 +71,23 @@ impl ReadPool {
         buf.as_ptr() as usize + buf.capacity()
     }
 
-    /// Keeps `buf`, a buffer [`ReadPool::take`] gave, whose unread bytes
-    /// (if any) were copied elsewhere; the oldest kept goes when there are
-    /// more than [`LENT_MOST`].
-    pub(crate) fn lend(&mut self, mut buf: BytesMut) {
+    /// Keeps `buf`, a buffer of `size` bytes [`ReadPool::take`] gave, whose
+    /// unread bytes (if any) were copied elsewhere; the oldest kept go
+    /// while there are more than [`LENT_BYTES`].
+    pub(crate) fn lend(&mut self, mut buf: BytesMut, size: usize) {
         buf.clear();
-        self.lent.push_back(buf);
-        if self.lent.len() > LENT_MOST {
-            self.lent.pop_front();
+        self.lent.push_back((buf, size));
+        self.bytes += size;
+        while self.bytes > LENT_BYTES {
+            let (_, size) = self.lent.pop_front().expect("bytes kept");
+            self.bytes -= size;
         }
     }
 
     /// Forgets every buffer, each freed as its last message goes.
     pub(crate) fn forget(&mut self) {
         self.lent = VecDeque::new();
+        self.bytes = 0;
     }
 
     /// Whether it keeps no buffer.
@@ -89,67 +108,81 @@ mod tests {
     use bytes::BufMut;
 
     /// A pooled buffer that read `n` bytes and had them all cut out as
-    /// messages, which the caller holds.
-    fn read_and_cut(pool: &mut ReadPool, n: usize) -> (BytesMut, bytes::Bytes) {
-        let mut buf = pool.take();
+    /// messages, which the caller holds; the buffer, its size, the message.
+    fn read_and_cut(pool: &mut ReadPool, n: usize) -> (BytesMut, usize, bytes::Bytes) {
+        let (mut buf, size) = pool.take(POOLED);
         buf.put_bytes(7, n);
         let msg = buf.split_to(n).freeze();
-        (buf, msg)
+        (buf, size, msg)
     }
 
     #[test]
     fn a_buffer_is_reused_once_its_messages_are_gone_and_not_before() {
         let mut pool = ReadPool::default();
-        let (buf, msg) = read_and_cut(&mut pool, 1000);
+        let (buf, size, msg) = read_and_cut(&mut pool, 1000);
+        assert_eq!(size, POOLED);
         let memory = msg.as_ptr();
-        pool.lend(buf);
-        let other = pool.take();
+        pool.lend(buf, size);
+        let (other, _) = pool.take(POOLED);
         assert_ne!(other.as_ptr(), memory, "its message still holds it");
         assert_eq!(pool.len(), 1, "and it stays in the pool");
         drop(msg);
-        let again = pool.take();
+        let (again, size) = pool.take(POOLED);
         assert_eq!(again.as_ptr(), memory, "the same memory, from its start");
-        assert_eq!((again.len(), again.capacity()), (0, POOLED));
+        assert_eq!((again.len(), again.capacity(), size), (0, POOLED, POOLED));
         assert_eq!(pool.len(), 0);
     }
 
     #[test]
-    fn the_oldest_free_buffer_is_taken_first() {
+    fn the_oldest_free_buffer_large_enough_is_taken_first() {
         let mut pool = ReadPool::default();
-        let (a, held) = read_and_cut(&mut pool, 10);
-        let (b, b_msg) = read_and_cut(&mut pool, 10);
-        let (c, c_msg) = read_and_cut(&mut pool, 10);
+        let (a, a_size, held) = read_and_cut(&mut pool, 10);
+        let (b, b_size, b_msg) = read_and_cut(&mut pool, 10);
+        let (c, c_size, c_msg) = read_and_cut(&mut pool, 10);
         let (b_at, c_at) = (b_msg.as_ptr(), c_msg.as_ptr());
-        for buf in [a, b, c] {
-            pool.lend(buf);
-        }
+        pool.lend(a, a_size);
+        pool.lend(b, b_size);
+        pool.lend(c, c_size);
+        let (big, big_size) = pool.take(POOLED + 1);
+        assert_eq!((big.capacity(), big_size), (2 * POOLED, 2 * POOLED));
+        let big_at = big.as_ptr();
+        pool.lend(big, big_size);
         drop((c_msg, b_msg));
         assert_eq!(
-            pool.take().as_ptr(),
+            pool.take(POOLED).0.as_ptr(),
             b_at,
             "the first free one, past one held"
         );
-        assert_eq!(pool.take().as_ptr(), c_at);
+        assert_eq!(
+            pool.take(POOLED + 1).0.as_ptr(),
+            big_at,
+            "past one too small"
+        );
+        assert_eq!(pool.take(10).0.as_ptr(), c_at);
         assert_eq!(pool.len(), 1, "the held one waits");
         drop(held);
     }
 
     #[test]
-    fn it_keeps_a_bounded_number_and_forgets_them_when_told() {
+    fn it_keeps_a_bounded_size_and_forgets_it_when_told() {
         let mut pool = ReadPool::default();
-        for _ in 0..LENT_MOST + 5 {
-            let buf = pool.take();
-            pool.lend(buf);
+        for _ in 0..100 {
+            let (buf, size) = pool.take(POOLED);
+            pool.lend(buf, size);
             assert!(pool.len() <= 1, "a free buffer is reused, not added");
         }
-        let held: Vec<_> = (0..LENT_MOST + 5)
+        let most = LENT_BYTES / POOLED;
+        let held: Vec<_> = (0..most + 5)
             .map(|_| {
-                let (buf, msg) = read_and_cut(&mut pool, 10);
-                pool.lend(buf);
+                let (buf, size, msg) = read_and_cut(&mut pool, 10);
+                pool.lend(buf, size);
                 msg
             })
             .collect();
-        assert_eq!(pool.len(), LENT_MOST, "the oldest held ones went");
+        assert_eq!(pool.len(), most, "the oldest held ones went");
+        let (buf, size) = pool.take(8 * POOLED);
+        pool.lend(buf, size);
+        assert_eq!(pool.len(), most - 7, "by size, not count");
         pool.forget();
         assert!(pool.is_empty());
         drop(held);
@@ -158,7 +191,7 @@ mod tests {
     #[test]
     fn a_buffer_keeps_its_end_unless_reallocated() {
         let mut pool = ReadPool::default();
-        let (mut buf, msg) = read_and_cut(&mut pool, 100);
+        let (mut buf, _, msg) = read_and_cut(&mut pool, 100);
         let end = ReadPool::end_of(&buf);
         buf.put_bytes(1, 50);
         let _ = buf.split_to(50);

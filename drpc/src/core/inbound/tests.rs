@@ -275,7 +275,7 @@ fn a_stopping_connection_keeps_no_pool() {
 }
 
 #[test]
-fn a_frame_larger_than_any_read_gets_room_for_all_of_it_at_once() {
+fn a_frame_larger_than_any_read_gets_room_for_all_of_it_at_once_and_again() {
     let t = Instant::now();
     let mut i = inbound(t);
     let bytes = wire(&[Message::new(Header::push("/a"), vec![3; 600_000])]);
@@ -291,6 +291,19 @@ fn a_frame_larger_than_any_read_gets_room_for_all_of_it_at_once() {
         buffers[1..].iter().all(|b| *b == buffers[1]),
         "one buffer from the second read on, never moved"
     );
+    // The next frame begins in what is left of that buffer, and moves
+    // to another; from then on the two take turns.
+    held.clear();
+    let second = read_all_within(&mut i, &bytes, t, 64 * 1024, &mut held);
+    let kept = i.pool.len();
+    held.clear();
+    let third = read_all_within(&mut i, &bytes, t, 64 * 1024, &mut held);
+    assert_ne!(second[1], buffers[1]);
+    assert_eq!(
+        third[1], buffers[1],
+        "messages gone, large frames take their buffers back"
+    );
+    assert_eq!(i.pool.len(), kept, "and none is new");
 }
 
 #[test]

@@ -443,8 +443,8 @@ macro_rules! conformance {
                 two_way::a_handler_that_stops_reading_holds_its_caller_back(t()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn many_streams_share_a_session_with_calls() {
-                two_way::many_streams_share_a_session_with_calls(t()).await
+            async fn many_streams_share_a_session_with_calls_and_pushes() {
+                two_way::many_streams_share_a_session_with_calls_and_pushes(t()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_dropped_call_stops_its_handler_at_the_peer() {

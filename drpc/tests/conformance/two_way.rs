@@ -196,8 +196,12 @@ pub async fn a_handler_that_stops_reading_holds_its_caller_back(t: Transport) {
 
 /// Sixteen bidirectional streams at once, beside calls, on one session:
 /// each gets back exactly its own items, in order.
-pub async fn many_streams_share_a_session_with_calls(t: Transport) {
-    let p = t.pair(two_way(), Router::new()).await;
+pub async fn many_streams_share_a_session_with_calls_and_pushes(t: Transport) {
+    let mut server_routes = two_way();
+    let mut server_pushes = forward_pushes(&mut server_routes, "/note");
+    let mut client_routes = Router::new();
+    let mut client_pushes = forward_pushes(&mut client_routes, "/note");
+    let p = t.pair(server_routes, client_routes).await;
     let streams = (0..16).map(|s| {
         let session = p.session.clone();
         async move {
@@ -226,14 +230,33 @@ pub async fn many_streams_share_a_session_with_calls(t: Transport) {
         let session = p.session.clone();
         async move { session.call::<_, i64>("/math/add", &Add { a, b: 1 }).await }
     });
-    let (streamed, summed) = within(
-        "every stream and call",
-        futures_util::future::join(
+    let pushes = (0..50).map(|i| {
+        let (up, down) = (p.session.clone(), p.accepted.clone());
+        async move {
+            up.push("/note", &format!("up {i}")).await?;
+            down.push("/note", &format!("down {i}")).await
+        }
+    });
+    let (streamed, summed, pushed) = within(
+        "every stream, call and push",
+        futures_util::future::join3(
             futures_util::future::join_all(streams),
             futures_util::future::join_all(calls),
+            futures_util::future::join_all(pushes),
         ),
     )
     .await;
+    assert!(pushed.iter().all(Result::is_ok), "{pushed:?}");
+    for (way, pushes) in [("up", &mut server_pushes), ("down", &mut client_pushes)] {
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            got.push(within("a push", pushes.recv()).await.unwrap().1);
+        }
+        got.sort();
+        let mut want: Vec<String> = (0..50).map(|i| format!("{way} {i}")).collect();
+        want.sort();
+        assert_eq!(got, want);
+    }
     for result in streamed {
         let (s, got) = result.unwrap();
         let want: Vec<String> = (0..50).map(|i| format!("{s}:{i}")).collect();

@@ -56,6 +56,8 @@ pub(crate) struct Inbound {
     /// The read timer was last armed for the pool's quiet time too: only
     /// then may a buffer join the pool, or nothing would forget it.
     pool_timed: bool,
+    /// When a read last took or gave back a pooled buffer.
+    pool_used: Instant,
     /// When the first bytes of the frame being read arrived.
     started: Option<Instant>,
     /// When the latest bytes arrived; incoming deadlines count from here
@@ -82,6 +84,7 @@ impl Inbound {
             pooled: None,
             pool: ReadPool::default(),
             pool_timed: false,
+            pool_used: now,
             started: None,
             arrived: now,
             frame_timeout,
@@ -99,8 +102,11 @@ impl Inbound {
                 self.move_to_pooled(frame);
             }
         } else if self.buf.capacity() - self.buf.len() < next / 2 {
-            if next == POOLED {
-                self.move_to_pooled(self.buf.len() + next / 2);
+            // Full-size reads take a pooled buffer, and so does a read after
+            // one (a large frame's buffer goes back, not astray): one that
+            // holds the frame under way whole, if its length is known.
+            if next == POOLED || self.pooled.is_some() {
+                self.move_to_pooled(frame.max(self.buf.len() + next / 2));
             } else {
                 self.buf.reserve(next);
                 self.pooled = None;
@@ -121,6 +127,7 @@ impl Inbound {
         let used = std::mem::replace(&mut self.buf, fresh);
         self.give_back(used);
         self.pooled = Some((ReadPool::end_of(&self.buf), size));
+        self.pool_used = self.arrived;
         self.reserved = size;
     }
 
@@ -130,16 +137,18 @@ impl Inbound {
         if let Some((end, size)) = self.pooled.take() {
             if end == ReadPool::end_of(&buf) && self.pool_timed {
                 self.pool.lend(buf, size);
+                self.pool_used = self.arrived;
             }
         }
     }
 
     /// When the connection's read timer must fire next, which the caller
     /// arms before each read: the frame under way must be whole, or the
-    /// pool is to be given back, [`QUIET`] after the latest read.
+    /// pool is to be given back, [`QUIET`] after it was last used (small
+    /// reads since do not keep it).
     pub(crate) fn arm_timer(&mut self) -> Option<Instant> {
         self.pool_timed = self.pooled.is_some() || !self.pool.is_empty();
-        let quiet = self.pool_timed.then(|| self.arrived + QUIET);
+        let quiet = self.pool_timed.then(|| self.pool_used + QUIET);
         match (self.frame_deadline(), quiet) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -149,7 +158,7 @@ impl Inbound {
     /// The read timer fired at `now`: gives the pool back if reads were
     /// quiet, and says whether the frame under way ran out of time.
     pub(crate) fn on_timer(&mut self, now: Instant) -> bool {
-        if self.arrived + QUIET <= now {
+        if self.pool_used + QUIET <= now {
             self.forget_pool();
         }
         self.frame_deadline().is_some_and(|d| d <= now)
@@ -201,8 +210,12 @@ impl Inbound {
         // one grows it on the next read), but a small one as large as may
         // be kept: the next read goes straight into it, and finds room to
         // spare, which tells the socket it is drained.
+        if self.pooled.is_some() {
+            // Used up to its end: back to the pool, not astray.
+            let used = std::mem::take(&mut self.buf);
+            self.give_back(used);
+        }
         self.buf.reserve(bytes.len().max(KEEP));
-        self.pooled = None;
         self.reserved = self.buf.len() + self.buf.capacity();
         self.buf.extend_from_slice(bytes);
         self.filled(offered, bytes.len(), now);

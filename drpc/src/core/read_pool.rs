@@ -23,10 +23,9 @@ use std::time::Duration;
 pub(crate) const POOLED: usize = 256 * 1024;
 
 /// The most bytes of buffers kept: 16 MiB, what a stream's default window
-/// may hold at once. The pool only grows when every buffer in it is still
-/// held, so what it keeps free is never more than its connection's
-/// messages held at once within the quiet time. In `stream_bench`, 4 MiB
-/// left twice the page faults of 16.
+/// may hold at once (what it keeps free is bounded more tightly: see
+/// [`ReadPool::take`]). In `stream_bench`, 4 MiB left twice the page
+/// faults of 16.
 pub(crate) const LENT_BYTES: usize = 16 << 20;
 
 /// How long reads may pause before the pool is given back.
@@ -42,26 +41,42 @@ pub(crate) struct ReadPool {
 }
 
 impl ReadPool {
-    /// An empty buffer of at least `least` bytes, and its size: one given
-    /// back whose messages are all gone, or a new one of the next multiple
-    /// of [`POOLED`] bytes.
+    /// An empty buffer of at least `least` bytes, and its size: the
+    /// smallest given back whose messages are all gone (the oldest of
+    /// those), or a new one of the next multiple of [`POOLED`] bytes.
+    ///
+    /// A new one is made only when none free is large enough, and the free
+    /// ones (all too small) go then: so what the pool keeps free is never
+    /// more than what its connection's messages held at once.
     pub(crate) fn take(&mut self, least: usize) -> (BytesMut, usize) {
-        // A buffer still shared with a message fails to reclaim.
-        let free = self
-            .lent
-            .iter_mut()
-            .position(|(buf, size)| *size >= least && buf.try_reclaim(*size));
-        match free {
-            Some(i) => {
-                let (buf, size) = self.lent.remove(i).expect("a position in the queue");
-                self.bytes -= size;
-                (buf, size)
+        // (position, size)
+        let mut best: Option<(usize, usize)> = None;
+        let mut free = Vec::new();
+        for (i, (buf, size)) in self.lent.iter_mut().enumerate() {
+            // A buffer still shared with a message fails to reclaim.
+            if !buf.try_reclaim(*size) {
+                continue;
             }
-            None => {
-                let size = least.max(1).div_ceil(POOLED) * POOLED;
-                (BytesMut::with_capacity(size), size)
+            free.push(i);
+            if *size >= least && best.is_none_or(|(_, b)| b > *size) {
+                best = Some((i, *size));
             }
         }
+        if let Some((i, _)) = best {
+            return self.remove(i);
+        }
+        for i in free.into_iter().rev() {
+            self.remove(i);
+        }
+        let buf = BytesMut::with_capacity(least.max(1).div_ceil(POOLED) * POOLED);
+        let size = buf.capacity();
+        (buf, size)
+    }
+
+    fn remove(&mut self, i: usize) -> (BytesMut, usize) {
+        let (buf, size) = self.lent.remove(i).expect("a position in the queue");
+        self.bytes -= size;
+        (buf, size)
     }
 
     /// Where the memory of `buf`, a buffer [`ReadPool::take`] gave, ends:
@@ -75,6 +90,9 @@ impl ReadPool {
     /// unread bytes (if any) were copied elsewhere; the oldest kept go
     /// while there are more than [`LENT_BYTES`].
     pub(crate) fn lend(&mut self, mut buf: BytesMut, size: usize) {
+        if size > LENT_BYTES {
+            return;
+        }
         buf.clear();
         self.lent.push_back((buf, size));
         self.bytes += size;
@@ -93,6 +111,12 @@ impl ReadPool {
     /// Whether it keeps no buffer.
     pub(crate) fn is_empty(&self) -> bool {
         self.lent.is_empty()
+    }
+
+    /// How many bytes of buffers are kept.
+    #[cfg(test)]
+    pub(crate) fn kept(&self) -> usize {
+        self.bytes
     }
 
     /// How many buffers are kept.
@@ -134,32 +158,47 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_free_buffer_large_enough_is_taken_first() {
+    fn the_smallest_free_buffer_large_enough_is_taken_the_oldest_first() {
         let mut pool = ReadPool::default();
         let (a, a_size, held) = read_and_cut(&mut pool, 10);
         let (b, b_size, b_msg) = read_and_cut(&mut pool, 10);
         let (c, c_size, c_msg) = read_and_cut(&mut pool, 10);
         let (b_at, c_at) = (b_msg.as_ptr(), c_msg.as_ptr());
-        pool.lend(a, a_size);
-        pool.lend(b, b_size);
-        pool.lend(c, c_size);
         let (big, big_size) = pool.take(POOLED + 1);
         assert_eq!((big.capacity(), big_size), (2 * POOLED, 2 * POOLED));
         let big_at = big.as_ptr();
         pool.lend(big, big_size);
+        pool.lend(a, a_size);
+        pool.lend(b, b_size);
+        pool.lend(c, c_size);
         drop((c_msg, b_msg));
-        assert_eq!(
-            pool.take(POOLED).0.as_ptr(),
-            b_at,
-            "the first free one, past one held"
-        );
-        assert_eq!(
-            pool.take(POOLED + 1).0.as_ptr(),
-            big_at,
-            "past one too small"
-        );
+        let (b, _) = pool.take(10);
+        assert_eq!(b.as_ptr(), b_at, "past the older larger one, and one held");
+        let (big, _) = pool.take(POOLED + 1);
+        assert_eq!(big.as_ptr(), big_at, "past one too small");
         assert_eq!(pool.take(10).0.as_ptr(), c_at);
         assert_eq!(pool.len(), 1, "the held one waits");
+        drop(held);
+    }
+
+    #[test]
+    fn a_new_buffer_is_made_only_when_every_free_one_is_too_small_which_go() {
+        let mut pool = ReadPool::default();
+        let (a, a_size, held) = read_and_cut(&mut pool, 10);
+        let (b, b_size) = pool.take(POOLED);
+        pool.lend(a, a_size);
+        pool.lend(b, b_size);
+        let (large, size) = pool.take(3 * POOLED);
+        assert_eq!(size, 3 * POOLED);
+        assert_eq!(
+            pool.len(),
+            1,
+            "the free one too small went; the held one stays"
+        );
+        // One larger than all the pool may keep is not kept.
+        pool.lend(BytesMut::with_capacity(LENT_BYTES + 1), LENT_BYTES + 1);
+        pool.lend(large, size);
+        assert_eq!(pool.len(), 2);
         drop(held);
     }
 

@@ -233,6 +233,10 @@ fn full_size_reads_take_back_buffers_their_messages_left_until_reads_are_quiet()
 
     i.release_if_empty();
     assert_eq!(i.frame_deadline(), None);
+    // A small read since (a peer trickling frames) does not keep it.
+    let small = wire(&[Message::new(Header::push("/s"), vec![1])]);
+    i.filled_from(1024, &small, later + QUIET / 2);
+    assert!(matches!(i.next(), Ok(Some(Frame::Message(_)))));
     assert_eq!(i.arm_timer(), Some(later + QUIET), "the pool's time");
     assert!(!i.on_timer(later + QUIET - Duration::from_millis(1)));
     assert!(!i.pool.is_empty(), "not yet quiet");
@@ -246,6 +250,37 @@ fn full_size_reads_take_back_buffers_their_messages_left_until_reads_are_quiet()
     assert!(i.pool.is_empty());
     assert_eq!(i.arm_timer(), None);
     drop(held);
+}
+
+#[test]
+fn a_large_frames_buffer_goes_back_to_the_pool_after_it_when_reads_are_small() {
+    let t = Instant::now();
+    let mut i = Inbound::new(
+        RawProto.framer(&FrameLimits::default()),
+        128 * 1024,
+        Duration::from_secs(30),
+        t,
+    );
+    // A frame that leaves its 1 MiB buffer less than half a read of room.
+    let bytes = wire(&[Message::new(Header::push("/a"), vec![3; 1_000_000])]);
+    assert!((1 << 20) - bytes.len() < 64 * 1024);
+    let mut held = Vec::new();
+    let first = read_all_within(&mut i, &bytes, t, 64 * 1024, &mut held);
+    assert_eq!(i.sizer.next, 128 * 1024, "reads stay half-size");
+    // The next frame, while the first is still held, moves on to another.
+    let second = read_all_within(&mut i, &bytes, t, 64 * 1024, &mut held);
+    assert_ne!(second[1], first[1]);
+    assert!(
+        i.pool.kept() >= 1 << 20,
+        "the first buffer went to the pool"
+    );
+    held.clear();
+    let third = read_all_within(&mut i, &bytes, t, 64 * 1024, &mut held);
+    assert!(
+        third[1] == first[1] || third[1] == second[1],
+        "messages gone, a large buffer serves again"
+    );
+    assert!(matches!(&held[..], [Frame::Message(m)] if m.body.len() == 1_000_000));
 }
 
 #[test]

@@ -168,6 +168,23 @@ fn a_buffer_drained_by_its_frames_is_released_unless_small() {
     }
 }
 
+/// Six frames of 100 KB bodies (1 to 6): 600 KB, across full-size reads.
+fn six_large_frames() -> Vec<u8> {
+    let big = |n| Message::new(Header::push("/a"), vec![n; 100_000]);
+    wire(&[big(1), big(2), big(3), big(4), big(5), big(6)])
+}
+
+/// An inbound whose reads have grown to full size, holding no buffer.
+fn at_full_size(t: Instant) -> Inbound {
+    let mut i = inbound(t);
+    while i.sizer.next < POOLED {
+        let (_, offered) = i.room();
+        i.filled(offered, offered, t);
+    }
+    i.release_if_empty();
+    i
+}
+
 /// Reads `bytes` in reads of what the buffer offers, at `now`, and
 /// keeps every message they make; the buffers read into, by address.
 fn read_all(i: &mut Inbound, bytes: &[u8], now: Instant, msgs: &mut Vec<Frame>) -> Vec<usize> {
@@ -202,14 +219,8 @@ fn read_all_within(
 #[test]
 fn full_size_reads_take_back_buffers_their_messages_left_until_reads_are_quiet() {
     let t = Instant::now();
-    let mut i = inbound(t);
-    while i.sizer.next < POOLED {
-        let (_, offered) = i.room();
-        i.filled(offered, offered, t);
-    }
-    i.release_if_empty();
-    let big = |n| Message::new(Header::push("/a"), vec![n; 100_000]);
-    let bytes = wire(&[big(1), big(2), big(3), big(4), big(5), big(6)]);
+    let mut i = at_full_size(t);
+    let bytes = six_large_frames();
     let mut held = Vec::new();
     let first = read_all(&mut i, &bytes, t, &mut held);
     assert_eq!(held.len(), 6, "each frame whole, across buffers");
@@ -286,13 +297,8 @@ fn a_large_frames_buffer_goes_back_to_the_pool_after_it_when_reads_are_small() {
 #[test]
 fn a_stopping_connection_keeps_no_pool() {
     let t = Instant::now();
-    let mut i = inbound(t);
-    while i.sizer.next < POOLED {
-        let (_, offered) = i.room();
-        i.filled(offered, offered, t);
-    }
-    let big = |n| Message::new(Header::push("/a"), vec![n; 100_000]);
-    let bytes = wire(&[big(1), big(2), big(3), big(4), big(5), big(6)]);
+    let mut i = at_full_size(t);
+    let bytes = six_large_frames();
     read_all(&mut i, &bytes, t, &mut Vec::new());
     assert!(!i.pool.is_empty());
     i.forget_pool();
@@ -312,14 +318,9 @@ fn a_stopping_connection_keeps_no_pool() {
 #[test]
 fn a_frame_larger_than_any_read_gets_room_for_all_of_it_at_once_and_again() {
     let t = Instant::now();
-    let mut i = inbound(t);
+    let mut i = at_full_size(t);
     let bytes = wire(&[Message::new(Header::push("/a"), vec![3; 600_000])]);
     let mut held = Vec::new();
-    while i.sizer.next < POOLED {
-        let (_, offered) = i.room();
-        i.filled(offered, offered, t);
-    }
-    i.release_if_empty();
     let buffers = read_all_within(&mut i, &bytes, t, 64 * 1024, &mut held);
     assert!(matches!(&held[..], [Frame::Message(m)] if m.body.len() == 600_000));
     assert!(

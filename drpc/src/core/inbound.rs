@@ -4,10 +4,11 @@
 //!
 //! The buffer is released whenever it holds no partial frame and the socket
 //! has nothing more to give, so an idle session keeps no read buffer beyond
-//! [`KEEP`] bytes; the next read makes a new one. Full-size buffers go to
-//! the connection's [`ReadPool`] instead, until reads are quiet.
+//! [`KEEP`] bytes; the next read makes a new one. Buffers of full-size
+//! reads and of large frames come from the connection's [`ReadPool`] and go
+//! back to it, until it is given back (idle, or the connection stops).
 
-use super::read_pool::{ReadPool, POOLED, QUIET};
+use super::read_pool::{ReadPool, LENT_BYTES, POOLED, QUIET};
 use crate::values::Status;
 use bytes::BytesMut;
 use drpc_codec::CodecId;
@@ -56,8 +57,11 @@ pub(crate) struct Inbound {
     /// The read timer was last armed for the pool's quiet time too: only
     /// then may a buffer join the pool, or nothing would forget it.
     pool_timed: bool,
-    /// When a read last took or gave back a pooled buffer.
+    /// When a read last went into a buffer just taken from the pool, or
+    /// one went back to it.
     pool_used: Instant,
+    /// A buffer was taken from the pool since the latest read.
+    took: bool,
     /// When the first bytes of the frame being read arrived.
     started: Option<Instant>,
     /// When the latest bytes arrived; incoming deadlines count from here
@@ -85,6 +89,7 @@ impl Inbound {
             pool: ReadPool::default(),
             pool_timed: false,
             pool_used: now,
+            took: false,
             started: None,
             arrived: now,
             frame_timeout,
@@ -126,7 +131,11 @@ impl Inbound {
         fresh.extend_from_slice(&self.buf);
         let used = std::mem::replace(&mut self.buf, fresh);
         self.give_back(used);
-        self.pooled = Some((ReadPool::end_of(&self.buf), size));
+        // One larger than the pool keeps is not counted as its own.
+        self.pooled = (size <= LENT_BYTES).then(|| (ReadPool::end_of(&self.buf), size));
+        // Stamped again by the read into it: taken before that read, the
+        // time of the one before could be long past.
+        self.took = true;
         self.pool_used = self.arrived;
         self.reserved = size;
     }
@@ -226,6 +235,9 @@ impl Inbound {
         self.sizer.record(offered, n);
         self.last_full = n >= offered;
         self.arrived = now;
+        if std::mem::take(&mut self.took) {
+            self.pool_used = now;
+        }
         if n > 0 && self.started.is_none() {
             self.started = Some(now);
         }

@@ -174,6 +174,16 @@ fn six_large_frames() -> Vec<u8> {
     wire(&[big(1), big(2), big(3), big(4), big(5), big(6)])
 }
 
+/// An inbound that read [`six_large_frames`] at full size (dropping
+/// them), when, and those frames.
+fn with_a_pool() -> (Instant, Inbound, Vec<u8>) {
+    let t = Instant::now();
+    let mut i = at_full_size(t);
+    let bytes = six_large_frames();
+    read_all(&mut i, &bytes, t, &mut Vec::new());
+    (t, i, bytes)
+}
+
 /// An inbound whose reads have grown to full size, holding no buffer.
 fn at_full_size(t: Instant) -> Inbound {
     let mut i = inbound(t);
@@ -295,11 +305,21 @@ fn a_large_frames_buffer_goes_back_to_the_pool_after_it_when_reads_are_small() {
 }
 
 #[test]
+fn the_pools_time_counts_from_the_read_into_a_buffer_it_gave() {
+    let (t, mut i, bytes) = with_a_pool();
+    i.release_if_empty();
+    // A burst after a pause: its first buffer is taken before its read.
+    let later = t + Duration::from_secs(1);
+    i.arm_timer();
+    let (buf, offered) = i.room();
+    buf.put_slice(&bytes[..offered]);
+    i.filled(offered, offered, later);
+    assert_eq!(i.arm_timer(), Some(later + QUIET), "not the pause's start");
+}
+
+#[test]
 fn a_stopping_connection_keeps_no_pool() {
-    let t = Instant::now();
-    let mut i = at_full_size(t);
-    let bytes = six_large_frames();
-    read_all(&mut i, &bytes, t, &mut Vec::new());
+    let (t, mut i, bytes) = with_a_pool();
     assert!(!i.pool.is_empty());
     i.forget_pool();
     assert!(i.pool.is_empty());

@@ -164,8 +164,9 @@ impl Inbound {
         }
     }
 
-    /// The read timer fired at `now`: gives the pool back if reads were
-    /// quiet, and says whether the frame under way ran out of time.
+    /// The read timer fired at `now`: gives the pool back if it went
+    /// unused for [`QUIET`], and says whether the frame under way ran out
+    /// of time.
     pub(crate) fn on_timer(&mut self, now: Instant) -> bool {
         if self.pool_used + QUIET <= now {
             self.forget_pool();

@@ -271,9 +271,7 @@ impl Router {
         path: &str,
         f: CallFn,
     ) -> Result<&mut Self, RouteError> {
-        let full = insert(&mut self.calls, prefix, path, f)?;
-        self.order.push((full, RouteKind::Call));
-        Ok(self)
+        self.insert_call_route(prefix, path, f, false)
     }
 
     /// Registers a call handler that takes stream calls, for `prefix +
@@ -284,9 +282,19 @@ impl Router {
         path: &str,
         f: CallFn,
     ) -> Result<&mut Self, RouteError> {
+        self.insert_call_route(prefix, path, f, true)
+    }
+
+    fn insert_call_route(
+        &mut self,
+        prefix: &str,
+        path: &str,
+        f: CallFn,
+        stream: bool,
+    ) -> Result<&mut Self, RouteError> {
         let full = insert(&mut self.calls, prefix, path, f)?;
         if let Some(route) = self.calls.get_mut(full.as_str()) {
-            route.stream = true;
+            route.stream = stream;
         }
         self.order.push((full, RouteKind::Call));
         Ok(self)
